@@ -1,0 +1,21 @@
+//! lease-check: the Function URL replica hosts poll before they allow writes.
+//! Wiring only; the contract and the logic live in `tenure::lease`.
+
+use lambda_http::{run, service_fn, Error};
+use tenure::aws::{dynamodb_client, load_sdk_config};
+use tenure::clock::SystemClock;
+use tenure::config::ProcessEnv;
+use tenure::lease::api::handle_lambda;
+use tenure::lease::check::LeaseService;
+use tenure::lease::config::LeaseFunctionConfig;
+use tenure::lease::store::LeaseStore;
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    lambda_http::tracing::init_default_subscriber();
+    let config = LeaseFunctionConfig::from_env(&ProcessEnv)?;
+    let sdk = load_sdk_config().await;
+    let store = LeaseStore::new(dynamodb_client(&sdk, None), config.leases_table);
+    let service = LeaseService::new(store, config.lease, SystemClock);
+    run(service_fn(|request| handle_lambda(&service, request))).await
+}

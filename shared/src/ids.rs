@@ -1,0 +1,141 @@
+//! Identifiers that cross the wire. Validated once at the edge, so the rest of the code can
+//! put them in DynamoDB expressions and logs without further checks.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// Longest id the wire contract accepts.
+pub const MAX_ID_LEN: usize = 64;
+
+/// Why an id was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IdError {
+    #[error("{kind} must be 1-{MAX_ID_LEN} characters, got {len}")]
+    Length { kind: &'static str, len: usize },
+    #[error("{kind} may contain only A-Z a-z 0-9 . _ - (found {found:?})")]
+    Character { kind: &'static str, found: char },
+}
+
+fn validate(kind: &'static str, raw: &str) -> Result<(), IdError> {
+    let len = raw.chars().count();
+    if len == 0 || len > MAX_ID_LEN {
+        return Err(IdError::Length { kind, len });
+    }
+    match raw
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+    {
+        Some(found) => Err(IdError::Character { kind, found }),
+        None => Ok(()),
+    }
+}
+
+macro_rules! wire_id {
+    ($(#[$doc:meta])* $name:ident, $kind:literal) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+        #[serde(try_from = "String", into = "String")]
+        pub struct $name(String);
+
+        impl $name {
+            /// Validates `raw` against the wire contract: 1-64 characters of `[A-Za-z0-9._-]`.
+            pub fn parse(raw: &str) -> Result<Self, IdError> {
+                validate($kind, raw)?;
+                Ok(Self(raw.to_owned()))
+            }
+
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl TryFrom<String> for $name {
+            type Error = IdError;
+            fn try_from(raw: String) -> Result<Self, IdError> {
+                validate($kind, &raw)?;
+                Ok(Self(raw))
+            }
+        }
+
+        impl From<$name> for String {
+            fn from(id: $name) -> String {
+                id.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl std::str::FromStr for $name {
+            type Err = IdError;
+            fn from_str(raw: &str) -> Result<Self, IdError> {
+                Self::parse(raw)
+            }
+        }
+    };
+}
+
+wire_id!(
+    /// A replica group: the unit that has one lease and one primary.
+    GroupId,
+    "group_id"
+);
+wire_id!(
+    /// A replica host (one per availability zone in a group).
+    HostId,
+    "host_id"
+);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn accepts_the_contract_alphabet() {
+        assert!(GroupId::parse("orders-eu_1.v2").is_ok());
+        assert!(HostId::parse(&"a".repeat(64)).is_ok());
+    }
+
+    #[test]
+    fn refuses_empty_long_and_foreign_characters() {
+        assert_eq!(
+            GroupId::parse(""),
+            Err(IdError::Length {
+                kind: "group_id",
+                len: 0
+            })
+        );
+        assert!(matches!(
+            HostId::parse(&"a".repeat(65)),
+            Err(IdError::Length { len: 65, .. })
+        ));
+        assert!(matches!(
+            HostId::parse("a/b"),
+            Err(IdError::Character { found: '/', .. })
+        ));
+        assert!(matches!(
+            HostId::parse("é"),
+            Err(IdError::Character { found: 'é', .. })
+        ));
+    }
+
+    #[test]
+    fn deserialising_validates() {
+        assert!(serde_json::from_str::<HostId>("\"ok-1\"").is_ok());
+        assert!(serde_json::from_str::<HostId>("\"not ok\"").is_err());
+    }
+
+    proptest! {
+        // Any string is either accepted verbatim or refused; parsing never panics.
+        #[test]
+        fn parse_accepts_exactly_the_contract(raw in "\\PC{0,80}") {
+            let ok = !raw.is_empty() && raw.chars().count() <= 64
+                && raw.chars().all(|c| c.is_ascii_alphanumeric() || ".-_".contains(c));
+            prop_assert_eq!(GroupId::parse(&raw).is_ok(), ok);
+        }
+    }
+}

@@ -1,0 +1,234 @@
+//! The lease-renewer: runs on a 1-minute schedule and loops inside the invocation, renewing
+//! every `renew_interval_ms` until shortly before the invocation's deadline (EventBridge cannot
+//! fire more often than once a minute). Reserved concurrency 1 keeps two loops from
+//! overlapping; even if they did, every renewal is conditional and only moves an expiry
+//! forward, so overlap costs requests, not safety.
+
+use super::config::LeaseConfig;
+use super::protocol::{renew_decision, RenewDecision, RenewSkip};
+use super::store::{LeaseStore, RenewOutcome};
+use crate::clock::Clock;
+use crate::config::{u64_or, EnvError, EnvSource};
+use futures::StreamExt;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+use tracing::{debug, info, warn};
+
+/// How the renewer spreads its work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct RenewerConfig {
+    /// Parallel scan segments (DynamoDB's TotalSegments).
+    pub scan_segments: u32,
+    /// Renewal writes in flight at once, across all segments.
+    pub max_in_flight: usize,
+    /// No round starts with less than this left before the invocation's deadline.
+    pub stop_margin_ms: u64,
+}
+
+impl Default for RenewerConfig {
+    fn default() -> Self {
+        Self {
+            scan_segments: 4,
+            max_in_flight: 64,
+            stop_margin_ms: 3_000,
+        }
+    }
+}
+
+impl RenewerConfig {
+    /// Reads `TENURE_RENEWER_SEGMENTS` (1-1000), `TENURE_RENEWER_MAX_IN_FLIGHT` (1-1000) and
+    /// `TENURE_RENEWER_STOP_MARGIN_MS`.
+    pub fn from_env(env: &(impl EnvSource + ?Sized)) -> Result<Self, EnvError> {
+        let d = Self::default();
+        let bounded = |name: &'static str, default: u64| -> Result<u64, EnvError> {
+            let value = u64_or(env, name, default)?;
+            if (1..=1000).contains(&value) {
+                Ok(value)
+            } else {
+                Err(EnvError::Invalid {
+                    name,
+                    value: value.to_string(),
+                    reason: "must be between 1 and 1000".into(),
+                })
+            }
+        };
+        Ok(Self {
+            scan_segments: bounded("TENURE_RENEWER_SEGMENTS", d.scan_segments.into())? as u32,
+            max_in_flight: bounded("TENURE_RENEWER_MAX_IN_FLIGHT", d.max_in_flight as u64)?
+                as usize,
+            stop_margin_ms: u64_or(env, "TENURE_RENEWER_STOP_MARGIN_MS", d.stop_margin_ms)?,
+        })
+    }
+}
+
+/// What one pass over the table did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct RoundReport {
+    pub scanned: u64,
+    pub renewed: u64,
+    pub lost_race: u64,
+    pub skipped: BTreeMap<RenewSkip, u64>,
+    pub errors: u64,
+}
+
+impl RoundReport {
+    fn merge(&mut self, other: &RoundReport) {
+        self.scanned += other.scanned;
+        self.renewed += other.renewed;
+        self.lost_race += other.lost_race;
+        self.errors += other.errors;
+        for (reason, count) in &other.skipped {
+            *self.skipped.entry(*reason).or_default() += count;
+        }
+    }
+}
+
+enum GroupResult {
+    Renewed,
+    LostRace,
+    Skipped(RenewSkip),
+    Error,
+}
+
+/// One pass: scan every held lease (parallel segments, paginated) and renew those the
+/// protocol says to, with at most `max_in_flight` writes outstanding.
+pub async fn renew_round<C: Clock>(
+    store: &LeaseStore,
+    lease: &LeaseConfig,
+    clock: &C,
+    renewer: &RenewerConfig,
+) -> RoundReport {
+    let segments = renewer.scan_segments.max(1) as i32;
+    let per_segment = (renewer.max_in_flight / segments as usize).max(1);
+    let passes = (0..segments).map(|segment| async move {
+        let mut report = RoundReport::default();
+        let results = store
+            .scan_held(segment, segments)
+            .map(|item| async move {
+                let record = match item {
+                    Ok(record) => record,
+                    Err(e) => {
+                        warn!(error = %e, segment, "renewer scan failed");
+                        return GroupResult::Error;
+                    }
+                };
+                let now = clock.now_ms();
+                let plan = match renew_decision(&record, now, lease) {
+                    RenewDecision::Skip(reason) => {
+                        info!(group_id = %record.group_id, holder = record.holder.as_ref().map(|h| h.as_str()).unwrap_or(""), epoch = record.epoch.0, decision = "skipped", reason = ?reason, "renewer decision");
+                        return GroupResult::Skipped(reason);
+                    }
+                    RenewDecision::Renew(plan) => plan,
+                };
+                match store.renew(&record.group_id, &plan).await {
+                    Ok(RenewOutcome::Renewed { expires_at_ms }) => {
+                        debug!(group_id = %record.group_id, holder = %plan.holder, epoch = plan.epoch.0, decision = "renewed", expires_at_ms, "renewer decision");
+                        GroupResult::Renewed
+                    }
+                    Ok(RenewOutcome::LostRace) => {
+                        info!(group_id = %record.group_id, holder = %plan.holder, epoch = plan.epoch.0, decision = "lost_race", "renewer decision");
+                        GroupResult::LostRace
+                    }
+                    Err(e) => {
+                        warn!(group_id = %record.group_id, error = %e, decision = "error", "renewer decision");
+                        GroupResult::Error
+                    }
+                }
+            })
+            .buffer_unordered(per_segment);
+        futures::pin_mut!(results);
+        while let Some(result) = results.next().await {
+            match result {
+                GroupResult::Error => report.errors += 1,
+                other => {
+                    report.scanned += 1;
+                    match other {
+                        GroupResult::Renewed => report.renewed += 1,
+                        GroupResult::LostRace => report.lost_race += 1,
+                        GroupResult::Skipped(reason) => {
+                            *report.skipped.entry(reason).or_default() += 1
+                        }
+                        GroupResult::Error => {}
+                    }
+                }
+            }
+        }
+        report
+    });
+    let mut total = RoundReport::default();
+    for report in futures::future::join_all(passes).await {
+        total.merge(&report);
+    }
+    total
+}
+
+/// The whole invocation: a round every `renew_interval_ms` until less than `stop_margin_ms`
+/// is left before `deadline`. Rounds start on a fixed cadence; a slow round delays the next
+/// one rather than queueing a burst.
+pub async fn run_until<C: Clock>(
+    store: &LeaseStore,
+    lease: &LeaseConfig,
+    clock: &C,
+    renewer: &RenewerConfig,
+    deadline: Instant,
+) -> RunReport {
+    let mut ticker = tokio::time::interval(Duration::from_millis(lease.renew_interval_ms));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let margin = Duration::from_millis(renewer.stop_margin_ms);
+    let mut run = RunReport::default();
+    loop {
+        ticker.tick().await;
+        if deadline.saturating_duration_since(Instant::now()) < margin {
+            break;
+        }
+        let started = Instant::now();
+        let round = renew_round(store, lease, clock, renewer).await;
+        let took_ms = started.elapsed().as_millis() as u64;
+        info!(round = run.rounds + 1, took_ms, scanned = round.scanned, renewed = round.renewed, lost_race = round.lost_race, errors = round.errors, skipped = ?round.skipped, "renewer round");
+        if took_ms > lease.renew_interval_ms {
+            warn!(
+                took_ms,
+                renew_interval_ms = lease.renew_interval_ms,
+                "renewer round overran the renew interval"
+            );
+        }
+        run.rounds += 1;
+        run.total.merge(&round);
+    }
+    run
+}
+
+/// What one invocation did (returned as the invocation's result, for the logs and tests).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct RunReport {
+    pub rounds: u64,
+    pub total: RoundReport,
+}
+
+/// Turns the invocation's deadline (ms since the Unix epoch, from the Lambda context) into an
+/// `Instant`, using the function's own clock for the conversion.
+pub fn deadline_instant<C: Clock>(deadline_epoch_ms: u64, clock: &C) -> Instant {
+    Instant::now() + Duration::from_millis(deadline_epoch_ms.saturating_sub(clock.now_ms()))
+}
+
+/// The scheduled entry point. The event's content is not used (a SAM `Schedule` sends an
+/// EventBridge envelope, `ScheduleV2` its raw `Input`); any JSON starts a run.
+pub async fn handle_scheduled<C: Clock>(
+    store: &LeaseStore,
+    lease: &LeaseConfig,
+    clock: &C,
+    renewer: &RenewerConfig,
+    event: lambda_runtime::LambdaEvent<serde_json::Value>,
+) -> Result<RunReport, std::convert::Infallible> {
+    let deadline = deadline_instant(event.context.deadline, clock);
+    let report = run_until(store, lease, clock, renewer, deadline).await;
+    info!(
+        rounds = report.rounds,
+        renewed = report.total.renewed,
+        lost_race = report.total.lost_race,
+        errors = report.total.errors,
+        "renewer invocation done"
+    );
+    Ok(report)
+}
