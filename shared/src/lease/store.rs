@@ -337,6 +337,52 @@ impl LeaseStore {
         }
     }
 
+    /// Sets or clears an operator's drain request on a member (one UpdateItem). A draining
+    /// primary's agent closes its gate and releases; a draining member never acquires.
+    pub async fn set_draining(
+        &self,
+        group: &GroupId,
+        host: &crate::ids::HostId,
+        draining: bool,
+        now: Millis,
+    ) -> Result<HeartbeatOutcome, StoreError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::key(group)))
+            .update_expression(
+                "SET members.#h.draining = :d, updated_at_ms = :now, \
+                 version = if_not_exists(version, :zero) + :one",
+            )
+            .condition_expression("attribute_exists(members.#h)")
+            .expression_attribute_names("#h", host.as_str())
+            .expression_attribute_values(":d", AttributeValue::Bool(draining))
+            .expression_attribute_values(":now", n(now))
+            .expression_attribute_values(":zero", n(0))
+            .expression_attribute_values(":one", n(1))
+            .return_values(ReturnValue::AllNew)
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await;
+        match result {
+            Ok(out) => match Self::parse_opt(group, out.attributes)? {
+                Some(record) => Ok(HeartbeatOutcome::Recorded(record)),
+                None => Err(StoreError::Corrupt {
+                    group_id: group.to_string(),
+                    reason: "UpdateItem returned no attributes".into(),
+                }),
+            },
+            Err(err) => match condition_failure_item(&err) {
+                Some(old) => Ok(match Self::parse_opt(group, old)? {
+                    Some(record) => HeartbeatOutcome::NotMember(record),
+                    None => HeartbeatOutcome::UnknownGroup,
+                }),
+                None => Err(StoreError::from_sdk("UpdateItem", err)),
+            },
+        }
+    }
+
     /// Every held lease in one parallel-scan segment, page by page (the SDK paginates),
     /// reading only what the renewer needs. Eventually consistent: a stale `last_seen_ms` only
     /// makes a renewal shorter or fail its condition, never unsafe.
