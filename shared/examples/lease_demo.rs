@@ -22,7 +22,13 @@ use tenure::lease::{CheckAnswer, LeaseConfig};
 const TABLE: &str = "tenure-demo-leases";
 
 async fn ensure_table(client: &aws_sdk_dynamodb::Client) -> Result<()> {
-    if client.describe_table().table_name(TABLE).send().await.is_ok() {
+    if client
+        .describe_table()
+        .table_name(TABLE)
+        .send()
+        .await
+        .is_ok()
+    {
         return Ok(());
     }
     client
@@ -43,7 +49,9 @@ async fn ensure_table(client: &aws_sdk_dynamodb::Client) -> Result<()> {
         )
         .send()
         .await
-        .context("creating the demo Leases table (is MiniStack running? infra/ministack.sh start)")?;
+        .context(
+            "creating the demo Leases table (is MiniStack running? infra/ministack.sh start)",
+        )?;
     Ok(())
 }
 
@@ -81,18 +89,34 @@ async fn main() -> Result<()> {
         .map(|(i, (h, az))| (h.clone(), Member::new(az, 3 - i as u32)))
         .collect();
     store
-        .create_group(&LeaseRecord::new_group(group.clone(), cfg.lease_ms, members, SystemClock.now_ms()))
+        .create_group(&LeaseRecord::new_group(
+            group.clone(),
+            cfg.lease_ms,
+            members,
+            SystemClock.now_ms(),
+        ))
         .await?;
-    println!("group {group}: lease {} ms, skew {} ms, poll {} ms", cfg.lease_ms, cfg.clock_skew_ms, cfg.poll_interval_ms);
+    println!(
+        "group {group}: lease {} ms, skew {} ms, poll {} ms",
+        cfg.lease_ms, cfg.clock_skew_ms, cfg.poll_interval_ms
+    );
 
     let t0 = Instant::now();
-    let check = |host: &HostId| CheckRequest { host: host.clone(), healthy: true, heartbeat: true };
+    let check = |host: &HostId| CheckRequest {
+        host: host.clone(),
+        healthy: true,
+        heartbeat: true,
+    };
     println!("\n1. three hosts check in (host-a has the highest priority and checks first)");
     for host in &hosts {
         show(t0, &service.check(&group, &check(host)).await?);
     }
     println!("\n2. steady state: hosts poll, the renewer extends host-a's lease");
-    let renewer = RenewerConfig { scan_segments: 1, max_in_flight: 4, stop_margin_ms: 0 };
+    let renewer = RenewerConfig {
+        scan_segments: 1,
+        max_in_flight: 4,
+        stop_margin_ms: 0,
+    };
     for _ in 0..3 {
         tokio::time::sleep(Duration::from_millis(cfg.renew_interval_ms)).await;
         for host in &hosts {
@@ -136,16 +160,23 @@ async fn main() -> Result<()> {
         last_heartbeat.elapsed().as_millis(),
         cfg.lease_ms + cfg.clock_skew_ms + cfg.poll_interval_ms
     );
-    println!("\n4. planned handover: an operator drains {}", new_primary.host_id);
+    println!(
+        "\n4. planned handover: an operator drains {}",
+        new_primary.host_id
+    );
     let drain_at = Instant::now();
-    store.set_draining(&group, &new_primary.host_id, true, SystemClock.now_ms()).await?;
+    store
+        .set_draining(&group, &new_primary.host_id, true, SystemClock.now_ms())
+        .await?;
     // The primary's next poll sees `draining`; it stops writing, then releases.
     let seen = service.check(&group, &check(&new_primary.host_id)).await?;
     show(t0, &seen);
     if !seen.draining {
         bail!("the drain request did not reach the primary");
     }
-    let released = service.release(&group, &new_primary.host_id, seen.epoch).await?;
+    let released = service
+        .release(&group, &new_primary.host_id, seen.epoch)
+        .await?;
     show(t0, &released);
     let successor = hosts[1..]
         .iter()
@@ -165,6 +196,10 @@ async fn main() -> Result<()> {
         cfg.poll_interval_ms
     );
     let record = service.get(&group).await?;
-    println!("\nfinal record: holder {:?}, epoch {} (one per acquisition, never reset)", record.holder.map(String::from), record.epoch);
+    println!(
+        "\nfinal record: holder {:?}, epoch {} (one per acquisition, never reset)",
+        record.holder.map(String::from),
+        record.epoch
+    );
     Ok(())
 }
