@@ -28,6 +28,17 @@ infra/ministack.sh start --port "$port"
 export TENURE_TEST_ENDPOINT="http://127.0.0.1:$port"
 
 step "tests"
-cargo test --workspace
+log="$(mktemp)"
+# Doc tests are not run: the crate documents with prose, not runnable examples.
+set +e
+cargo test --workspace --lib --bins --tests 2>&1 | tee "$log"
+status=${PIPESTATUS[0]}
+set -e
+read -r passed failed < <(awk '/^test result:/ { p += $4; f += $6 } END { print p + 0, f + 0 }' "$log")
+rm -f "$log"
+echo
+echo "tests: $passed passed, $failed failed"
+if (( status != 0 )); then exit "$status"; fi
+if (( passed == 0 )); then echo "no test ran" >&2; exit 1; fi
 
 step "done in $((SECONDS - started)) s"
