@@ -36,9 +36,7 @@ status=${PIPESTATUS[0]}
 set -e
 read -r passed failed < <(awk '/^test result:/ { p += $4; f += $6 } END { print p + 0, f + 0 }' "$log")
 rm -f "$log"
-echo
+step "done in $((SECONDS - started)) s"
 echo "tests: $passed passed, $failed failed"
 if (( status != 0 )); then exit "$status"; fi
 if (( passed == 0 )); then echo "no test ran" >&2; exit 1; fi
-
-step "done in $((SECONDS - started)) s"
