@@ -262,3 +262,39 @@ async fn release_by_a_stale_epoch_is_refused_and_a_released_lease_is_taken_at_on
     assert_eq!(b.epoch, Epoch(2), "release never resets the fencing token");
     drop_table(&client, store.table()).await;
 }
+
+#[tokio::test]
+async fn a_group_lease_that_breaks_the_region_rules_is_refused() {
+    let (client, store) = setup(None).await;
+    let service = LeaseService::new(store.clone(), LeaseConfig::default(), FakeClock::at(T0));
+    let members = new_group("x", &["a"], 10_000, T0).members;
+    let refused = service
+        .create_group(group_id("short"), 5_999, members.clone())
+        .await;
+    assert!(
+        matches!(
+            refused,
+            Err(tenure::lease::check::CreateGroupError::InvalidLease(_))
+        ),
+        "{refused:?}"
+    );
+    assert_eq!(store.read(&group_id("short")).await.unwrap(), None);
+    let empty = service
+        .create_group(group_id("empty"), 10_000, Default::default())
+        .await;
+    assert!(matches!(
+        empty,
+        Err(tenure::lease::check::CreateGroupError::NoMembers)
+    ));
+    let created = service
+        .create_group(group_id("ok"), 6_000, members)
+        .await
+        .unwrap();
+    assert_eq!(created, CreateOutcome::Created);
+    let record = store.read(&group_id("ok")).await.unwrap().unwrap();
+    assert_eq!(
+        (record.lease_ms, record.epoch, record.holder),
+        (6_000, Epoch(0), None)
+    );
+    drop_table(&client, store.table()).await;
+}

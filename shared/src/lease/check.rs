@@ -5,7 +5,9 @@
 use super::config::LeaseConfig;
 use super::protocol::{self, AcquireDecision, CheckAnswer, Heartbeat, ReleasePlan};
 use super::record::{Epoch, LeaseRecord};
-use super::store::{AcquireOutcome, HeartbeatOutcome, LeaseStore, ReleaseOutcome, StoreError};
+use super::store::{
+    AcquireOutcome, CreateOutcome, HeartbeatOutcome, LeaseStore, ReleaseOutcome, StoreError,
+};
 use crate::clock::Clock;
 use crate::ids::{GroupId, HostId};
 use tracing::info;
@@ -34,6 +36,17 @@ pub enum CheckError {
         current: Epoch,
         holder: String,
     },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Why a group definition was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum CreateGroupError {
+    #[error("invalid group lease: {0}")]
+    InvalidLease(#[from] super::config::ConfigError),
+    #[error("a group needs at least one member")]
+    NoMembers,
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -173,6 +186,23 @@ impl<C: Clock> LeaseService<C> {
                     .unwrap_or_else(|| "none".into()),
             }),
         }
+    }
+
+    /// Creates a replica group, free and at epoch 0, after checking its `lease_ms` against
+    /// this region's timing rules (so a group cannot be given a lease the protocol cannot keep
+    /// safe or live).
+    pub async fn create_group(
+        &self,
+        group: GroupId,
+        lease_ms: u64,
+        members: std::collections::BTreeMap<HostId, super::record::Member>,
+    ) -> Result<CreateOutcome, CreateGroupError> {
+        self.config.check_group_lease(lease_ms)?;
+        if members.is_empty() {
+            return Err(CreateGroupError::NoMembers);
+        }
+        let record = LeaseRecord::new_group(group, lease_ms, members, self.clock.now_ms());
+        Ok(self.store.create_group(&record).await?)
     }
 
     /// The group's record as it stands (one consistent read).
