@@ -200,3 +200,71 @@ async fn fenced_writes_refuse_an_older_epoch() {
     assert_eq!(item["fence"], AttributeValue::N("3".into()));
     drop_table(&client, &table).await;
 }
+
+#[tokio::test]
+async fn a_scheduled_invocation_renews_until_its_deadline() {
+    let client = dynamodb(None).await;
+    let table = create_table(&client, "group_id").await;
+    let store = LeaseStore::new(client.clone(), table.clone());
+    let cfg = LeaseConfig::new(1_500, 300, 100, 600, 200).unwrap();
+    let clock = tenure::clock::SystemClock;
+    let service = LeaseService::new(store.clone(), cfg, clock);
+    store
+        .create_group(&new_group("sched", &["a"], cfg.lease_ms, 0))
+        .await
+        .unwrap();
+    let first = service
+        .check(
+            &group_id("sched"),
+            &CheckRequest {
+                host: host("a"),
+                healthy: true,
+                heartbeat: true,
+            },
+        )
+        .await
+        .unwrap();
+    assert!(first.writable);
+    let payload: serde_json::Value =
+        serde_json::from_str(include_str!("fixtures/schedule-event.json")).unwrap();
+    let mut context = lambda_runtime::Context::default();
+    context.deadline = tenure::clock::Clock::now_ms(&clock) + 1_500;
+    let renewer = RenewerConfig {
+        scan_segments: 1,
+        max_in_flight: 4,
+        stop_margin_ms: 400,
+    };
+    // The holder keeps heartbeating while the invocation runs, so renewals have work to do.
+    let beats = async {
+        for _ in 0..5 {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            service
+                .check(
+                    &group_id("sched"),
+                    &CheckRequest {
+                        host: host("a"),
+                        healthy: true,
+                        heartbeat: true,
+                    },
+                )
+                .await
+                .unwrap();
+        }
+    };
+    let (report, ()) = tokio::join!(
+        tenure::lease::renewer::handle_scheduled(
+            &store,
+            &cfg,
+            &clock,
+            &renewer,
+            lambda_runtime::LambdaEvent::new(payload, context),
+        ),
+        beats
+    );
+    let report = report.unwrap();
+    assert!(report.rounds >= 3, "{report:?}");
+    assert!(report.total.renewed >= 2, "{report:?}");
+    let record = store.read(&group_id("sched")).await.unwrap().unwrap();
+    assert_eq!(record.epoch, Epoch(1), "renewals never change the epoch");
+    drop_table(&client, &table).await;
+}
