@@ -13,6 +13,7 @@ pub mod config;
 pub mod http;
 pub mod ids;
 pub mod lease;
+pub mod sigv4;
 pub mod telemetry;
 
 /// Milliseconds since the Unix epoch, on a function's clock.

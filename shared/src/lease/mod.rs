@@ -12,6 +12,7 @@
 
 pub mod api;
 pub mod check;
+pub mod client;
 pub mod config;
 pub mod fence;
 pub mod protocol;
