@@ -1,6 +1,6 @@
 """Deploy tenure's template to MiniStack as one stack per region, read the outputs, tear down.
 
-    .venv/bin/python infra/local_regions.py deploy   [--endpoint URL] [--regions r1,r2]
+    .venv/bin/python infra/local_regions.py deploy   [--endpoint URL] [--regions r1,r2] [--out FILE]
     .venv/bin/python infra/local_regions.py outputs  [--endpoint URL]
     .venv/bin/python infra/local_regions.py teardown [--endpoint URL] [--regions r1,r2]
 
@@ -85,10 +85,12 @@ def wait_ready(region, endpoint):
                 raise RuntimeError(last)
             lam = client("lambda", region, endpoint)
             for key in ("LeaseCheckFunction", "LeaseRenewerFunction"):
-                state = lam.get_function(FunctionName=outputs[key])["Configuration"].get("State", "Active")
+                config = lam.get_function(FunctionName=outputs[key])["Configuration"]
+                state = config.get("State", "Active")
                 if state != "Active":
                     last = f"{key} is {state}"
                     raise RuntimeError(last)
+                outputs[f"{key}Role"] = config["Role"]
             url = local_url(outputs["LeaseCheckUrl"], endpoint)
             code, body = signed_get(url + "v1/groups/readiness-probe", region)
             answer = json.loads(body or b"null")
@@ -122,8 +124,8 @@ def deploy(args):
         regions[region] = wait_ready(region, args.endpoint)
         print(f"local-regions: {region} ready in {time.monotonic() - started:.1f}s: "
               f"lease-check at {regions[region]['LeaseCheckLocalUrl']}", flush=True)
-    out = ROOT / ".local" / "regions.json"
-    out.parent.mkdir(exist_ok=True)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
     previous = json.loads(out.read_text()) if out.exists() else {}
     if previous.get("endpoint") != args.endpoint:
         previous = {}
@@ -177,6 +179,8 @@ def main():
     parser.add_argument("command", choices=["deploy", "outputs", "teardown"])
     parser.add_argument("--endpoint", default=os.environ.get("AWS_ENDPOINT_URL", "http://127.0.0.1:4566"))
     parser.add_argument("--regions", default=",".join(DEFAULT_REGIONS))
+    parser.add_argument("--out", default=str(ROOT / ".local" / "regions.json"),
+                        help="where deploy writes the outputs (default .local/regions.json)")
     args = parser.parse_args()
     args.regions = [r for r in args.regions.split(",") if r]
     {"deploy": deploy, "outputs": outputs, "teardown": teardown}[args.command](args)

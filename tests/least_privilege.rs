@@ -1,0 +1,102 @@
+//! Against a MiniStack started with AUTH=true (IAM enforced) and the template deployed to it:
+//! the Function URL refuses unsigned callers, and the Leases table refuses roles without the
+//! template's policy. Reads the outputs file named by `TENURE_E2E_AUTH_REGIONS`.
+
+use anyhow::{Context, Result};
+use aws_sdk_dynamodb::types::AttributeValue;
+use serde_json::{json, Value};
+use std::time::Duration;
+use tenure::sigv4::SigV4Client;
+use tenure_e2e::{stacks, Stack};
+
+fn auth_stack() -> Result<Stack> {
+    stacks("TENURE_E2E_AUTH_REGIONS")?.into_iter().next().context("no stack in the AUTH=true outputs")
+}
+
+#[tokio::test]
+async fn an_unsigned_request_to_the_function_url_is_refused() -> Result<()> {
+    let stack = auth_stack()?;
+    let url = format!("{}v1/groups/any/check", stack.output("LeaseCheckLocalUrl")?);
+    let unsigned = reqwest::Client::new()
+        .post(&url)
+        .header("content-type", "application/json")
+        .body(json!({"host_id": "host-a"}).to_string())
+        .send()
+        .await?;
+    assert_eq!(unsigned.status().as_u16(), 403, "{}", unsigned.text().await?);
+    // The same request signed goes through to the function (which answers the contract's 404).
+    let signed = SigV4Client::for_function_urls(&stack.sdk().await)?
+        .send("POST", &url, &stack.region, json!({"host_id": "host-a"}).to_string().as_bytes(), Duration::from_secs(10))
+        .await?;
+    let body: Value = serde_json::from_slice(&signed.body)?;
+    assert_eq!((signed.status, body["error"]["code"].clone()), (404, json!("unknown_group")));
+    Ok(())
+}
+
+async fn assume(stack: &Stack, role_arn: &str) -> Result<aws_sdk_dynamodb::Client> {
+    let sdk = stack.sdk().await;
+    let creds = aws_sdk_sts::Client::new(&sdk)
+        .assume_role()
+        .role_arn(role_arn)
+        .role_session_name("tenure-e2e")
+        .send()
+        .await?
+        .credentials
+        .context("AssumeRole returned no credentials")?;
+    let config = aws_sdk_dynamodb::config::Builder::from(&sdk)
+        .credentials_provider(aws_credential_types::Credentials::new(
+            creds.access_key_id(),
+            creds.secret_access_key(),
+            Some(creds.session_token().to_owned()),
+            None,
+            "assumed",
+        ))
+        .build();
+    Ok(aws_sdk_dynamodb::Client::from_conf(config))
+}
+
+fn is_access_denied<E: std::fmt::Debug>(result: &Result<impl std::fmt::Debug, E>) -> bool {
+    matches!(result, Err(e) if format!("{e:?}").contains("AccessDenied"))
+}
+
+#[tokio::test]
+async fn a_role_without_the_policy_cannot_touch_the_leases_table() -> Result<()> {
+    let stack = auth_stack()?;
+    let table = stack.output("LeasesTable")?.to_owned();
+    let iam = aws_sdk_iam::Client::new(&stack.sdk().await);
+    let name = format!("tenure-e2e-no-policy-{}", std::process::id());
+    let trust = json!({"Version": "2012-10-17", "Statement": [{"Effect": "Allow",
+        "Principal": {"AWS": "arn:aws:iam::000000000000:root"}, "Action": "sts:AssumeRole"}]});
+    let role = iam
+        .create_role()
+        .role_name(&name)
+        .assume_role_policy_document(trust.to_string())
+        .send()
+        .await?
+        .role
+        .context("no role")?;
+    let outsider = assume(&stack, role.arn()).await?;
+    let key = AttributeValue::S("any".into());
+    let read = outsider.get_item().table_name(&table).key("group_id", key.clone()).send().await;
+    assert!(is_access_denied(&read), "GetItem without a policy: {read:?}");
+    let write = outsider.delete_item().table_name(&table).key("group_id", key).send().await;
+    assert!(is_access_denied(&write), "DeleteItem without a policy: {write:?}");
+    let _ = iam.delete_role().role_name(&name).send().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn lease_check_role_may_read_and_update_but_not_scan_or_delete() -> Result<()> {
+    let stack = auth_stack()?;
+    let table = stack.output("LeasesTable")?.to_owned();
+    let role = stack.output("LeaseCheckFunctionRole")?.to_owned();
+    let lease_check = assume(&stack, &role).await?;
+    let key = AttributeValue::S("least-privilege-probe".into());
+    let read = lease_check.get_item().table_name(&table).key("group_id", key.clone()).send().await;
+    assert!(read.is_ok(), "lease-check's role must read the Leases table: {read:?}");
+    let scan = lease_check.scan().table_name(&table).send().await;
+    assert!(is_access_denied(&scan), "lease-check's role must not scan: {scan:?}");
+    let delete = lease_check.delete_item().table_name(&table).key("group_id", key).send().await;
+    assert!(is_access_denied(&delete), "lease-check's role must not delete: {delete:?}");
+    Ok(())
+}

@@ -1,0 +1,72 @@
+//! What the end-to-end tests share: the deployed stacks' outputs (written by
+//! `infra/local-regions.sh deploy` to `.local/regions.json`, or the file named by
+//! `TENURE_E2E_REGIONS`) and clients pointed at them.
+
+use anyhow::{anyhow, Context, Result};
+use serde_json::Value;
+use std::path::PathBuf;
+use std::time::Duration;
+use tenure::lease::client::LeaseCheckClient;
+use tenure::sigv4::SigV4Client;
+
+/// One deployed regional stack.
+#[derive(Debug, Clone)]
+pub struct Stack {
+    pub endpoint: String,
+    pub region: String,
+    pub outputs: Value,
+}
+
+impl Stack {
+    pub fn output(&self, key: &str) -> Result<&str> {
+        self.outputs[key]
+            .as_str()
+            .ok_or_else(|| anyhow!("stack in {} has no output {key}", self.region))
+    }
+
+    pub async fn sdk(&self) -> aws_config::SdkConfig {
+        aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .endpoint_url(&self.endpoint)
+            .region(aws_config::Region::new(self.region.clone()))
+            .credentials_provider(aws_credential_types::Credentials::new(
+                "test", "test", None, None, "e2e",
+            ))
+            .load()
+            .await
+    }
+
+    pub async fn lease_check(&self) -> Result<LeaseCheckClient> {
+        Ok(LeaseCheckClient::new(
+            SigV4Client::for_function_urls(&self.sdk().await)?,
+            self.output("LeaseCheckLocalUrl")?,
+            &self.region,
+            Duration::from_secs(10),
+        ))
+    }
+}
+
+/// The stacks described by the outputs file `env_var` names (default `.local/regions.json`).
+/// Fails, saying how to deploy them, when the file is missing.
+pub fn stacks(env_var: &str) -> Result<Vec<Stack>> {
+    let path = std::env::var(env_var).map(PathBuf::from).unwrap_or_else(|_| {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.local/regions.json")
+    });
+    let text = std::fs::read_to_string(&path).with_context(|| {
+        format!(
+            "{}: no deployed local stacks. Run the README's test command (infra/test.sh), or \
+             `infra/ministack.sh start && infra/local-regions.sh deploy`, first",
+            path.display()
+        )
+    })?;
+    let file: Value = serde_json::from_str(&text)?;
+    let endpoint = file["endpoint"].as_str().context("endpoint")?.to_owned();
+    let regions = file["regions"].as_object().context("regions")?;
+    Ok(regions
+        .iter()
+        .map(|(region, outputs)| Stack {
+            endpoint: endpoint.clone(),
+            region: region.clone(),
+            outputs: outputs.clone(),
+        })
+        .collect())
+}
