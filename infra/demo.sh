@@ -1,8 +1,13 @@
 #!/usr/bin/env bash
 # The demo: installs the pinned tools, starts MiniStack on 127.0.0.1:4566 (if not running),
-# and runs the lease demo: three hosts check in, the primary dies and a secondary takes over
-# with a higher epoch, then a drained primary hands over. Leaves MiniStack running for
-# exploration; stop it with `infra/ministack.sh stop`.
+# then
+#   1. the lease protocol through the library: three hosts, the primary dies and a secondary
+#      takes over with a higher epoch, then a drained primary hands over;
+#   2. the real stack: builds the template, deploys it as two regions (us-east-1, eu-west-1)
+#      on the same MiniStack, creates a group in each, has hosts check through the SigV4-signed
+#      Function URL, and watches the scheduled renewer keep the lease across a schedule tick.
+# Leaves MiniStack and the stacks running; `infra/local-regions.sh teardown` and
+# `infra/ministack.sh stop` remove them.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -13,5 +18,12 @@ infra/ministack.sh start --port 4566
 export AWS_ENDPOINT_URL=http://127.0.0.1:4566 AWS_REGION="${AWS_REGION:-us-east-1}"
 export AWS_ACCESS_KEY_ID="${AWS_ACCESS_KEY_ID:-test}" AWS_SECRET_ACCESS_KEY="${AWS_SECRET_ACCESS_KEY:-test}"
 echo "demo: building (the first build compiles the AWS SDK and takes a few minutes)..."
-cargo build --quiet -p tenure --example lease_demo
+cargo build --quiet -p tenure --example lease_demo --example regions_demo
+
+echo; echo "=== part 1: the lease protocol through the library ==="
 "$CARGO_TARGET_DIR/debug/examples/lease_demo"
+
+echo; echo "=== part 2: the template deployed as two regions on MiniStack ==="
+mkdir -p .local
+infra/local-regions.sh deploy
+"$CARGO_TARGET_DIR/debug/examples/regions_demo"

@@ -18,14 +18,31 @@ step "format and lint"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 
+step "template checks: cfn-lint, sam validate --lint, checkov"
+export PATH="$root/.venv/bin:$PATH" SAM_CLI_TELEMETRY=0
+cfn-lint template.yaml
+sam validate --lint
+checkov -f template.yaml --framework cloudformation --skip-download --compact --quiet
+
 step "build tests"
 cargo test --workspace --no-run --quiet
 
-step "start a private MiniStack"
-port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
-trap 'infra/ministack.sh stop --port "$port" >/dev/null' EXIT
+step "sam build (release functions for the local stacks)"
+mkdir -p .local
+sam build --cached > .local/sam-build.log 2>&1 || { tail -40 .local/sam-build.log >&2; exit 1; }
+
+step "start two private MiniStacks (one with AUTH=true) and deploy the template"
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+port="$(free_port)"; auth_port="$(free_port)"
+trap 'infra/ministack.sh stop --port "$port" >/dev/null; infra/ministack.sh stop --port "$auth_port" >/dev/null' EXIT
 infra/ministack.sh start --port "$port"
+infra/ministack.sh start --port "$auth_port" --auth
 export TENURE_TEST_ENDPOINT="http://127.0.0.1:$port"
+export TENURE_E2E_REGIONS="$root/.local/test-regions-$port.json"
+export TENURE_E2E_AUTH_REGIONS="$root/.local/test-regions-auth-$auth_port.json"
+.venv/bin/python infra/local_regions.py deploy --endpoint "$TENURE_TEST_ENDPOINT" --out "$TENURE_E2E_REGIONS"
+.venv/bin/python infra/local_regions.py deploy --endpoint "http://127.0.0.1:$auth_port" \
+    --regions us-east-1 --out "$TENURE_E2E_AUTH_REGIONS"
 
 step "tests"
 log="$(mktemp)"
