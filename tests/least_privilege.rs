@@ -10,7 +10,10 @@ use tenure::sigv4::SigV4Client;
 use tenure_e2e::{stacks, Stack};
 
 fn auth_stack() -> Result<Stack> {
-    stacks("TENURE_E2E_AUTH_REGIONS")?.into_iter().next().context("no stack in the AUTH=true outputs")
+    stacks("TENURE_E2E_AUTH_REGIONS")?
+        .into_iter()
+        .next()
+        .context("no stack in the AUTH=true outputs")
 }
 
 #[tokio::test]
@@ -23,13 +26,27 @@ async fn an_unsigned_request_to_the_function_url_is_refused() -> Result<()> {
         .body(json!({"host_id": "host-a"}).to_string())
         .send()
         .await?;
-    assert_eq!(unsigned.status().as_u16(), 403, "{}", unsigned.text().await?);
+    assert_eq!(
+        unsigned.status().as_u16(),
+        403,
+        "{}",
+        unsigned.text().await?
+    );
     // The same request signed goes through to the function (which answers the contract's 404).
     let signed = SigV4Client::for_function_urls(&stack.sdk().await)?
-        .send("POST", &url, &stack.region, json!({"host_id": "host-a"}).to_string().as_bytes(), Duration::from_secs(10))
+        .send(
+            "POST",
+            &url,
+            &stack.region,
+            json!({"host_id": "host-a"}).to_string().as_bytes(),
+            Duration::from_secs(10),
+        )
         .await?;
     let body: Value = serde_json::from_slice(&signed.body)?;
-    assert_eq!((signed.status, body["error"]["code"].clone()), (404, json!("unknown_group")));
+    assert_eq!(
+        (signed.status, body["error"]["code"].clone()),
+        (404, json!("unknown_group"))
+    );
     Ok(())
 }
 
@@ -77,10 +94,26 @@ async fn a_role_without_the_policy_cannot_touch_the_leases_table() -> Result<()>
         .context("no role")?;
     let outsider = assume(&stack, role.arn()).await?;
     let key = AttributeValue::S("any".into());
-    let read = outsider.get_item().table_name(&table).key("group_id", key.clone()).send().await;
-    assert!(is_access_denied(&read), "GetItem without a policy: {read:?}");
-    let write = outsider.delete_item().table_name(&table).key("group_id", key).send().await;
-    assert!(is_access_denied(&write), "DeleteItem without a policy: {write:?}");
+    let read = outsider
+        .get_item()
+        .table_name(&table)
+        .key("group_id", key.clone())
+        .send()
+        .await;
+    assert!(
+        is_access_denied(&read),
+        "GetItem without a policy: {read:?}"
+    );
+    let write = outsider
+        .delete_item()
+        .table_name(&table)
+        .key("group_id", key)
+        .send()
+        .await;
+    assert!(
+        is_access_denied(&write),
+        "DeleteItem without a policy: {write:?}"
+    );
     let _ = iam.delete_role().role_name(&name).send().await;
     Ok(())
 }
@@ -92,11 +125,30 @@ async fn lease_check_role_may_read_and_update_but_not_scan_or_delete() -> Result
     let role = stack.output("LeaseCheckFunctionRole")?.to_owned();
     let lease_check = assume(&stack, &role).await?;
     let key = AttributeValue::S("least-privilege-probe".into());
-    let read = lease_check.get_item().table_name(&table).key("group_id", key.clone()).send().await;
-    assert!(read.is_ok(), "lease-check's role must read the Leases table: {read:?}");
+    let read = lease_check
+        .get_item()
+        .table_name(&table)
+        .key("group_id", key.clone())
+        .send()
+        .await;
+    assert!(
+        read.is_ok(),
+        "lease-check's role must read the Leases table: {read:?}"
+    );
     let scan = lease_check.scan().table_name(&table).send().await;
-    assert!(is_access_denied(&scan), "lease-check's role must not scan: {scan:?}");
-    let delete = lease_check.delete_item().table_name(&table).key("group_id", key).send().await;
-    assert!(is_access_denied(&delete), "lease-check's role must not delete: {delete:?}");
+    assert!(
+        is_access_denied(&scan),
+        "lease-check's role must not scan: {scan:?}"
+    );
+    let delete = lease_check
+        .delete_item()
+        .table_name(&table)
+        .key("group_id", key)
+        .send()
+        .await;
+    assert!(
+        is_access_denied(&delete),
+        "lease-check's role must not delete: {delete:?}"
+    );
     Ok(())
 }

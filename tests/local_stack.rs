@@ -15,18 +15,29 @@ use tenure::sigv4::SigV4Client;
 use tenure_e2e::{stacks, Stack};
 
 fn unique_group(prefix: &str) -> GroupId {
-    let ms = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0);
+    let ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0);
     GroupId::parse(&format!("{prefix}-{ms}")).unwrap()
 }
 
 async fn create_group(stack: &Stack, group: &GroupId, hosts: &[&str]) -> Result<()> {
     let sdk = stack.sdk().await;
-    let store = LeaseStore::new(tenure::aws::dynamodb_client(&sdk, None), stack.output("LeasesTable")?);
+    let store = LeaseStore::new(
+        tenure::aws::dynamodb_client(&sdk, None),
+        stack.output("LeasesTable")?,
+    );
     let service = LeaseService::new(store, LeaseConfig::default(), SystemClock);
     let members: BTreeMap<HostId, Member> = hosts
         .iter()
         .enumerate()
-        .map(|(i, h)| (HostId::parse(h).unwrap(), Member::new(format!("az-{i}"), (hosts.len() - i) as u32)))
+        .map(|(i, h)| {
+            (
+                HostId::parse(h).unwrap(),
+                Member::new(format!("az-{i}"), (hosts.len() - i) as u32),
+            )
+        })
         .collect();
     service.create_group(group.clone(), 10_000, members).await?;
     Ok(())
@@ -38,35 +49,101 @@ async fn a_check_through_the_function_url_returns_the_contract_json() -> Result<
         let group = unique_group("e2e-check");
         create_group(&stack, &group, &["host-a", "host-b"]).await?;
         let http = SigV4Client::for_function_urls(&stack.sdk().await)?;
-        let base = stack.output("LeaseCheckLocalUrl")?.trim_end_matches('/').to_owned();
+        let base = stack
+            .output("LeaseCheckLocalUrl")?
+            .trim_end_matches('/')
+            .to_owned();
         let post = |path: String, body: Value| {
             let (http, url, region) = (http.clone(), format!("{base}{path}"), stack.region.clone());
             async move {
-                let r = http.send("POST", &url, &region, body.to_string().as_bytes(), Duration::from_secs(10)).await?;
+                let r = http
+                    .send(
+                        "POST",
+                        &url,
+                        &region,
+                        body.to_string().as_bytes(),
+                        Duration::from_secs(10),
+                    )
+                    .await?;
                 anyhow::Ok((r.status, serde_json::from_slice::<Value>(&r.body)?))
             }
         };
-        let (status, body) = post(format!("/v1/groups/{group}/check"), json!({"host_id": "host-a"})).await?;
+        let (status, body) = post(
+            format!("/v1/groups/{group}/check"),
+            json!({"host_id": "host-a"}),
+        )
+        .await?;
         assert_eq!(status, 200, "{}: {body}", stack.region);
-        let fields: Vec<&str> = body.as_object().unwrap().keys().map(String::as_str).collect();
+        let fields: Vec<&str> = body
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
         assert_eq!(
             fields,
-            ["draining", "epoch", "group_id", "holder", "host_id", "poll_after_ms", "role", "valid_for_ms", "writable"],
+            [
+                "draining",
+                "epoch",
+                "group_id",
+                "holder",
+                "host_id",
+                "poll_after_ms",
+                "role",
+                "valid_for_ms",
+                "writable"
+            ],
             "the contract's fields and no others"
         );
-        assert_eq!((body["role"].clone(), body["writable"].clone(), body["epoch"].clone()), (json!("primary"), json!(true), json!(1)));
+        assert_eq!(
+            (
+                body["role"].clone(),
+                body["writable"].clone(),
+                body["epoch"].clone()
+            ),
+            (json!("primary"), json!(true), json!(1))
+        );
         let valid = body["valid_for_ms"].as_u64().unwrap();
         assert!((9_000..=9_800).contains(&valid), "valid_for_ms {valid}");
 
-        let (status, body) = post(format!("/v1/groups/{group}/check"), json!({"host_id": "host-b", "heartbeat": false})).await?;
+        let (status, body) = post(
+            format!("/v1/groups/{group}/check"),
+            json!({"host_id": "host-b", "heartbeat": false}),
+        )
+        .await?;
         assert_eq!((status, body["role"].clone()), (200, json!("secondary")));
-        let (status, body) = post(format!("/v1/groups/{group}/check"), json!({"host_id": "stranger"})).await?;
-        assert_eq!((status, body["error"]["code"].clone()), (404, json!("not_member")));
-        let (status, body) = post(format!("/v1/groups/{group}/release"), json!({"host_id": "host-a", "epoch": 0})).await?;
-        assert_eq!((status, body["error"]["code"].clone()), (409, json!("stale_epoch")));
-        let r = http.send("POST", &format!("{base}/v1/groups/{group}/check"), &stack.region, b"{not json", Duration::from_secs(10)).await?;
+        let (status, body) = post(
+            format!("/v1/groups/{group}/check"),
+            json!({"host_id": "stranger"}),
+        )
+        .await?;
+        assert_eq!(
+            (status, body["error"]["code"].clone()),
+            (404, json!("not_member"))
+        );
+        let (status, body) = post(
+            format!("/v1/groups/{group}/release"),
+            json!({"host_id": "host-a", "epoch": 0}),
+        )
+        .await?;
+        assert_eq!(
+            (status, body["error"]["code"].clone()),
+            (409, json!("stale_epoch"))
+        );
+        let r = http
+            .send(
+                "POST",
+                &format!("{base}/v1/groups/{group}/check"),
+                &stack.region,
+                b"{not json",
+                Duration::from_secs(10),
+            )
+            .await?;
         let body: Value = serde_json::from_slice(&r.body)?;
-        assert_eq!((r.status, body["error"]["code"].clone()), (400, json!("malformed_request")));
+        assert_eq!(
+            (r.status, body["error"]["code"].clone()),
+            (400, json!("malformed_request"))
+        );
     }
     Ok(())
 }
@@ -94,8 +171,16 @@ async fn the_scheduled_renewer_keeps_a_lease_across_two_ticks() -> Result<()> {
                 let answer = lease.check(&group, &host, true, true).await?;
                 let record = lease.get(&group).await?;
                 if !renewals.is_empty() {
-                    assert_eq!(record.epoch, last.0, "{}: the epoch moved while the renewer ran", stack.region);
-                    assert!(answer.writable, "{}: the lease lapsed while the renewer ran", stack.region);
+                    assert_eq!(
+                        record.epoch, last.0,
+                        "{}: the epoch moved while the renewer ran",
+                        stack.region
+                    );
+                    assert!(
+                        answer.writable,
+                        "{}: the lease lapsed while the renewer ran",
+                        stack.region
+                    );
                 }
                 if record.epoch == last.0 && record.expires_at_ms > last.1 && last.1 != 0 {
                     renewals.push(Instant::now());
@@ -111,7 +196,10 @@ async fn the_scheduled_renewer_keeps_a_lease_across_two_ticks() -> Result<()> {
                     "{}: renewals seen: {} over {:?}",
                     stack.region,
                     renewals.len(),
-                    renewals.first().zip(renewals.last()).map(|(a, b)| b.duration_since(*a))
+                    renewals
+                        .first()
+                        .zip(renewals.last())
+                        .map(|(a, b)| b.duration_since(*a))
                 );
                 tokio::time::sleep(Duration::from_millis(1_000)).await;
             }
@@ -119,7 +207,10 @@ async fn the_scheduled_renewer_keeps_a_lease_across_two_ticks() -> Result<()> {
     }
     for run in runs {
         let renewals = run.await??;
-        assert!(renewals >= 30, "expected a renewal about every 2 s, saw {renewals}");
+        assert!(
+            renewals >= 30,
+            "expected a renewal about every 2 s, saw {renewals}"
+        );
     }
     Ok(())
 }

@@ -48,9 +48,11 @@ impl Stack {
 /// The stacks described by the outputs file `env_var` names (default `.local/regions.json`).
 /// Fails, saying how to deploy them, when the file is missing.
 pub fn stacks(env_var: &str) -> Result<Vec<Stack>> {
-    let path = std::env::var(env_var).map(PathBuf::from).unwrap_or_else(|_| {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.local/regions.json")
-    });
+    let path = std::env::var(env_var)
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.local/regions.json")
+        });
     let text = std::fs::read_to_string(&path).with_context(|| {
         format!(
             "{}: no deployed local stacks. Run the README's test command (infra/test.sh), or \

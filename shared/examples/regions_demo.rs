@@ -31,11 +31,18 @@ async fn region(name: &str, outputs: &Value) -> Result<Region> {
         .region(aws_config::Region::new(name.to_owned()))
         .load()
         .await;
-    let url = outputs["LeaseCheckLocalUrl"].as_str().context("LeaseCheckLocalUrl")?;
+    let url = outputs["LeaseCheckLocalUrl"]
+        .as_str()
+        .context("LeaseCheckLocalUrl")?;
     let table = outputs["LeasesTable"].as_str().context("LeasesTable")?;
     Ok(Region {
         name: name.to_owned(),
-        client: LeaseCheckClient::new(SigV4Client::for_function_urls(&sdk)?, url, name, Duration::from_secs(5)),
+        client: LeaseCheckClient::new(
+            SigV4Client::for_function_urls(&sdk)?,
+            url,
+            name,
+            Duration::from_secs(5),
+        ),
         service: LeaseService::new(
             LeaseStore::new(dynamodb_client(&sdk, None), table),
             LeaseConfig::default(),
@@ -46,11 +53,16 @@ async fn region(name: &str, outputs: &Value) -> Result<Region> {
 
 #[tokio::main]
 async fn main() -> Result<()> {
-    let path = std::env::var("TENURE_REGIONS_FILE").unwrap_or_else(|_| ".local/regions.json".into());
+    let path =
+        std::env::var("TENURE_REGIONS_FILE").unwrap_or_else(|_| ".local/regions.json".into());
     let file: Value = serde_json::from_str(
-        &std::fs::read_to_string(&path).with_context(|| format!("{path}: run infra/local-regions.sh deploy first"))?,
+        &std::fs::read_to_string(&path)
+            .with_context(|| format!("{path}: run infra/local-regions.sh deploy first"))?,
     )?;
-    let hosts: Vec<HostId> = ["host-a", "host-b", "host-c"].iter().map(|h| HostId::parse(h)).collect::<Result<_, _>>()?;
+    let hosts: Vec<HostId> = ["host-a", "host-b", "host-c"]
+        .iter()
+        .map(|h| HostId::parse(h))
+        .collect::<Result<_, _>>()?;
     let group = GroupId::parse(&format!("orders-{}", SystemClock.now_ms()))?;
     let mut regions = Vec::new();
     for (name, outputs) in file["regions"].as_object().context("regions")? {
@@ -61,8 +73,13 @@ async fn main() -> Result<()> {
             .enumerate()
             .map(|(i, (h, az))| (h.clone(), Member::new(format!("{name}{az}"), 3 - i as u32)))
             .collect();
-        r.service.create_group(group.clone(), 10_000, members).await?;
-        println!("{name}: created group {group} (lease 10 s) in {}", r.service.store().table());
+        r.service
+            .create_group(group.clone(), 10_000, members)
+            .await?;
+        println!(
+            "{name}: created group {group} (lease 10 s) in {}",
+            r.service.store().table()
+        );
         for host in &hosts {
             let a = r.client.check(&group, host, true, true).await?;
             println!(
@@ -88,18 +105,28 @@ async fn main() -> Result<()> {
             if let Some((last_epoch, last_expires)) = last.get(&r.name).copied() {
                 if epoch != last_epoch {
                     if first_renewal.contains_key(&r.name) {
-                        bail!("{}: epoch moved {last_epoch} -> {epoch} after the renewer took over", r.name);
+                        bail!(
+                            "{}: epoch moved {last_epoch} -> {epoch} after the renewer took over",
+                            r.name
+                        );
                     }
                     println!("{:>6.1}s {}: lease re-acquired by the live holder at epoch {epoch} (renewer not running yet)", started.elapsed().as_secs_f64(), r.name);
                 } else if expires > last_expires && !first_renewal.contains_key(&r.name) {
-                    println!("{:>6.1}s {}: renewer extended the lease (epoch {epoch}, expires in {} ms)", started.elapsed().as_secs_f64(), r.name, expires.saturating_sub(now));
+                    println!(
+                        "{:>6.1}s {}: renewer extended the lease (epoch {epoch}, expires in {} ms)",
+                        started.elapsed().as_secs_f64(),
+                        r.name,
+                        expires.saturating_sub(now)
+                    );
                     first_renewal.insert(r.name.clone(), (Instant::now(), epoch));
                 }
             }
             last.insert(r.name.clone(), (epoch, expires));
         }
         let done = regions.iter().all(|r| {
-            first_renewal.get(&r.name).is_some_and(|(at, _)| at.elapsed() > Duration::from_secs(65))
+            first_renewal
+                .get(&r.name)
+                .is_some_and(|(at, _)| at.elapsed() > Duration::from_secs(65))
         });
         if done {
             break;

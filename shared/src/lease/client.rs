@@ -56,9 +56,11 @@ impl LeaseCheckClient {
             .send(method, &url, &self.region, &bytes, self.timeout)
             .await?;
         if response.status == 200 {
-            return serde_json::from_slice(&response.body).map_err(|e| LeaseClientError::BadAnswer {
-                status: 200,
-                reason: e.to_string(),
+            return serde_json::from_slice(&response.body).map_err(|e| {
+                LeaseClientError::BadAnswer {
+                    status: 200,
+                    reason: e.to_string(),
+                }
             });
         }
         let error: Value = serde_json::from_slice(&response.body).unwrap_or(Value::Null);
