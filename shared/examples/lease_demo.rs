@@ -13,9 +13,9 @@ use std::time::{Duration, Instant};
 use tenure::aws::{dynamodb_client, load_sdk_config};
 use tenure::clock::{Clock, SystemClock};
 use tenure::ids::{GroupId, HostId};
-use tenure::lease::check::{CheckRequest, LeaseService};
 use tenure::lease::record::{LeaseRecord, Member};
 use tenure::lease::renewer::{renew_round, RenewerConfig};
+use tenure::lease::service::{CheckRequest, LeaseService};
 use tenure::lease::store::LeaseStore;
 use tenure::lease::{CheckAnswer, LeaseConfig};
 

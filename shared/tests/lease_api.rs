@@ -7,7 +7,7 @@ use support::*;
 use tenure::clock::FakeClock;
 use tenure::http::{ApiRequest, ApiResponse, MAX_BODY_BYTES};
 use tenure::lease::api::{handle, handle_lambda};
-use tenure::lease::check::LeaseService;
+use tenure::lease::service::LeaseService;
 use tenure::lease::store::LeaseStore;
 use tenure::lease::LeaseConfig;
 

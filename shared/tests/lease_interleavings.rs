@@ -12,9 +12,9 @@ use rand::{Rng, SeedableRng};
 use std::sync::atomic::{AtomicU64, Ordering};
 use support::*;
 use tenure::clock::{Clock, FakeClock};
-use tenure::lease::check::{CheckRequest, LeaseService};
 use tenure::lease::protocol::{renew_decision, RenewDecision};
 use tenure::lease::record::Epoch;
+use tenure::lease::service::{CheckRequest, LeaseService};
 use tenure::lease::store::LeaseStore;
 use tenure::lease::{CheckAnswer, LeaseConfig};
 

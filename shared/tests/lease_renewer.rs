@@ -6,11 +6,11 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use std::time::{Duration, Instant};
 use support::*;
 use tenure::clock::FakeClock;
-use tenure::lease::check::{CheckRequest, LeaseService};
 use tenure::lease::fence::{fence_put, fence_update};
 use tenure::lease::protocol::RenewSkip;
 use tenure::lease::record::Epoch;
 use tenure::lease::renewer::{renew_round, run_until, RenewerConfig};
+use tenure::lease::service::{CheckRequest, LeaseService};
 use tenure::lease::store::LeaseStore;
 use tenure::lease::LeaseConfig;
 

@@ -6,9 +6,9 @@ mod support;
 use std::sync::Arc;
 use support::*;
 use tenure::clock::FakeClock;
-use tenure::lease::check::{CheckRequest, LeaseService};
 use tenure::lease::protocol::{AcquirePlan, RenewPlan};
 use tenure::lease::record::Epoch;
+use tenure::lease::service::{CheckRequest, LeaseService};
 use tenure::lease::store::{AcquireOutcome, CreateOutcome, LeaseStore, RenewOutcome};
 use tenure::lease::LeaseConfig;
 use tenure::telemetry::RequestCounter;
@@ -249,7 +249,7 @@ async fn release_by_a_stale_epoch_is_refused_and_a_released_lease_is_taken_at_on
     assert!(
         matches!(
             stale,
-            Err(tenure::lease::check::CheckError::StaleRelease { .. })
+            Err(tenure::lease::service::CheckError::StaleRelease { .. })
         ),
         "{stale:?}"
     );
@@ -274,7 +274,7 @@ async fn a_group_lease_that_breaks_the_region_rules_is_refused() {
     assert!(
         matches!(
             refused,
-            Err(tenure::lease::check::CreateGroupError::InvalidLease(_))
+            Err(tenure::lease::service::CreateGroupError::InvalidLease(_))
         ),
         "{refused:?}"
     );
@@ -284,7 +284,7 @@ async fn a_group_lease_that_breaks_the_region_rules_is_refused() {
         .await;
     assert!(matches!(
         empty,
-        Err(tenure::lease::check::CreateGroupError::NoMembers)
+        Err(tenure::lease::service::CreateGroupError::NoMembers)
     ));
     let created = service
         .create_group(group_id("ok"), 6_000, members)

@@ -6,8 +6,8 @@ use tenure::aws::{dynamodb_client, load_sdk_config};
 use tenure::clock::SystemClock;
 use tenure::config::ProcessEnv;
 use tenure::lease::api::handle_lambda;
-use tenure::lease::check::LeaseService;
 use tenure::lease::config::LeaseFunctionConfig;
+use tenure::lease::service::LeaseService;
 use tenure::lease::store::LeaseStore;
 
 #[tokio::main]

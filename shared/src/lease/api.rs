@@ -6,8 +6,8 @@
 //! 400 malformed body or bad id, 404 unknown group or non-member, 409 stale release,
 //! 413 oversize body, 503 store unavailable; every error body is `{"error":{"code","message"}}`.
 
-use super::check::{CheckError, CheckRequest, LeaseService};
 use super::record::Epoch;
+use super::service::{CheckError, CheckRequest, LeaseService};
 use crate::clock::Clock;
 use crate::http::{into_lambda, parse_json, ApiRequest, ApiResponse};
 use crate::ids::{GroupId, HostId};

@@ -1,5 +1,5 @@
-//! The lease-check use case: what one host's check does, end to end. A steady-state check is
-//! one request (a heartbeat UpdateItem, or a consistent GetItem when no heartbeat is due); an
+//! The lease use cases. A check is what one host's poll does, end to end. A steady-state
+//! check is one request (a heartbeat UpdateItem, or a consistent GetItem when no heartbeat is due); an
 //! acquisition adds exactly one conditional UpdateItem.
 
 use super::config::LeaseConfig;
