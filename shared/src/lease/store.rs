@@ -82,6 +82,14 @@ pub enum ReleaseOutcome {
     NotHolder(LeaseRecord),
 }
 
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeleteOutcome {
+    Deleted,
+    UnknownGroup,
+    /// The lease is live: a group with a working primary is not deleted.
+    LeaseHeld(LeaseRecord),
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CreateOutcome {
     Created,
@@ -383,6 +391,47 @@ impl LeaseStore {
         }
     }
 
+    /// Deletes a group whose lease is free or lapsed (`attribute_not_exists(holder) OR
+    /// expires_at_ms < :now - :skew`), so a live primary is never deleted from under it.
+    pub async fn delete_group(
+        &self,
+        group: &GroupId,
+        now: Millis,
+        clock_skew_ms: Millis,
+    ) -> Result<DeleteOutcome, StoreError> {
+        let result = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::key(group)))
+            .condition_expression(
+                "attribute_exists(group_id) AND \
+                 (attribute_not_exists(holder) OR expires_at_ms < :not_after)",
+            )
+            .expression_attribute_values(":not_after", n(now.saturating_sub(clock_skew_ms)))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(DeleteOutcome::Deleted),
+            Err(SdkError::ServiceError(e)) => match e.err() {
+                aws_sdk_dynamodb::operation::delete_item::DeleteItemError::ConditionalCheckFailedException(ccf) => {
+                    Ok(match Self::parse_opt(group, ccf.item().cloned())? {
+                        Some(record) => DeleteOutcome::LeaseHeld(record),
+                        None => DeleteOutcome::UnknownGroup,
+                    })
+                }
+                _ => Err(StoreError::from_sdk("DeleteItem", SdkError::ServiceError(e))),
+            },
+            Err(err) => Err(StoreError::from_sdk("DeleteItem", err)),
+        }
+    }
+
+    /// Every group, whole, page by page (for operators' listings, not the hot path).
+    pub fn scan_all(&self) -> impl Stream<Item = Result<LeaseRecord, StoreError>> + Send + 'static {
+        scan_records(self.client.scan().table_name(&self.table))
+    }
+
     /// Every held lease in one parallel-scan segment, page by page (the SDK paginates),
     /// reading only what the renewer needs. Eventually consistent: a stale `last_seen_ms` only
     /// makes a renewal shorter or fail its condition, never unsafe.
@@ -391,31 +440,36 @@ impl LeaseStore {
         segment: i32,
         total_segments: i32,
     ) -> impl Stream<Item = Result<LeaseRecord, StoreError>> + Send + 'static {
-        let pages = self
-            .client
-            .scan()
-            .table_name(&self.table)
-            .segment(segment)
-            .total_segments(total_segments)
-            .projection_expression(RENEWER_PROJECTION)
-            .filter_expression("attribute_exists(holder)")
-            .into_paginator()
-            .items()
-            .send();
-        futures::stream::unfold(pages, |mut pages| async move {
-            let item = pages.next().await?;
-            let parsed = item
-                .map_err(|e| StoreError::from_sdk("Scan", e))
-                .and_then(|item| {
-                    let group = match item.get("group_id") {
-                        Some(AttributeValue::S(id)) => id.clone(),
-                        _ => "<no group_id>".to_owned(),
-                    };
-                    Self::parse(&group, item)
-                });
-            Some((parsed, pages))
-        })
+        scan_records(
+            self.client
+                .scan()
+                .table_name(&self.table)
+                .segment(segment)
+                .total_segments(total_segments)
+                .projection_expression(RENEWER_PROJECTION)
+                .filter_expression("attribute_exists(holder)"),
+        )
     }
+}
+
+/// Runs a scan to the end, page by page, decoding each item as a lease record.
+fn scan_records(
+    scan: aws_sdk_dynamodb::operation::scan::builders::ScanFluentBuilder,
+) -> impl Stream<Item = Result<LeaseRecord, StoreError>> + Send + 'static {
+    let pages = scan.into_paginator().items().send();
+    futures::stream::unfold(pages, |mut pages| async move {
+        let item = pages.next().await?;
+        let parsed = item
+            .map_err(|e| StoreError::from_sdk("Scan", e))
+            .and_then(|item| {
+                let group = match item.get("group_id") {
+                    Some(AttributeValue::S(id)) => id.clone(),
+                    _ => "<no group_id>".to_owned(),
+                };
+                LeaseStore::parse(&group, item)
+            });
+        Some((parsed, pages))
+    })
 }
 
 fn is_condition_failure<E: ProvideErrorMetadata, R>(err: &SdkError<E, R>) -> bool {

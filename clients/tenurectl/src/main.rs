@@ -1,0 +1,294 @@
+//! tenurectl: the operator's view of replica groups and their leases.
+//!
+//! Region, credentials and endpoint come from the usual AWS settings (`AWS_REGION`,
+//! `AWS_PROFILE`, `AWS_ENDPOINT_URL`, ...). The table comes from `--table` or
+//! `TENURE_LEASES_TABLE` (the stack's `LeasesTable` output). Human tables by default,
+//! `--json` for scripts.
+
+use anyhow::{anyhow, bail, Context, Result};
+use clap::{Parser, Subcommand};
+use futures::TryStreamExt;
+use serde_json::json;
+use std::collections::BTreeMap;
+use tenure::clock::{Clock, SystemClock};
+use tenure::ids::{GroupId, HostId};
+use tenure::lease::record::{LeaseRecord, Member};
+use tenure::lease::service::LeaseService;
+use tenure::lease::store::{CreateOutcome, DeleteOutcome, HeartbeatOutcome, LeaseStore};
+use tenure::lease::LeaseConfig;
+
+#[derive(Parser)]
+#[command(
+    name = "tenurectl",
+    version,
+    about = "Operate tenure's replica groups and leases"
+)]
+struct Cli {
+    /// The Leases table (the stack's LeasesTable output).
+    #[arg(long, env = "TENURE_LEASES_TABLE", global = true)]
+    table: Option<String>,
+    /// Print JSON instead of tables.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Replica groups: create, show, list, delete.
+    #[command(subcommand)]
+    Groups(GroupsCommand),
+    /// Leases: show, drain, undrain.
+    #[command(subcommand)]
+    Lease(LeaseCommand),
+}
+
+#[derive(Subcommand)]
+enum GroupsCommand {
+    /// Create a group: `tenurectl groups create orders --member host-a:use1-az1:3 ...`
+    Create {
+        group: String,
+        /// host_id:az:priority (priority: higher is preferred), once per replica.
+        #[arg(long = "member", required = true)]
+        members: Vec<String>,
+        #[arg(long, default_value_t = 10_000)]
+        lease_ms: u64,
+    },
+    /// One group's definition and lease.
+    Show { group: String },
+    /// Every group with its holder and epoch.
+    List,
+    /// Delete a group; refused while its lease is held.
+    Delete { group: String },
+}
+
+#[derive(Subcommand)]
+enum LeaseCommand {
+    /// Holder, epoch, expiry and members (last seen, health, draining).
+    Show { group: String },
+    /// Ask a host to hand over: a draining primary stops writing and releases.
+    Drain { group: String, host: String },
+    /// Clear a drain request.
+    Undrain { group: String, host: String },
+}
+
+/// `host:az:priority` -> a member.
+fn parse_member(spec: &str) -> Result<(HostId, Member)> {
+    let parts: Vec<&str> = spec.split(':').collect();
+    let [host, az, priority] = parts.as_slice() else {
+        bail!("--member {spec:?}: expected host_id:az:priority");
+    };
+    let host = HostId::parse(host).map_err(|e| anyhow!("--member {spec:?}: {e}"))?;
+    if az.is_empty() {
+        bail!("--member {spec:?}: the availability zone is empty");
+    }
+    let priority: u32 = priority
+        .parse()
+        .map_err(|_| anyhow!("--member {spec:?}: priority must be a non-negative integer"))?;
+    Ok((host, Member::new(*az, priority)))
+}
+
+fn group_id(raw: &str) -> Result<GroupId> {
+    GroupId::parse(raw).map_err(|e| anyhow!("group {raw:?}: {e}"))
+}
+
+fn host_id(raw: &str) -> Result<HostId> {
+    HostId::parse(raw).map_err(|e| anyhow!("host {raw:?}: {e}"))
+}
+
+fn lease_view(record: &LeaseRecord, now: u64) -> serde_json::Value {
+    let mut view = json!(record);
+    view["expires_in_ms"] = json!(record.expires_at_ms as i64 - now as i64);
+    view["lease_live"] = json!(record.holder.is_some() && record.expires_at_ms > now);
+    view
+}
+
+fn print_lease(record: &LeaseRecord, now: u64) {
+    let expires_in = record.expires_at_ms as i64 - now as i64;
+    println!("group      {}", record.group_id);
+    println!(
+        "holder     {}",
+        record
+            .holder
+            .as_ref()
+            .map(|h| h.as_str())
+            .unwrap_or("(none)")
+    );
+    println!("epoch      {}", record.epoch);
+    println!(
+        "expires    {}",
+        match &record.holder {
+            Some(_) if expires_in > 0 => format!("in {expires_in} ms"),
+            Some(_) => format!("lapsed {} ms ago", -expires_in),
+            None => "free".to_owned(),
+        }
+    );
+    println!("lease_ms   {}", record.lease_ms);
+    println!("version    {}", record.version);
+    println!();
+    println!(
+        "{:<24} {:<14} {:>8} {:>14} {:>8} {:>9}",
+        "MEMBER", "AZ", "PRIORITY", "LAST SEEN", "HEALTHY", "DRAINING"
+    );
+    for (host, m) in &record.members {
+        let seen = if m.last_seen_ms == 0 {
+            "never".to_owned()
+        } else {
+            format!("{} ms ago", now.saturating_sub(m.last_seen_ms))
+        };
+        println!(
+            "{:<24} {:<14} {:>8} {:>14} {:>8} {:>9}",
+            host, m.az, m.priority, seen, m.healthy, m.draining
+        );
+    }
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let table = cli.table.clone().context(
+        "no table: pass --table or set TENURE_LEASES_TABLE (the stack's LeasesTable output)",
+    )?;
+    let sdk = tenure::aws::load_sdk_config().await;
+    if sdk.region().is_none() {
+        bail!("no AWS region: set AWS_REGION (or AWS_DEFAULT_REGION, or a profile's region)");
+    }
+    let store = LeaseStore::new(tenure::aws::dynamodb_client(&sdk, None), table);
+    let lease = LeaseConfig::from_env(&tenure::config::ProcessEnv)?;
+    let service = LeaseService::new(store.clone(), lease, SystemClock);
+    let now = SystemClock.now_ms();
+    match cli.command {
+        Command::Groups(GroupsCommand::Create {
+            group,
+            members,
+            lease_ms,
+        }) => {
+            let group = group_id(&group)?;
+            let members: BTreeMap<HostId, Member> = members
+                .iter()
+                .map(|m| parse_member(m))
+                .collect::<Result<_>>()?;
+            match service
+                .create_group(group.clone(), lease_ms, members)
+                .await?
+            {
+                CreateOutcome::Created if cli.json => {
+                    println!("{}", json!({"group_id": group, "created": true}))
+                }
+                CreateOutcome::Created => println!("created group {group}"),
+                CreateOutcome::AlreadyExists => bail!("group {group} already exists"),
+            }
+        }
+        Command::Groups(GroupsCommand::Show { group })
+        | Command::Lease(LeaseCommand::Show { group }) => {
+            let record = service.get(&group_id(&group)?).await?;
+            if cli.json {
+                println!("{}", lease_view(&record, now));
+            } else {
+                print_lease(&record, now);
+            }
+        }
+        Command::Groups(GroupsCommand::List) => {
+            let records: Vec<LeaseRecord> = store.scan_all().try_collect().await?;
+            if cli.json {
+                let all: Vec<_> = records.iter().map(|r| lease_view(r, now)).collect();
+                println!("{}", json!(all));
+            } else {
+                println!(
+                    "{:<32} {:<24} {:>8} {:>12} {:>8}",
+                    "GROUP", "HOLDER", "EPOCH", "EXPIRES IN", "MEMBERS"
+                );
+                for r in &records {
+                    println!(
+                        "{:<32} {:<24} {:>8} {:>12} {:>8}",
+                        r.group_id,
+                        r.holder.as_ref().map(|h| h.as_str()).unwrap_or("-"),
+                        r.epoch,
+                        if r.holder.is_some() {
+                            format!("{} ms", r.expires_at_ms as i64 - now as i64)
+                        } else {
+                            "free".into()
+                        },
+                        r.members.len()
+                    );
+                }
+            }
+        }
+        Command::Groups(GroupsCommand::Delete { group }) => {
+            let group = group_id(&group)?;
+            match store.delete_group(&group, now, lease.clock_skew_ms).await? {
+                DeleteOutcome::Deleted if cli.json => {
+                    println!("{}", json!({"group_id": group, "deleted": true}))
+                }
+                DeleteOutcome::Deleted => println!("deleted group {group}"),
+                DeleteOutcome::UnknownGroup => bail!("unknown group {group}"),
+                DeleteOutcome::LeaseHeld(r) => bail!(
+                    "group {group} has a live lease (holder {}, epoch {}): drain the holder first",
+                    r.holder.as_ref().map(|h| h.as_str()).unwrap_or("?"),
+                    r.epoch
+                ),
+            }
+        }
+        Command::Lease(LeaseCommand::Drain { group, host }) => {
+            set_draining(&store, &group, &host, true, now, cli.json).await?
+        }
+        Command::Lease(LeaseCommand::Undrain { group, host }) => {
+            set_draining(&store, &group, &host, false, now, cli.json).await?
+        }
+    }
+    Ok(())
+}
+
+async fn set_draining(
+    store: &LeaseStore,
+    group: &str,
+    host: &str,
+    draining: bool,
+    now: u64,
+    json_output: bool,
+) -> Result<()> {
+    let (group, host) = (group_id(group)?, host_id(host)?);
+    match store.set_draining(&group, &host, draining, now).await? {
+        HeartbeatOutcome::Recorded(_) if json_output => {
+            println!(
+                "{}",
+                json!({"group_id": group, "host_id": host, "draining": draining})
+            )
+        }
+        HeartbeatOutcome::Recorded(_) if draining => {
+            println!("{host} in {group}: draining (a primary hands over at its next poll)")
+        }
+        HeartbeatOutcome::Recorded(_) => println!("{host} in {group}: no longer draining"),
+        HeartbeatOutcome::UnknownGroup => bail!("unknown group {group}"),
+        HeartbeatOutcome::NotMember(_) => bail!("{host} is not a member of {group}"),
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn members_parse_from_host_az_priority() {
+        let (host, member) = parse_member("host-a:use1-az1:3").unwrap();
+        assert_eq!(
+            (host.as_str(), member.az.as_str(), member.priority),
+            ("host-a", "use1-az1", 3)
+        );
+        assert!(parse_member("host-a:az").is_err());
+        assert!(parse_member("host a:az:1").is_err());
+        assert!(parse_member("h::1").is_err());
+        assert!(parse_member("h:az:-1")
+            .unwrap_err()
+            .to_string()
+            .contains("priority"));
+    }
+
+    #[test]
+    fn the_cli_definition_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

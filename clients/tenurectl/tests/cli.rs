@@ -1,0 +1,183 @@
+//! tenurectl as an operator runs it, against MiniStack (`TENURE_TEST_ENDPOINT`, set by the
+//! README's test command; start one with `infra/ministack.sh start` to run this alone).
+
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
+};
+use serde_json::Value;
+use std::process::{Command, Output};
+
+fn endpoint() -> String {
+    std::env::var("TENURE_TEST_ENDPOINT").unwrap_or_else(|_| {
+        panic!(
+            "TENURE_TEST_ENDPOINT is not set: run the README's test command (infra/test.sh), or \
+             `infra/ministack.sh start` and TENURE_TEST_ENDPOINT=http://127.0.0.1:4566"
+        )
+    })
+}
+
+async fn leases_table() -> String {
+    let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .endpoint_url(endpoint())
+        .region(aws_config::Region::new("us-east-1"))
+        .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
+            "test", "test", None, None, "cli",
+        ))
+        .load()
+        .await;
+    static SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let name = format!(
+        "tenurectl-test-{}-{}",
+        std::process::id(),
+        SEQ.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+    );
+    aws_sdk_dynamodb::Client::new(&sdk)
+        .create_table()
+        .table_name(&name)
+        .billing_mode(BillingMode::PayPerRequest)
+        .attribute_definitions(
+            AttributeDefinition::builder()
+                .attribute_name("group_id")
+                .attribute_type(ScalarAttributeType::S)
+                .build()
+                .unwrap(),
+        )
+        .key_schema(
+            KeySchemaElement::builder()
+                .attribute_name("group_id")
+                .key_type(KeyType::Hash)
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    name
+}
+
+fn tenurectl(table: &str, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_tenurectl"))
+        .args(args)
+        .env("TENURE_LEASES_TABLE", table)
+        .env("AWS_ENDPOINT_URL", endpoint())
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .output()
+        .unwrap()
+}
+
+fn ok_json(output: Output) -> Value {
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+fn stderr_of_failure(output: Output) -> String {
+    assert!(
+        !output.status.success(),
+        "expected failure: {}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[tokio::test]
+async fn groups_and_leases_round_trip() {
+    let table = leases_table().await;
+    let created = tenurectl(
+        &table,
+        &[
+            "groups",
+            "create",
+            "orders",
+            "--member",
+            "host-a:az-a:3",
+            "--member",
+            "host-b:az-b:2",
+            "--json",
+        ],
+    );
+    assert_eq!(ok_json(created)["created"], true);
+    let again = tenurectl(
+        &table,
+        &["groups", "create", "orders", "--member", "host-a:az-a:3"],
+    );
+    assert!(stderr_of_failure(again).contains("already exists"));
+
+    let shown = ok_json(tenurectl(&table, &["lease", "show", "orders", "--json"]));
+    assert_eq!(shown["epoch"], 0);
+    assert_eq!(shown["lease_live"], false);
+    assert_eq!(shown["members"]["host-a"]["priority"], 3);
+    let human = tenurectl(&table, &["lease", "show", "orders"]);
+    let text = String::from_utf8_lossy(&human.stdout);
+    assert!(
+        text.contains("holder     (none)") && text.contains("host-b"),
+        "{text}"
+    );
+
+    assert_eq!(
+        ok_json(tenurectl(
+            &table,
+            &["lease", "drain", "orders", "host-b", "--json"]
+        ))["draining"],
+        true
+    );
+    let shown = ok_json(tenurectl(&table, &["groups", "show", "orders", "--json"]));
+    assert_eq!(shown["members"]["host-b"]["draining"], true);
+    assert_eq!(
+        ok_json(tenurectl(
+            &table,
+            &["lease", "undrain", "orders", "host-b", "--json"]
+        ))["draining"],
+        false
+    );
+    assert!(
+        stderr_of_failure(tenurectl(&table, &["lease", "drain", "orders", "nobody"]))
+            .contains("not a member")
+    );
+
+    let listed = ok_json(tenurectl(&table, &["groups", "list", "--json"]));
+    assert_eq!(listed.as_array().map(Vec::len), Some(1));
+    assert_eq!(
+        ok_json(tenurectl(&table, &["groups", "delete", "orders", "--json"]))["deleted"],
+        true
+    );
+    assert!(
+        stderr_of_failure(tenurectl(&table, &["groups", "delete", "orders"]))
+            .contains("unknown group")
+    );
+}
+
+#[tokio::test]
+async fn bad_input_gets_a_clear_error() {
+    let table = leases_table().await;
+    let bad_member = tenurectl(&table, &["groups", "create", "g", "--member", "host-a:az"]);
+    assert!(stderr_of_failure(bad_member).contains("host_id:az:priority"));
+    let bad_lease = tenurectl(
+        &table,
+        &[
+            "groups",
+            "create",
+            "g",
+            "--member",
+            "h:az:1",
+            "--lease-ms",
+            "100",
+        ],
+    );
+    assert!(stderr_of_failure(bad_lease).contains("lease_ms (100)"));
+    let bad_id = tenurectl(&table, &["lease", "show", "no/slash"]);
+    assert!(stderr_of_failure(bad_id).contains("may contain only"));
+    let unknown = tenurectl(&table, &["lease", "show", "missing"]);
+    assert!(stderr_of_failure(unknown).contains("unknown group missing"));
+    let no_table = Command::new(env!("CARGO_BIN_EXE_tenurectl"))
+        .args(["groups", "list"])
+        .env_remove("TENURE_LEASES_TABLE")
+        .output()
+        .unwrap();
+    assert!(stderr_of_failure(no_table).contains("--table"));
+}
