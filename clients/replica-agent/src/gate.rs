@@ -2,9 +2,8 @@
 //! path reads.
 
 use crate::source::{LeaseSource, SourceError};
-use arc_swap::ArcSwapOption;
 use rand::Rng;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use tenure::ids::HostId;
 use tenure::lease::{CheckAnswer, Epoch, LeaseConfig};
@@ -93,9 +92,66 @@ impl GateConfig {
     }
 }
 
+/// The current grant as two atomics, so the write path takes no lock and no reference count.
+///
+/// Writers store the epoch, then the deadline (both Release); `write_permit` loads the deadline,
+/// then the epoch (both Acquire). A reader that sees a deadline therefore sees that grant's
+/// epoch or a newer one. A newer epoch is only ever issued after this host's previous lease
+/// lapsed, i.e. after every deadline of the older grant has passed, so a mixed read (older
+/// deadline, newer epoch) never yields a permit; and the opposite mix cannot be observed.
+struct Grant {
+    /// Time zero for `deadline_ns`.
+    base: Instant,
+    epoch: AtomicU64,
+    /// Nanoseconds after `base`; 0 is a closed gate.
+    deadline_ns: AtomicU64,
+}
+
+impl Grant {
+    fn new() -> Self {
+        Self {
+            base: Instant::now(),
+            epoch: AtomicU64::new(0),
+            deadline_ns: AtomicU64::new(0),
+        }
+    }
+
+    fn open(&self, permit: WritePermit) {
+        let ns = permit
+            .deadline
+            .saturating_duration_since(self.base)
+            .as_nanos();
+        self.epoch.store(permit.epoch.0, Ordering::Release);
+        self.deadline_ns.store(
+            u64::try_from(ns).unwrap_or(u64::MAX).max(1),
+            Ordering::Release,
+        );
+    }
+
+    fn close(&self) {
+        self.deadline_ns.store(0, Ordering::Release);
+    }
+
+    #[inline]
+    fn permit(&self) -> Option<WritePermit> {
+        let deadline_ns = self.deadline_ns.load(Ordering::Acquire);
+        if deadline_ns == 0 {
+            return None;
+        }
+        let deadline = self.base + Duration::from_nanos(deadline_ns);
+        if Instant::now() >= deadline {
+            return None;
+        }
+        Some(WritePermit {
+            epoch: Epoch(self.epoch.load(Ordering::Acquire)),
+            deadline,
+        })
+    }
+}
+
 struct Shared {
-    /// The current grant; `None` is a closed gate. Written only by the poller and step_down.
-    grant: ArcSwapOption<WritePermit>,
+    /// Written only by the poller (open and close) and by step_down and drop (close).
+    grant: Grant,
     state: watch::Sender<GateState>,
     /// Set by `step_down` before it closes the gate, so an answer already in flight cannot
     /// reopen it; cleared once an answer shows this host no longer writable.
@@ -126,7 +182,7 @@ impl LeaseGate {
             reason: "no answer yet".into(),
         });
         let shared = Arc::new(Shared {
-            grant: ArcSwapOption::empty(),
+            grant: Grant::new(),
             state,
             stepping_down: AtomicBool::new(false),
         });
@@ -152,11 +208,7 @@ impl LeaseGate {
     /// A permit if the host may write now. No I/O and no lock: one atomic load and a clock read.
     #[inline]
     pub fn write_permit(&self) -> Option<WritePermit> {
-        let grant = self.shared.grant.load();
-        match grant.as_deref() {
-            Some(permit) if Instant::now() < permit.deadline => Some(*permit),
-            _ => None,
-        }
+        self.shared.grant.permit()
     }
 
     /// The host's state now (a primary whose deadline passed without a fresh answer is
@@ -187,7 +239,7 @@ impl LeaseGate {
     /// releases the lease so the next host can take it at once.
     pub async fn step_down(&self) -> Result<(), SourceError> {
         self.shared.stepping_down.store(true, Ordering::SeqCst);
-        self.shared.grant.store(None);
+        self.shared.grant.close();
         let (reply, answer) = oneshot::channel();
         self.commands
             .send(Command::StepDown(reply))
@@ -201,7 +253,7 @@ impl LeaseGate {
 
 impl Drop for LeaseGate {
     fn drop(&mut self) {
-        self.shared.grant.store(None);
+        self.shared.grant.close();
         self.task.abort();
     }
 }
@@ -223,7 +275,7 @@ impl<S: LeaseSource> Poller<S> {
             let wait = self.poll_once().await;
             let wake = Instant::now() + self.jittered(wait);
             // Wake early at the grant's deadline so subscribers hear of the loss on time.
-            let deadline = self.shared.grant.load().as_deref().map(|p| p.deadline);
+            let deadline = self.shared.grant.permit().map(|p| p.deadline);
             tokio::select! {
                 _ = sleep_until(wake) => {}
                 _ = sleep_until(deadline.unwrap_or(wake)), if deadline.is_some_and(|d| d < wake) => {
@@ -299,7 +351,7 @@ impl<S: LeaseSource> Poller<S> {
         if answer.writable && (answer.draining || stepping_down) {
             // An operator (draining) or the host (step_down) asked to hand over: the gate
             // stays closed and the lease is released.
-            self.shared.grant.store(None);
+            self.shared.grant.close();
             self.release(answer.epoch).await.ok();
             return;
         }
@@ -312,13 +364,18 @@ impl<S: LeaseSource> Poller<S> {
                 epoch: answer.epoch,
                 deadline: t_sent + valid,
             };
-            self.shared.grant.store(Some(Arc::new(permit)));
+            self.shared.grant.open(permit);
+            if self.shared.stepping_down.load(Ordering::SeqCst) {
+                // step_down ran while this answer was in flight: it wins.
+                self.shared.grant.close();
+                return;
+            }
             self.publish(GateState::Primary {
                 epoch: permit.epoch,
                 deadline: permit.deadline,
             });
         } else {
-            self.shared.grant.store(None);
+            self.shared.grant.close();
             self.publish(GateState::Secondary {
                 holder: answer.holder,
                 epoch: answer.epoch,
@@ -332,14 +389,9 @@ impl<S: LeaseSource> Poller<S> {
     fn on_failure(&mut self, reason: String) -> Duration {
         self.failures = self.failures.saturating_add(1);
         warn!(failures = self.failures, %reason, "lease check failed");
-        let live_grant = self
-            .shared
-            .grant
-            .load()
-            .as_deref()
-            .is_some_and(|p| Instant::now() < p.deadline);
+        let live_grant = self.shared.grant.permit().is_some();
         if !live_grant {
-            self.shared.grant.store(None);
+            self.shared.grant.close();
             self.publish(GateState::Unknown {
                 since: Instant::now(),
                 reason,
