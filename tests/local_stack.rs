@@ -214,3 +214,80 @@ async fn the_scheduled_renewer_keeps_a_lease_across_two_ticks() -> Result<()> {
     }
     Ok(())
 }
+
+/// Two hosts' `LeaseGate`s on the deployed stack: one becomes primary; when it dies (its gate
+/// is dropped, so it stops checking) the other becomes primary with a higher epoch, no sooner
+/// than the first one's deadline and within lease + skew + poll of its last heartbeat.
+#[tokio::test]
+async fn lease_gates_fail_over_through_the_deployed_stack() -> Result<()> {
+    use replica_agent::{GateConfig, GateState, HttpLeaseSource, LeaseGate};
+    let stack = stacks("TENURE_E2E_REGIONS")?
+        .into_iter()
+        .next()
+        .expect("a stack");
+    let group = unique_group("e2e-gate");
+    create_group(&stack, &group, &["host-a", "host-b"]).await?;
+    let cfg = LeaseConfig::default();
+    let gate = |host: &str| {
+        let stack = stack.clone();
+        let (group, host) = (group.clone(), HostId::parse(host).unwrap());
+        async move {
+            let source = HttpLeaseSource {
+                client: stack.lease_check().await?,
+                group,
+                host,
+            };
+            anyhow::Ok(LeaseGate::start(
+                source,
+                || true,
+                GateConfig::from_lease(&cfg),
+            ))
+        }
+    };
+    let a = gate("host-a").await?;
+    let started = Instant::now();
+    while a.write_permit().is_none() {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "host-a never became primary"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let b = gate("host-b").await?;
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    assert!(
+        matches!(b.state(), GateState::Secondary { .. }),
+        "{:?}",
+        b.state()
+    );
+    assert!(b.write_permit().is_none());
+    let a_permit = a.write_permit().expect("host-a still primary");
+    let killed = Instant::now();
+    drop(a);
+    let mut changes = b.subscribe();
+    let b_permit = loop {
+        if let Some(p) = b.write_permit() {
+            break p;
+        }
+        assert!(
+            killed.elapsed() < Duration::from_secs(30),
+            "no failover: {:?}",
+            b.state()
+        );
+        let _ = tokio::time::timeout(Duration::from_millis(100), changes.changed()).await;
+    };
+    let took = killed.elapsed();
+    assert!(
+        b_permit.epoch > a_permit.epoch,
+        "{b_permit:?} after {a_permit:?}"
+    );
+    // host-b's window opens only after host-a's last granted window closed.
+    assert!(
+        Instant::now() >= a_permit.deadline.into_std(),
+        "overlapping writable windows"
+    );
+    let bound = Duration::from_millis(cfg.lease_ms + cfg.clock_skew_ms + cfg.poll_interval_ms);
+    assert!(took <= bound, "failover took {took:?}, bound {bound:?}");
+    eprintln!("failover through the deployed stack: {took:?} (bound from the kill: {bound:?})");
+    Ok(())
+}
