@@ -14,7 +14,7 @@ use tenure::clock::{Clock, SystemClock};
 use tenure::ids::{GroupId, HostId};
 use tenure::lease::record::{LeaseRecord, Member};
 use tenure::lease::service::LeaseService;
-use tenure::lease::store::{CreateOutcome, DeleteOutcome, HeartbeatOutcome, LeaseStore};
+use tenure::lease::store::{CreateOutcome, DeleteOutcome, LeaseStore, MemberUpdate};
 use tenure::lease::LeaseConfig;
 
 #[derive(Parser)]
@@ -250,18 +250,18 @@ async fn set_draining(
 ) -> Result<()> {
     let (group, host) = (group_id(group)?, host_id(host)?);
     match store.set_draining(&group, &host, draining, now).await? {
-        HeartbeatOutcome::Recorded(_) if json_output => {
+        MemberUpdate::Recorded(_) if json_output => {
             println!(
                 "{}",
                 json!({"group_id": group, "host_id": host, "draining": draining})
             )
         }
-        HeartbeatOutcome::Recorded(_) if draining => {
+        MemberUpdate::Recorded(_) if draining => {
             println!("{host} in {group}: draining (a primary hands over at its next poll)")
         }
-        HeartbeatOutcome::Recorded(_) => println!("{host} in {group}: no longer draining"),
-        HeartbeatOutcome::UnknownGroup => bail!("unknown group {group}"),
-        HeartbeatOutcome::NotMember(_) => bail!("{host} is not a member of {group}"),
+        MemberUpdate::Recorded(_) => println!("{host} in {group}: no longer draining"),
+        MemberUpdate::UnknownGroup => bail!("unknown group {group}"),
+        MemberUpdate::NotMember(_) => bail!("{host} is not a member of {group}"),
     }
     Ok(())
 }

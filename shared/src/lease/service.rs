@@ -6,7 +6,7 @@ use super::config::LeaseConfig;
 use super::protocol::{self, AcquireDecision, CheckAnswer, Heartbeat, ReleasePlan};
 use super::record::{Epoch, LeaseRecord};
 use super::store::{
-    AcquireOutcome, CreateOutcome, HeartbeatOutcome, LeaseStore, ReleaseOutcome, StoreError,
+    AcquireOutcome, CreateOutcome, LeaseStore, MemberUpdate, ReleaseOutcome, StoreError,
 };
 use crate::clock::Clock;
 use crate::ids::{GroupId, HostId};
@@ -94,11 +94,9 @@ impl<C: Clock> LeaseService<C> {
                 now,
             };
             match self.store.heartbeat(group, &hb).await? {
-                HeartbeatOutcome::Recorded(record) => record,
-                HeartbeatOutcome::UnknownGroup => {
-                    return Err(CheckError::UnknownGroup(group.clone()))
-                }
-                HeartbeatOutcome::NotMember(_) => return Err(not_member()),
+                MemberUpdate::Recorded(record) => record,
+                MemberUpdate::UnknownGroup => return Err(CheckError::UnknownGroup(group.clone())),
+                MemberUpdate::NotMember(_) => return Err(not_member()),
             }
         } else {
             match self.store.read(group).await? {

@@ -51,7 +51,8 @@ impl StoreError {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum HeartbeatOutcome {
+/// A write to one member's entry (heartbeat, drain flag).
+pub enum MemberUpdate {
     Recorded(LeaseRecord),
     UnknownGroup,
     NotMember(LeaseRecord),
@@ -183,42 +184,69 @@ impl LeaseStore {
         &self,
         group: &GroupId,
         hb: &Heartbeat,
-    ) -> Result<HeartbeatOutcome, StoreError> {
+    ) -> Result<MemberUpdate, StoreError> {
+        self.update_member(
+            group,
+            &hb.host,
+            "members.#h.last_seen_ms = :now, members.#h.healthy = :v",
+            AttributeValue::Bool(hb.healthy),
+            hb.now,
+        )
+        .await
+    }
+
+    /// Sets or clears an operator's drain request on a member (one UpdateItem). A draining
+    /// primary's agent closes its gate and releases; a draining member never acquires.
+    pub async fn set_draining(
+        &self,
+        group: &GroupId,
+        host: &crate::ids::HostId,
+        draining: bool,
+        now: Millis,
+    ) -> Result<MemberUpdate, StoreError> {
+        self.update_member(
+            group,
+            host,
+            "members.#h.draining = :v, updated_at_ms = :now",
+            AttributeValue::Bool(draining),
+            now,
+        )
+        .await
+    }
+
+    /// `SET <set>, version = version + 1` on an existing member (`#h`), with `:v` and `:now`
+    /// bound, returning the whole item.
+    async fn update_member(
+        &self,
+        group: &GroupId,
+        host: &crate::ids::HostId,
+        set: &str,
+        value: AttributeValue,
+        now: Millis,
+    ) -> Result<MemberUpdate, StoreError> {
         let result = self
             .client
             .update_item()
             .table_name(&self.table)
             .set_key(Some(Self::key(group)))
-            .update_expression(
-                "SET members.#h.last_seen_ms = :now, members.#h.healthy = :ok, \
-                 version = if_not_exists(version, :zero) + :one",
-            )
+            .update_expression(format!(
+                "SET {set}, version = if_not_exists(version, :zero) + :one"
+            ))
             .condition_expression("attribute_exists(members.#h)")
-            .expression_attribute_names("#h", hb.host.as_str())
-            .expression_attribute_values(":now", n(hb.now))
-            .expression_attribute_values(":ok", AttributeValue::Bool(hb.healthy))
+            .expression_attribute_names("#h", host.as_str())
+            .expression_attribute_values(":v", value)
+            .expression_attribute_values(":now", n(now))
             .expression_attribute_values(":zero", n(0))
             .expression_attribute_values(":one", n(1))
             .return_values(ReturnValue::AllNew)
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .send()
             .await;
-        match result {
-            Ok(out) => match Self::parse_opt(group, out.attributes)? {
-                Some(record) => Ok(HeartbeatOutcome::Recorded(record)),
-                None => Err(StoreError::Corrupt {
-                    group_id: group.to_string(),
-                    reason: "UpdateItem returned no attributes".into(),
-                }),
-            },
-            Err(err) => match condition_failure_item(&err) {
-                Some(old) => Ok(match Self::parse_opt(group, old)? {
-                    Some(record) => HeartbeatOutcome::NotMember(record),
-                    None => HeartbeatOutcome::UnknownGroup,
-                }),
-                None => Err(StoreError::from_sdk("UpdateItem", err)),
-            },
-        }
+        Ok(match written_or_current(group, result)? {
+            Ok(record) => MemberUpdate::Recorded(record),
+            Err(Some(record)) => MemberUpdate::NotMember(record),
+            Err(None) => MemberUpdate::UnknownGroup,
+        })
     }
 
     /// Takes the lease (epoch + 1) if nobody acquired or renewed it since the caller's read.
@@ -254,19 +282,10 @@ impl LeaseStore {
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .send()
             .await;
-        match result {
-            Ok(out) => match Self::parse_opt(group, out.attributes)? {
-                Some(record) => Ok(AcquireOutcome::Acquired(record)),
-                None => Err(StoreError::Corrupt {
-                    group_id: group.to_string(),
-                    reason: "UpdateItem returned no attributes".into(),
-                }),
-            },
-            Err(err) => match condition_failure_item(&err) {
-                Some(old) => Ok(AcquireOutcome::LostRace(Self::parse_opt(group, old)?)),
-                None => Err(StoreError::from_sdk("UpdateItem", err)),
-            },
-        }
+        Ok(match written_or_current(group, result)? {
+            Ok(record) => AcquireOutcome::Acquired(record),
+            Err(current) => AcquireOutcome::LostRace(current),
+        })
     }
 
     /// Moves the expiry forward for the same holder and epoch (one UpdateItem, no read back).
@@ -327,68 +346,11 @@ impl LeaseStore {
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .send()
             .await;
-        match result {
-            Ok(out) => match Self::parse_opt(group, out.attributes)? {
-                Some(record) => Ok(ReleaseOutcome::Released(record)),
-                None => Err(StoreError::Corrupt {
-                    group_id: group.to_string(),
-                    reason: "UpdateItem returned no attributes".into(),
-                }),
-            },
-            Err(err) => match condition_failure_item(&err) {
-                Some(old) => Ok(match Self::parse_opt(group, old)? {
-                    Some(record) => ReleaseOutcome::NotHolder(record),
-                    None => ReleaseOutcome::UnknownGroup,
-                }),
-                None => Err(StoreError::from_sdk("UpdateItem", err)),
-            },
-        }
-    }
-
-    /// Sets or clears an operator's drain request on a member (one UpdateItem). A draining
-    /// primary's agent closes its gate and releases; a draining member never acquires.
-    pub async fn set_draining(
-        &self,
-        group: &GroupId,
-        host: &crate::ids::HostId,
-        draining: bool,
-        now: Millis,
-    ) -> Result<HeartbeatOutcome, StoreError> {
-        let result = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .set_key(Some(Self::key(group)))
-            .update_expression(
-                "SET members.#h.draining = :d, updated_at_ms = :now, \
-                 version = if_not_exists(version, :zero) + :one",
-            )
-            .condition_expression("attribute_exists(members.#h)")
-            .expression_attribute_names("#h", host.as_str())
-            .expression_attribute_values(":d", AttributeValue::Bool(draining))
-            .expression_attribute_values(":now", n(now))
-            .expression_attribute_values(":zero", n(0))
-            .expression_attribute_values(":one", n(1))
-            .return_values(ReturnValue::AllNew)
-            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
-            .send()
-            .await;
-        match result {
-            Ok(out) => match Self::parse_opt(group, out.attributes)? {
-                Some(record) => Ok(HeartbeatOutcome::Recorded(record)),
-                None => Err(StoreError::Corrupt {
-                    group_id: group.to_string(),
-                    reason: "UpdateItem returned no attributes".into(),
-                }),
-            },
-            Err(err) => match condition_failure_item(&err) {
-                Some(old) => Ok(match Self::parse_opt(group, old)? {
-                    Some(record) => HeartbeatOutcome::NotMember(record),
-                    None => HeartbeatOutcome::UnknownGroup,
-                }),
-                None => Err(StoreError::from_sdk("UpdateItem", err)),
-            },
-        }
+        Ok(match written_or_current(group, result)? {
+            Ok(record) => ReleaseOutcome::Released(record),
+            Err(Some(record)) => ReleaseOutcome::NotHolder(record),
+            Err(None) => ReleaseOutcome::UnknownGroup,
+        })
     }
 
     /// Deletes a group whose lease is free or lapsed (`attribute_not_exists(holder) OR
@@ -449,6 +411,31 @@ impl LeaseStore {
                 .projection_expression(RENEWER_PROJECTION)
                 .filter_expression("attribute_exists(holder)"),
         )
+    }
+}
+
+/// The outcome of a conditional UpdateItem that returns ALL_NEW on success and ALL_OLD on a
+/// failed condition: `Ok(Ok(new))` written, `Ok(Err(current))` refused (the item as it
+/// stands, `None` when there is none), `Err` when DynamoDB did not answer.
+fn written_or_current<R: std::fmt::Debug>(
+    group: &GroupId,
+    result: Result<
+        aws_sdk_dynamodb::operation::update_item::UpdateItemOutput,
+        SdkError<aws_sdk_dynamodb::operation::update_item::UpdateItemError, R>,
+    >,
+) -> Result<Result<LeaseRecord, Option<LeaseRecord>>, StoreError> {
+    match result {
+        Ok(out) => match LeaseStore::parse_opt(group, out.attributes)? {
+            Some(record) => Ok(Ok(record)),
+            None => Err(StoreError::Corrupt {
+                group_id: group.to_string(),
+                reason: "UpdateItem returned no attributes".into(),
+            }),
+        },
+        Err(err) => match condition_failure_item(&err) {
+            Some(old) => Ok(Err(LeaseStore::parse_opt(group, old)?)),
+            None => Err(StoreError::from_sdk("UpdateItem", err)),
+        },
     }
 }
 
