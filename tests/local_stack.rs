@@ -291,3 +291,37 @@ async fn lease_gates_fail_over_through_the_deployed_stack() -> Result<()> {
     eprintln!("failover through the deployed stack: {took:?} (bound from the kill: {bound:?})");
     Ok(())
 }
+
+/// One host serving two groups gets a gate (and an epoch) per group, and no permit for a
+/// group it does not serve.
+#[tokio::test]
+async fn one_host_holds_a_gate_per_group() -> Result<()> {
+    use replica_agent::{GateConfig, LeaseGates};
+    let stack = stacks("TENURE_E2E_REGIONS")?
+        .into_iter()
+        .next()
+        .expect("a stack");
+    let (g1, g2) = (unique_group("e2e-multi-1"), unique_group("e2e-multi-2"));
+    create_group(&stack, &g1, &["host-a"]).await?;
+    create_group(&stack, &g2, &["host-a", "host-b"]).await?;
+    let gates = LeaseGates::start(
+        &stack.lease_check().await?,
+        &HostId::parse("host-a")?,
+        [g1.clone(), g2.clone()],
+        || true,
+        GateConfig::from_lease(&LeaseConfig::default()),
+    );
+    let started = Instant::now();
+    while gates.write_permit(&g1).is_none() || gates.write_permit(&g2).is_none() {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{:?} {:?}",
+            gates.state(&g1),
+            gates.state(&g2)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(gates.groups().count(), 2);
+    assert!(gates.write_permit(&unique_group("not-served")).is_none());
+    Ok(())
+}

@@ -9,7 +9,9 @@
 //! running up to 100 ppm fast). No answer, a slow answer or an error never extends it.
 
 mod gate;
+mod gates;
 mod source;
 
 pub use gate::{GateConfig, GateState, LeaseGate, WritePermit};
+pub use gates::LeaseGates;
 pub use source::{HttpLeaseSource, LeaseSource, SourceError};
