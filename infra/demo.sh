@@ -5,7 +5,9 @@
 #      takes over with a higher epoch, then a drained primary hands over;
 #   2. the real stack: builds the template, deploys it as two regions (us-east-1, eu-west-1)
 #      on the same MiniStack, creates a group in each, has hosts check through the SigV4-signed
-#      Function URL, and watches the scheduled renewer keep the lease across a schedule tick.
+#      Function URL, and watches the scheduled renewer keep the lease across a schedule tick;
+#   3. three kvdemo hosts on that stack: writes through the primary, kill -9 and the measured
+#      failover, a drain and the measured handover, every acknowledged write read back.
 # Leaves MiniStack and the stacks running; `infra/local-regions.sh teardown` and
 # `infra/ministack.sh stop` remove them.
 set -euo pipefail
@@ -27,3 +29,6 @@ echo; echo "=== part 2: the template deployed as two regions on MiniStack ==="
 mkdir -p .local
 infra/local-regions.sh deploy
 "$CARGO_TARGET_DIR/debug/examples/regions_demo"
+
+echo; echo "=== part 3: three kvdemo hosts in us-east-1: kill -9, drain, every acked write kept ==="
+infra/kv-demo.sh

@@ -64,8 +64,9 @@ macro_rules! wire_id {
         }
 
         impl fmt::Display for $name {
+            // `pad` honours width and alignment, so ids line up in operators' tables.
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(&self.0)
+                f.pad(&self.0)
             }
         }
 

@@ -28,6 +28,9 @@ struct Args {
     data_table: String,
     #[arg(long)]
     gate_log: std::path::PathBuf,
+    /// Create the data table if it does not exist (local demos).
+    #[arg(long)]
+    create_table: bool,
 }
 
 #[tokio::main]
@@ -65,6 +68,9 @@ async fn main() -> Result<()> {
         gate.subscribe(),
     ));
     let store = KvStore::new(tenure::aws::dynamodb_client(&sdk, None), args.data_table);
+    if args.create_table {
+        store.ensure_table().await?;
+    }
     let listener = tokio::net::TcpListener::bind(&args.listen).await?;
     // The test harness and the demo read the bound address from this line.
     println!("listening {}", listener.local_addr()?);

@@ -75,6 +75,9 @@ pub fn answer(record: &LeaseRecord, host: &HostId, now: Millis, cfg: &LeaseConfi
     }
 }
 
+/// The shortest wait a check ever asks for.
+const FLOOR_MS: Millis = 10;
+
 /// When the host should check again: every `poll_interval_ms`, except that a secondary that
 /// could take over sooner is told to come back the moment it may, so an unplanned failover
 /// does not wait out a whole poll interval after the lease lapses.
@@ -95,11 +98,20 @@ fn poll_after_ms(
     if !member.healthy || member.draining {
         return poll;
     }
+    // The holder was asked to hand over and will release at its next poll: come back soon,
+    // so a planned handover costs about one of the holder's polls, not two polls.
+    let holder_draining = record
+        .holder
+        .as_ref()
+        .and_then(|h| record.member(h))
+        .is_some_and(|m| m.draining);
+    if holder_draining {
+        return (poll / 10).max(FLOOR_MS.min(poll));
+    }
     let mut chance = acquirable_at_ms(record, cfg);
     if !is_best_candidate(record, host, member.healthy, now, cfg) {
         chance = chance.saturating_add(cfg.heartbeat_timeout_ms);
     }
-    const FLOOR_MS: Millis = 10;
     chance.saturating_sub(now).clamp(FLOOR_MS.min(poll), poll)
 }
 

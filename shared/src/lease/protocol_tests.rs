@@ -378,6 +378,16 @@ fn secondary_is_told_to_poll_when_the_lease_can_first_be_taken() {
 }
 
 #[test]
+fn secondaries_poll_fast_while_the_holder_is_draining() {
+    let mut held = acquire(&group(), "a", T0);
+    assert_eq!(answer(&held, &host("b"), T0 + 1, &cfg()).poll_after_ms, 500);
+    held.members.get_mut(&host("a")).unwrap().draining = true;
+    assert_eq!(answer(&held, &host("b"), T0 + 1, &cfg()).poll_after_ms, 50);
+    // The draining holder itself keeps its normal pace (it releases at its next poll).
+    assert_eq!(answer(&held, &host("a"), T0 + 1, &cfg()).poll_after_ms, 500);
+}
+
+#[test]
 fn answer_reports_draining_and_holder() {
     let mut held = acquire(&group(), "a", T0);
     held.members.get_mut(&host("a")).unwrap().draining = true;
