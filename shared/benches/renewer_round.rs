@@ -5,9 +5,6 @@
 //!
 //! `RENEWER_BENCH_GROUPS` (default 2000) sets the table size. Needs MiniStack (`infra/ministack.sh start`).
 
-use aws_sdk_dynamodb::types::{
-    AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
-};
 use futures::StreamExt;
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -41,24 +38,9 @@ async fn main() -> anyhow::Result<()> {
     let counter = tenure::telemetry::RequestCounter::new();
     let client = tenure::aws::dynamodb_client(&sdk, Some(counter.clone()));
     let table = format!("tenure-bench-renewer-{}", std::process::id());
-    client
-        .create_table()
-        .table_name(&table)
-        .billing_mode(BillingMode::PayPerRequest)
-        .attribute_definitions(
-            AttributeDefinition::builder()
-                .attribute_name("group_id")
-                .attribute_type(ScalarAttributeType::S)
-                .build()?,
-        )
-        .key_schema(
-            KeySchemaElement::builder()
-                .attribute_name("group_id")
-                .key_type(KeyType::Hash)
-                .build()?,
-        )
-        .send()
-        .await?;
+    tenure::aws::ensure_table(&client, &table, "group_id")
+        .await
+        .map_err(anyhow::Error::msg)?;
     let store = LeaseStore::new(client.clone(), &table);
     let cfg = LeaseConfig::default();
     let host = HostId::parse("host-a")?;

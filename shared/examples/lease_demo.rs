@@ -4,10 +4,7 @@
 //!
 //! Reaches AWS through the default chain: `AWS_ENDPOINT_URL` points it at MiniStack.
 
-use anyhow::{bail, Context, Result};
-use aws_sdk_dynamodb::types::{
-    AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
-};
+use anyhow::{anyhow, bail, Context, Result};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 use tenure::aws::{dynamodb_client, load_sdk_config};
@@ -20,40 +17,6 @@ use tenure::lease::store::LeaseStore;
 use tenure::lease::{CheckAnswer, LeaseConfig};
 
 const TABLE: &str = "tenure-demo-leases";
-
-async fn ensure_table(client: &aws_sdk_dynamodb::Client) -> Result<()> {
-    if client
-        .describe_table()
-        .table_name(TABLE)
-        .send()
-        .await
-        .is_ok()
-    {
-        return Ok(());
-    }
-    client
-        .create_table()
-        .table_name(TABLE)
-        .billing_mode(BillingMode::PayPerRequest)
-        .attribute_definitions(
-            AttributeDefinition::builder()
-                .attribute_name("group_id")
-                .attribute_type(ScalarAttributeType::S)
-                .build()?,
-        )
-        .key_schema(
-            KeySchemaElement::builder()
-                .attribute_name("group_id")
-                .key_type(KeyType::Hash)
-                .build()?,
-        )
-        .send()
-        .await
-        .context(
-            "creating the demo Leases table (is MiniStack running? infra/ministack.sh start)",
-        )?;
-    Ok(())
-}
 
 fn show(t0: Instant, answer: &CheckAnswer) {
     println!(
@@ -72,7 +35,9 @@ fn show(t0: Instant, answer: &CheckAnswer) {
 async fn main() -> Result<()> {
     let sdk = load_sdk_config().await;
     let client = dynamodb_client(&sdk, None);
-    ensure_table(&client).await?;
+    tenure::aws::ensure_table(&client, TABLE, "group_id")
+        .await
+        .map_err(|e| anyhow!("{e} (is MiniStack running? infra/ministack.sh start)"))?;
     // A 2 s lease so the takeover is quick to watch; the protocol is the same at 10 s.
     let cfg = LeaseConfig::new(2_000, 500, 100, 600, 200)?;
     let store = LeaseStore::new(client, TABLE);

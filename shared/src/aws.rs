@@ -35,3 +35,55 @@ pub fn dynamodb_client(
     }
     aws_sdk_dynamodb::Client::from_conf(builder.build())
 }
+
+/// Creates an on-demand table with one string partition key unless it already exists, and
+/// waits until it is ACTIVE. For local stacks, demos and tests: deployed tables come from
+/// `template.yaml`.
+pub async fn ensure_table(
+    client: &aws_sdk_dynamodb::Client,
+    table: &str,
+    key: &str,
+) -> Result<(), String> {
+    use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata};
+    use aws_sdk_dynamodb::types::{
+        AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
+        TableStatus,
+    };
+    let attribute = AttributeDefinition::builder()
+        .attribute_name(key)
+        .attribute_type(ScalarAttributeType::S)
+        .build()
+        .map_err(|e| e.to_string())?;
+    let schema = KeySchemaElement::builder()
+        .attribute_name(key)
+        .key_type(KeyType::Hash)
+        .build()
+        .map_err(|e| e.to_string())?;
+    let created = client
+        .create_table()
+        .table_name(table)
+        .billing_mode(BillingMode::PayPerRequest)
+        .attribute_definitions(attribute)
+        .key_schema(schema)
+        .send()
+        .await;
+    match created {
+        Ok(_) => {}
+        Err(e) if e.code() == Some("ResourceInUseException") => {}
+        Err(e) => return Err(format!("create table {table}: {}", DisplayErrorContext(e))),
+    }
+    for _ in 0..200 {
+        let status = client
+            .describe_table()
+            .table_name(table)
+            .send()
+            .await
+            .ok()
+            .and_then(|d| d.table.and_then(|t| t.table_status));
+        if status == Some(TableStatus::Active) {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Err(format!("table {table} never became ACTIVE"))
+}

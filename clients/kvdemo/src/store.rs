@@ -36,49 +36,9 @@ impl KvStore {
     /// Creates the data table (key `key`, on demand) unless it exists: for local demos; a
     /// real deployment owns its tables elsewhere.
     pub async fn ensure_table(&self) -> Result<(), KvError> {
-        use aws_sdk_dynamodb::types::{
-            AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
-        };
-        let unavailable = |e: String| KvError::Unavailable(e);
-        if self
-            .client
-            .describe_table()
-            .table_name(&self.table)
-            .send()
+        tenure::aws::ensure_table(&self.client, &self.table, "key")
             .await
-            .is_ok()
-        {
-            return Ok(());
-        }
-        let result = self
-            .client
-            .create_table()
-            .table_name(&self.table)
-            .billing_mode(BillingMode::PayPerRequest)
-            .attribute_definitions(
-                AttributeDefinition::builder()
-                    .attribute_name("key")
-                    .attribute_type(ScalarAttributeType::S)
-                    .build()
-                    .map_err(|e| unavailable(e.to_string()))?,
-            )
-            .key_schema(
-                KeySchemaElement::builder()
-                    .attribute_name("key")
-                    .key_type(KeyType::Hash)
-                    .build()
-                    .map_err(|e| unavailable(e.to_string()))?,
-            )
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(e) if e.code() == Some("ResourceInUseException") => Ok(()),
-            Err(e) => Err(unavailable(format!(
-                "{}",
-                aws_sdk_dynamodb::error::DisplayErrorContext(e)
-            ))),
-        }
+            .map_err(KvError::Unavailable)
     }
 
     /// Stores `value` under `key` if no newer epoch has written the key.

@@ -4,9 +4,6 @@
 //! (one machine, one monotonic clock) never show two writable hosts at once.
 
 use anyhow::{bail, Context, Result};
-use aws_sdk_dynamodb::types::{
-    AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
-};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
@@ -80,24 +77,9 @@ async fn kill_9_of_the_primary_fails_over_without_losing_acknowledged_writes() -
         tenure::clock::Clock::now_ms(&SystemClock)
     );
     let table = format!("kvdemo-data-{suffix}");
-    dynamodb
-        .create_table()
-        .table_name(&table)
-        .billing_mode(BillingMode::PayPerRequest)
-        .attribute_definitions(
-            AttributeDefinition::builder()
-                .attribute_name("key")
-                .attribute_type(ScalarAttributeType::S)
-                .build()?,
-        )
-        .key_schema(
-            KeySchemaElement::builder()
-                .attribute_name("key")
-                .key_type(KeyType::Hash)
-                .build()?,
-        )
-        .send()
-        .await?;
+    tenure::aws::ensure_table(&dynamodb, &table, "key")
+        .await
+        .map_err(anyhow::Error::msg)?;
     let cfg = LeaseConfig::default();
     let group = tenure::ids::GroupId::parse(&format!("kv-{suffix}"))?;
     let service = LeaseService::new(

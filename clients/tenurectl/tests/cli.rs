@@ -1,9 +1,6 @@
 //! tenurectl as an operator runs it, against MiniStack (`TENURE_TEST_ENDPOINT`, set by the
 //! README's test command; start one with `infra/ministack.sh start` to run this alone).
 
-use aws_sdk_dynamodb::types::{
-    AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
-};
 use serde_json::Value;
 use std::process::{Command, Output};
 
@@ -31,25 +28,7 @@ async fn leases_table() -> String {
         std::process::id(),
         SEQ.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
     );
-    aws_sdk_dynamodb::Client::new(&sdk)
-        .create_table()
-        .table_name(&name)
-        .billing_mode(BillingMode::PayPerRequest)
-        .attribute_definitions(
-            AttributeDefinition::builder()
-                .attribute_name("group_id")
-                .attribute_type(ScalarAttributeType::S)
-                .build()
-                .unwrap(),
-        )
-        .key_schema(
-            KeySchemaElement::builder()
-                .attribute_name("group_id")
-                .key_type(KeyType::Hash)
-                .build()
-                .unwrap(),
-        )
-        .send()
+    tenure::aws::ensure_table(&aws_sdk_dynamodb::Client::new(&sdk), &name, "group_id")
         .await
         .unwrap();
     name

@@ -13,11 +13,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
-use std::time::Duration;
 
-use aws_sdk_dynamodb::types::{
-    AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
-};
 use tenure::ids::{GroupId, HostId};
 use tenure::lease::record::{LeaseRecord, Member};
 use tenure::telemetry::RequestCounter;
@@ -129,41 +125,10 @@ pub fn unique_name(prefix: &str) -> String {
 /// A `Leases` table (key `group_id`), created for one test and deleted by [`drop_table`].
 pub async fn create_table(client: &aws_sdk_dynamodb::Client, key: &str) -> String {
     let name = unique_name("tenure-test");
-    client
-        .create_table()
-        .table_name(&name)
-        .billing_mode(BillingMode::PayPerRequest)
-        .attribute_definitions(
-            AttributeDefinition::builder()
-                .attribute_name(key)
-                .attribute_type(ScalarAttributeType::S)
-                .build()
-                .unwrap(),
-        )
-        .key_schema(
-            KeySchemaElement::builder()
-                .attribute_name(key)
-                .key_type(KeyType::Hash)
-                .build()
-                .unwrap(),
-        )
-        .send()
+    tenure::aws::ensure_table(client, &name, key)
         .await
-        .unwrap_or_else(|e| panic!("create table {name} on {}: {e:?}", endpoint()));
-    for _ in 0..100 {
-        let status = client
-            .describe_table()
-            .table_name(&name)
-            .send()
-            .await
-            .ok()
-            .and_then(|d| d.table.and_then(|t| t.table_status));
-        if status == Some(aws_sdk_dynamodb::types::TableStatus::Active) {
-            return name;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("table {name} never became ACTIVE");
+        .unwrap_or_else(|e| panic!("{e} (endpoint {})", endpoint()));
+    name
 }
 
 pub async fn drop_table(client: &aws_sdk_dynamodb::Client, name: &str) {
