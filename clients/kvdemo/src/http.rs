@@ -1,8 +1,12 @@
 //! kvdemo's HTTP API: `PUT /kv/{key}` (body = value), `GET /kv/{key}`, `GET /status`.
 //! Errors are `{"error":{"code","message"}}`.
+//!
+//! With fault injection on (`--fault-injection`, tests and campaigns only), `PUT
+//! /kv/{key}?delay_ms=N` sleeps N ms between taking the permit and storing: a host paused
+//! mid-write, whose late write the fences must refuse.
 
 use crate::store::{KvError, KvStore};
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Json, Router};
@@ -14,7 +18,17 @@ pub struct Host {
     pub name: String,
     pub gate: LeaseGate,
     pub store: KvStore,
+    pub fault_injection: bool,
 }
+
+/// Query parameters of `PUT /kv/{key}`.
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct PutOptions {
+    delay_ms: Option<u64>,
+}
+
+/// The longest injected delay: a pause, not a hung request.
+const MAX_DELAY_MS: u64 = 60_000;
 
 type Reply = (StatusCode, Json<Value>);
 
@@ -25,7 +39,37 @@ fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Reply {
     )
 }
 
-async fn put(State(host): State<Arc<Host>>, Path(key): Path<String>, value: String) -> Reply {
+async fn put(
+    State(host): State<Arc<Host>>,
+    Path(key): Path<String>,
+    Query(options): Query<PutOptions>,
+    value: String,
+) -> Reply {
+    if key.starts_with('#') {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "reserved_key",
+            format!("keys starting with '#' are reserved: {key}"),
+        );
+    }
+    let delay = match options.delay_ms {
+        None => None,
+        Some(_) if !host.fault_injection => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "fault_injection_disabled",
+                "delay_ms needs a host started with --fault-injection",
+            )
+        }
+        Some(ms) if ms > MAX_DELAY_MS => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "delay_too_long",
+                format!("delay_ms must be <= {MAX_DELAY_MS}"),
+            )
+        }
+        Some(ms) => Some(std::time::Duration::from_millis(ms)),
+    };
     let Some(permit) = host.gate.write_permit() else {
         return error(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -33,14 +77,20 @@ async fn put(State(host): State<Arc<Host>>, Path(key): Path<String>, value: Stri
             format!("{} may not write now", host.name),
         );
     };
+    if let Some(delay) = delay {
+        tokio::time::sleep(delay).await;
+    }
     match host.store.put(&key, &value, permit.epoch).await {
         // Acknowledged only once stored.
         Ok(()) => (
             StatusCode::OK,
             Json(json!({"key": key, "epoch": permit.epoch, "host": host.name})),
         ),
-        Err(e @ KvError::StaleEpoch { .. }) => {
+        Err(e @ (KvError::StaleEpoch { .. } | KvError::FenceAhead { .. })) => {
             error(StatusCode::CONFLICT, "stale_epoch", e.to_string())
+        }
+        Err(e @ KvError::ReservedKey(_)) => {
+            error(StatusCode::BAD_REQUEST, "reserved_key", e.to_string())
         }
         Err(e) => error(
             StatusCode::SERVICE_UNAVAILABLE,

@@ -3,6 +3,7 @@
 
 use anyhow::{Context, Result};
 use clap::Parser;
+use kvdemo::gate_log::GateLog;
 use kvdemo::http::{router, Host};
 use kvdemo::store::KvStore;
 use replica_agent::{GateConfig, HttpLeaseSource, LeaseGate};
@@ -31,6 +32,9 @@ struct Args {
     /// Create the data table if it does not exist (local demos).
     #[arg(long)]
     create_table: bool,
+    /// Honour `?delay_ms=` on PUT (tests and fault campaigns only).
+    #[arg(long)]
+    fault_injection: bool,
 }
 
 #[tokio::main]
@@ -53,7 +57,13 @@ async fn main() -> Result<()> {
         &region,
         Duration::from_secs(2),
     );
-    let gate = LeaseGate::start(
+    let store = KvStore::new(tenure::aws::dynamodb_client(&sdk, None), args.data_table);
+    if args.create_table {
+        store.ensure_table().await?;
+    }
+    let gate_log = GateLog::open(&args.gate_log, host.to_string())
+        .with_context(|| format!("opening the gate log {}", args.gate_log.display()))?;
+    let gate = LeaseGate::start_with_grant_hook(
         HttpLeaseSource {
             client,
             group,
@@ -61,16 +71,10 @@ async fn main() -> Result<()> {
         },
         || true,
         GateConfig::from_lease(&lease),
+        Some(gate_log.grant_hook()),
     );
-    tokio::spawn(kvdemo::gate_log::follow(
-        args.gate_log,
-        host.to_string(),
-        gate.subscribe(),
-    ));
-    let store = KvStore::new(tenure::aws::dynamodb_client(&sdk, None), args.data_table);
-    if args.create_table {
-        store.ensure_table().await?;
-    }
+    tokio::spawn(gate_log.follow(gate.subscribe()));
+    tokio::spawn(kvdemo::raise_fence_on_gain(store.clone(), gate.subscribe()));
     let listener = tokio::net::TcpListener::bind(&args.listen).await?;
     // The test harness and the demo read the bound address from this line.
     println!("listening {}", listener.local_addr()?);
@@ -80,6 +84,7 @@ async fn main() -> Result<()> {
             name: host.to_string(),
             gate,
             store,
+            fault_injection: args.fault_injection,
         })),
     )
     .await?;

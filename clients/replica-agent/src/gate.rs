@@ -23,6 +23,12 @@ pub struct WritePermit {
     pub deadline: Instant,
 }
 
+/// Called with every grant *before* it opens the gate (so before any write can use it). An
+/// audit log written from here can only overstate when the host could write, never understate
+/// it, which is what a checker of "never two writable hosts" needs. Keep it short: it runs on
+/// the poller task.
+pub type GrantHook = Arc<dyn Fn(&WritePermit) + Send + Sync>;
+
 /// What the host is. `Unknown` means no fresh answer (lease-check unreachable or erroring):
 /// read-only, still polling, and never to be read as "lost".
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -177,6 +183,16 @@ impl LeaseGate {
         healthy: impl Fn() -> bool + Send + Sync + 'static,
         config: GateConfig,
     ) -> Self {
+        Self::start_with_grant_hook(source, healthy, config, None)
+    }
+
+    /// [`LeaseGate::start`], calling `grant_hook` with every grant before the gate opens on it.
+    pub fn start_with_grant_hook(
+        source: impl LeaseSource,
+        healthy: impl Fn() -> bool + Send + Sync + 'static,
+        config: GateConfig,
+        grant_hook: Option<GrantHook>,
+    ) -> Self {
         let (state, _) = watch::channel(GateState::Unknown {
             since: Instant::now(),
             reason: "no answer yet".into(),
@@ -196,6 +212,7 @@ impl LeaseGate {
             last_heartbeat: None,
             failures: 0,
             hold_off_until: None,
+            grant_hook,
         };
         let task = tokio::spawn(poller.run());
         Self {
@@ -267,6 +284,7 @@ struct Poller<S> {
     last_heartbeat: Option<Instant>,
     failures: u32,
     hold_off_until: Option<Instant>,
+    grant_hook: Option<GrantHook>,
 }
 
 impl<S: LeaseSource> Poller<S> {
@@ -364,6 +382,9 @@ impl<S: LeaseSource> Poller<S> {
                 epoch: answer.epoch,
                 deadline: t_sent + valid,
             };
+            if let Some(hook) = &self.grant_hook {
+                hook(&permit);
+            }
             self.shared.grant.open(permit);
             if self.shared.stepping_down.load(Ordering::SeqCst) {
                 // step_down ran while this answer was in flight: it wins.

@@ -12,6 +12,6 @@ mod gate;
 mod gates;
 mod source;
 
-pub use gate::{GateConfig, GateState, LeaseGate, WritePermit};
+pub use gate::{GateConfig, GateState, GrantHook, LeaseGate, WritePermit};
 pub use gates::LeaseGates;
 pub use source::{HttpLeaseSource, LeaseSource, SourceError};

@@ -287,3 +287,42 @@ async fn the_health_hook_is_reported_in_every_check() {
     assert!(log.checks[0].1);
     assert!(!log.checks.last().unwrap().1);
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_grant_hook_sees_every_grant_before_the_gate_opens_on_it() {
+    let source = Scripted::new(Reply::Primary {
+        valid_for_ms: 2_000,
+        epoch: 7,
+        draining: false,
+    });
+    // The hook records whether the gate was already open on this grant when it ran.
+    let seen: Arc<Mutex<Vec<(Epoch, Instant, bool)>>> = Arc::default();
+    let gate_slot: Arc<std::sync::OnceLock<Arc<LeaseGate>>> = Arc::default();
+    let hook = {
+        let (seen, gate_slot) = (seen.clone(), gate_slot.clone());
+        Arc::new(move |permit: &replica_agent::WritePermit| {
+            let open_already = gate_slot
+                .get()
+                .and_then(|g| g.write_permit())
+                .is_some_and(|p| p.deadline == permit.deadline);
+            seen.lock()
+                .unwrap()
+                .push((permit.epoch, permit.deadline, open_already));
+        })
+    };
+    let gate = Arc::new(LeaseGate::start_with_grant_hook(
+        source.clone(),
+        || true,
+        config(),
+        Some(hook),
+    ));
+    let _ = gate_slot.set(gate.clone());
+    sleep(Duration::from_millis(1_600)).await;
+    let seen = seen.lock().unwrap().clone();
+    let checks = source.log.lock().unwrap().checks.len();
+    assert_eq!(seen.len(), checks, "one hook call per writable answer");
+    assert!(seen.len() >= 3, "{seen:?}");
+    assert!(seen.iter().all(|(e, _, open)| *e == Epoch(7) && !open));
+    let permit = gate.write_permit().expect("open");
+    assert_eq!(permit.deadline, seen.last().unwrap().1);
+}

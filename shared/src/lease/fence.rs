@@ -6,6 +6,7 @@
 use super::record::Epoch;
 use aws_sdk_dynamodb::operation::put_item::builders::PutItemFluentBuilder;
 use aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder;
+use aws_sdk_dynamodb::types::builders::{PutBuilder, UpdateBuilder};
 use aws_sdk_dynamodb::types::AttributeValue;
 
 /// The attribute that stores the highest epoch that has written an item.
@@ -54,6 +55,29 @@ pub fn fence_put(builder: PutItemFluentBuilder, epoch: Epoch) -> PutItemFluentBu
 /// Makes an UpdateItem fenced: sets the epoch on the item and refuses to touch an item written
 /// by a newer epoch.
 pub fn fence_update(builder: UpdateItemFluentBuilder, epoch: Epoch) -> UpdateItemFluentBuilder {
+    let condition = fenced_condition(builder.get_condition_expression().as_deref());
+    let update = fenced_update_expression(builder.get_update_expression().as_deref());
+    builder
+        .update_expression(update)
+        .condition_expression(condition)
+        .expression_attribute_names(NAME, FENCE_ATTRIBUTE)
+        .expression_attribute_values(VALUE, AttributeValue::N(epoch.0.to_string()))
+}
+
+/// [`fence_put`] for a `Put` inside `TransactWriteItems`.
+pub fn fence_transact_put(builder: PutBuilder, epoch: Epoch) -> PutBuilder {
+    let condition = fenced_condition(builder.get_condition_expression().as_deref());
+    builder
+        .item(FENCE_ATTRIBUTE, AttributeValue::N(epoch.0.to_string()))
+        .condition_expression(condition)
+        .expression_attribute_names(NAME, FENCE_ATTRIBUTE)
+        .expression_attribute_values(VALUE, AttributeValue::N(epoch.0.to_string()))
+}
+
+/// [`fence_update`] for an `Update` inside `TransactWriteItems`. Typically used on one fence
+/// item per replica group, so that a write of *any* key by a newer epoch stops every later
+/// write of an older one (a per-item fence only protects the items the newer epoch touched).
+pub fn fence_transact_update(builder: UpdateBuilder, epoch: Epoch) -> UpdateBuilder {
     let condition = fenced_condition(builder.get_condition_expression().as_deref());
     let update = fenced_update_expression(builder.get_update_expression().as_deref());
     builder
