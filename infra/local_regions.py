@@ -115,7 +115,7 @@ def deploy(args):
         started = time.monotonic()
         print(f"local-regions: deploying {STACK} to {region} on {args.endpoint} ...", flush=True)
         result = subprocess.run(
-            ["sam", "deploy", "--config-env", f"local-{region}", "--no-progressbar"],
+            ["sam", "deploy", "--config-env", args.config_env.format(region=region), "--no-progressbar"],
             cwd=ROOT, env=env, capture_output=True, text=True,
         )
         if result.returncode != 0 and "No changes to deploy" not in result.stdout + result.stderr:
@@ -179,6 +179,8 @@ def main():
     parser.add_argument("command", choices=["deploy", "outputs", "teardown"])
     parser.add_argument("--endpoint", default=os.environ.get("AWS_ENDPOINT_URL", "http://127.0.0.1:4566"))
     parser.add_argument("--regions", default=",".join(DEFAULT_REGIONS))
+    parser.add_argument("--config-env", default="local-{region}",
+                        help="samconfig.toml config-env per region (default local-{region})")
     parser.add_argument("--out", default=str(ROOT / ".local" / "regions.json"),
                         help="where deploy writes the outputs (default .local/regions.json)")
     args = parser.parse_args()

@@ -60,7 +60,22 @@ pub fn stacks(env_var: &str) -> Result<Vec<Stack>> {
             path.display()
         )
     })?;
-    let file: Value = serde_json::from_str(&text)?;
+    parse_stacks(&text)
+}
+
+/// The stacks described by an outputs file.
+pub fn stacks_from(path: &std::path::Path) -> Result<Vec<Stack>> {
+    let text = std::fs::read_to_string(path).with_context(|| {
+        format!(
+            "{}: no deployed local stacks (infra/local-regions.sh deploy --out FILE writes it)",
+            path.display()
+        )
+    })?;
+    parse_stacks(&text)
+}
+
+fn parse_stacks(text: &str) -> Result<Vec<Stack>> {
+    let file: Value = serde_json::from_str(text)?;
     let endpoint = file["endpoint"].as_str().context("endpoint")?.to_owned();
     let regions = file["regions"].as_object().context("regions")?;
     Ok(regions
