@@ -6,6 +6,10 @@ use crate::telemetry::RequestCounter;
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, SdkConfig};
+use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
+use aws_sdk_dynamodb::types::AttributeValue;
+use std::collections::HashMap;
 use std::time::Duration;
 
 /// Loads the shared SDK configuration from the environment (region, credentials, endpoint).
@@ -44,7 +48,6 @@ pub async fn ensure_table(
     table: &str,
     key: &str,
 ) -> Result<(), String> {
-    use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata};
     use aws_sdk_dynamodb::types::{
         AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
         TableStatus,
@@ -86,4 +89,58 @@ pub async fn ensure_table(
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     Err(format!("table {table} never became ACTIVE"))
+}
+
+/// A DynamoDB-backed store could not answer, or holds an item it cannot read. Callers of the
+/// lease store cannot tell "lost the lease" from this, and must not: a host that gets it is in
+/// state *unknown* (read-only, keeps polling).
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("DynamoDB {operation} failed: {message}")]
+    Unavailable {
+        operation: &'static str,
+        message: String,
+    },
+    #[error("item {item} is malformed: {reason}")]
+    Corrupt { item: String, reason: String },
+}
+
+impl StoreError {
+    /// The service's error code and message (or the transport failure), named by operation.
+    pub fn from_sdk<E, R>(operation: &'static str, err: SdkError<E, R>) -> Self
+    where
+        E: ProvideErrorMetadata + std::error::Error + 'static,
+        R: std::fmt::Debug,
+    {
+        let message = match &err {
+            SdkError::ServiceError(service) => {
+                let e = service.err();
+                format!(
+                    "{}: {}",
+                    e.code().unwrap_or("ServiceError"),
+                    e.message().unwrap_or("no message")
+                )
+            }
+            other => format!("{}", DisplayErrorContext(other)),
+        };
+        StoreError::Unavailable { operation, message }
+    }
+}
+
+/// Whether a request failed on its condition (as opposed to being unavailable).
+pub fn is_condition_failure<E: ProvideErrorMetadata, R>(err: &SdkError<E, R>) -> bool {
+    matches!(err, SdkError::ServiceError(e) if e.err().code() == Some("ConditionalCheckFailedException"))
+}
+
+/// For a failed condition: `Some(item as it stands)` (an empty item when it does not exist).
+pub fn condition_failure_item<R>(
+    err: &SdkError<UpdateItemError, R>,
+) -> Option<Option<HashMap<String, AttributeValue>>> {
+    match err {
+        SdkError::ServiceError(e) => match e.err() {
+            UpdateItemError::ConditionalCheckFailedException(ccf) => Some(ccf.item().cloned()),
+            _ => None,
+        },
+        _ => None,
+    }
 }

@@ -28,6 +28,17 @@ pub enum SigV4Error {
 pub struct SignedResponse {
     pub status: u16,
     pub body: Vec<u8>,
+    /// Response headers (lowercase names).
+    pub headers: Vec<(String, String)>,
+}
+
+impl SignedResponse {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
 }
 
 /// Signs and sends requests to AWS_IAM Function URLs. Cheap to clone; build once per process.
@@ -130,7 +141,16 @@ impl SigV4Client {
         };
         let response = request.send().await.map_err(transport)?;
         let status = response.status().as_u16();
+        let headers = response
+            .headers()
+            .iter()
+            .filter_map(|(n, v)| Some((n.as_str().to_owned(), v.to_str().ok()?.to_owned())))
+            .collect();
         let body = response.bytes().await.map_err(transport)?.to_vec();
-        Ok(SignedResponse { status, body })
+        Ok(SignedResponse {
+            status,
+            body,
+            headers,
+        })
     }
 }

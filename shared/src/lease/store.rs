@@ -8,7 +8,7 @@ use super::protocol::{AcquirePlan, Heartbeat, ReleasePlan, RenewPlan};
 use super::record::LeaseRecord;
 use crate::ids::GroupId;
 use crate::Millis;
-use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, ReturnValuesOnConditionCheckFailure};
 use aws_sdk_dynamodb::Client;
 use futures::Stream;
@@ -16,39 +16,8 @@ use std::collections::HashMap;
 
 type Item = HashMap<String, AttributeValue>;
 
-/// The store could not answer. Callers cannot tell "lost the lease" from this, and must not:
-/// a host that gets it is in state *unknown* (read-only, keeps polling).
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error("DynamoDB {operation} failed: {message}")]
-    Unavailable {
-        operation: &'static str,
-        message: String,
-    },
-    #[error("lease item {group_id} is malformed: {reason}")]
-    Corrupt { group_id: String, reason: String },
-}
-
-impl StoreError {
-    fn from_sdk<E, R>(operation: &'static str, err: SdkError<E, R>) -> Self
-    where
-        E: ProvideErrorMetadata + std::error::Error + 'static,
-        R: std::fmt::Debug,
-    {
-        let message = match &err {
-            SdkError::ServiceError(service) => {
-                let e = service.err();
-                format!(
-                    "{}: {}",
-                    e.code().unwrap_or("ServiceError"),
-                    e.message().unwrap_or("no message")
-                )
-            }
-            other => format!("{other}"),
-        };
-        StoreError::Unavailable { operation, message }
-    }
-}
+pub use crate::aws::StoreError;
+use crate::aws::{condition_failure_item, is_condition_failure};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 /// A write to one member's entry (heartbeat, drain flag).
@@ -133,7 +102,7 @@ impl LeaseStore {
 
     fn parse(group: &str, item: Item) -> Result<LeaseRecord, StoreError> {
         serde_dynamo::from_item(item).map_err(|e| StoreError::Corrupt {
-            group_id: group.to_owned(),
+            item: group.to_owned(),
             reason: e.to_string(),
         })
     }
@@ -147,7 +116,7 @@ impl LeaseStore {
     /// Creates a group's item (epoch 0, free); refuses to overwrite an existing group.
     pub async fn create_group(&self, record: &LeaseRecord) -> Result<CreateOutcome, StoreError> {
         let item: Item = serde_dynamo::to_item(record).map_err(|e| StoreError::Corrupt {
-            group_id: record.group_id.to_string(),
+            item: record.group_id.to_string(),
             reason: e.to_string(),
         })?;
         let result = self
@@ -428,7 +397,7 @@ fn written_or_current<R: std::fmt::Debug>(
         Ok(out) => match LeaseStore::parse_opt(group, out.attributes)? {
             Some(record) => Ok(Ok(record)),
             None => Err(StoreError::Corrupt {
-                group_id: group.to_string(),
+                item: group.to_string(),
                 reason: "UpdateItem returned no attributes".into(),
             }),
         },
@@ -457,22 +426,4 @@ fn scan_records(
             });
         Some((parsed, pages))
     })
-}
-
-fn is_condition_failure<E: ProvideErrorMetadata, R>(err: &SdkError<E, R>) -> bool {
-    matches!(err, SdkError::ServiceError(e) if e.err().code() == Some("ConditionalCheckFailedException"))
-}
-
-/// For a failed condition: `Some(item as it stands)` (an empty item when it does not exist).
-fn condition_failure_item<R>(
-    err: &SdkError<aws_sdk_dynamodb::operation::update_item::UpdateItemError, R>,
-) -> Option<Option<Item>> {
-    use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
-    match err {
-        SdkError::ServiceError(e) => match e.err() {
-            UpdateItemError::ConditionalCheckFailedException(ccf) => Some(ccf.item().cloned()),
-            _ => None,
-        },
-        _ => None,
-    }
 }

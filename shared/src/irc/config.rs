@@ -1,0 +1,181 @@
+//! The coordinator's settings, read once at start-up; each function takes the part it needs
+//! and a bad value stops it with the variable's name.
+
+use super::backoff::Backoff;
+use super::ids::Region;
+use crate::config::{required, u64_or, EnvError, EnvSource};
+use crate::Millis;
+use std::collections::{BTreeMap, BTreeSet};
+
+/// How operations are retried and how long a claim lasts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Attempts (remote calls) before an op fails for good.
+    pub max_attempts: u32,
+    pub backoff: Backoff,
+    /// How long a worker's claim lasts: longer than the worker's whole invocation, so a live
+    /// worker never loses its claim mid-call.
+    pub claim_ttl_ms: Millis,
+    /// How long the dispatcher leaves an enqueued item alone before enqueuing it again.
+    pub redispatch_after_ms: Millis,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            max_attempts: 5,
+            backoff: Backoff {
+                base_ms: 1_000,
+                cap_ms: 60_000,
+            },
+            claim_ttl_ms: 120_000,
+            redispatch_after_ms: 60_000,
+        }
+    }
+}
+
+fn invalid(name: &'static str, value: impl Into<String>, reason: impl Into<String>) -> EnvError {
+    EnvError::Invalid {
+        name,
+        value: value.into(),
+        reason: reason.into(),
+    }
+}
+
+impl RetryPolicy {
+    /// `TENURE_IRC_MAX_ATTEMPTS`, `TENURE_IRC_BACKOFF_BASE_MS`, `TENURE_IRC_BACKOFF_CAP_MS`,
+    /// `TENURE_IRC_CLAIM_TTL_MS`, `TENURE_IRC_REDISPATCH_AFTER_MS`.
+    pub fn from_env(env: &(impl EnvSource + ?Sized)) -> Result<Self, EnvError> {
+        let d = Self::default();
+        let max_attempts = u64_or(env, "TENURE_IRC_MAX_ATTEMPTS", d.max_attempts.into())?;
+        let max_attempts = u32::try_from(max_attempts)
+            .ok()
+            .filter(|n| (1..=100).contains(n))
+            .ok_or_else(|| {
+                invalid(
+                    "TENURE_IRC_MAX_ATTEMPTS",
+                    max_attempts.to_string(),
+                    "must be 1-100",
+                )
+            })?;
+        let base_ms = u64_or(env, "TENURE_IRC_BACKOFF_BASE_MS", d.backoff.base_ms)?;
+        let cap_ms = u64_or(env, "TENURE_IRC_BACKOFF_CAP_MS", d.backoff.cap_ms)?;
+        if base_ms == 0 || cap_ms < base_ms {
+            return Err(invalid(
+                "TENURE_IRC_BACKOFF_CAP_MS",
+                cap_ms.to_string(),
+                format!("must be >= TENURE_IRC_BACKOFF_BASE_MS ({base_ms}) and the base > 0"),
+            ));
+        }
+        let claim_ttl_ms = u64_or(env, "TENURE_IRC_CLAIM_TTL_MS", d.claim_ttl_ms)?;
+        let redispatch_after_ms =
+            u64_or(env, "TENURE_IRC_REDISPATCH_AFTER_MS", d.redispatch_after_ms)?;
+        if claim_ttl_ms == 0 || redispatch_after_ms == 0 {
+            return Err(invalid(
+                "TENURE_IRC_CLAIM_TTL_MS",
+                claim_ttl_ms.to_string(),
+                "claim TTL and redispatch delay must be > 0",
+            ));
+        }
+        Ok(Self {
+            max_attempts,
+            backoff: Backoff { base_ms, cap_ms },
+            claim_ttl_ms,
+            redispatch_after_ms,
+        })
+    }
+}
+
+/// `AWS_REGION`: the region this function runs in.
+pub fn this_region(env: &(impl EnvSource + ?Sized)) -> Result<Region, EnvError> {
+    let raw = required(env, "AWS_REGION")?;
+    Region::parse(&raw).map_err(|e| invalid("AWS_REGION", raw, e.to_string()))
+}
+
+/// `TENURE_REGION_ENDPOINTS`: JSON object region -> irc-remote base URL.
+pub fn region_endpoints(
+    env: &(impl EnvSource + ?Sized),
+) -> Result<BTreeMap<Region, String>, EnvError> {
+    const NAME: &str = "TENURE_REGION_ENDPOINTS";
+    let raw = env.get(NAME).unwrap_or_else(|| "{}".into());
+    let map: BTreeMap<String, String> = serde_json::from_str(&raw).map_err(|e| {
+        invalid(
+            NAME,
+            raw.clone(),
+            format!("not a JSON object of strings ({e})"),
+        )
+    })?;
+    map.into_iter()
+        .map(|(region, url)| {
+            let region =
+                Region::parse(&region).map_err(|e| invalid(NAME, raw.clone(), e.to_string()))?;
+            if !(url.starts_with("https://") || url.starts_with("http://")) {
+                return Err(invalid(
+                    NAME,
+                    raw.clone(),
+                    format!("{region}: {url:?} is not an http(s) URL"),
+                ));
+            }
+            Ok((region, url))
+        })
+        .collect()
+}
+
+/// `TENURE_PEER_REGIONS`: comma-separated regions this stack exchanges operations with.
+pub fn peer_regions(env: &(impl EnvSource + ?Sized)) -> Result<BTreeSet<Region>, EnvError> {
+    const NAME: &str = "TENURE_PEER_REGIONS";
+    let raw = required(env, NAME)?;
+    raw.split(',')
+        .map(str::trim)
+        .filter(|r| !r.is_empty())
+        .map(|r| Region::parse(r).map_err(|e| invalid(NAME, raw.clone(), e.to_string())))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_and_overrides() {
+        let env: &[(&str, &str)] = &[];
+        assert_eq!(RetryPolicy::from_env(env), Ok(RetryPolicy::default()));
+        let env: &[(&str, &str)] = &[
+            ("TENURE_IRC_MAX_ATTEMPTS", "3"),
+            ("TENURE_IRC_BACKOFF_BASE_MS", "200"),
+        ];
+        let p = RetryPolicy::from_env(env).unwrap();
+        assert_eq!((p.max_attempts, p.backoff.base_ms), (3, 200));
+    }
+
+    #[test]
+    fn bad_values_name_the_variable() {
+        for bad in [
+            [("TENURE_IRC_MAX_ATTEMPTS", "0")],
+            [("TENURE_IRC_BACKOFF_CAP_MS", "10")],
+            [("TENURE_IRC_CLAIM_TTL_MS", "x")],
+        ] {
+            let err = RetryPolicy::from_env(&bad[..]).unwrap_err();
+            assert!(err.to_string().contains("TENURE_IRC_"), "{err}");
+        }
+    }
+
+    #[test]
+    fn endpoints_and_peers_are_validated() {
+        let env: &[(&str, &str)] = &[
+            (
+                "TENURE_REGION_ENDPOINTS",
+                r#"{"eu-west-1":"https://x.lambda-url.eu-west-1.on.aws/"}"#,
+            ),
+            ("TENURE_PEER_REGIONS", "us-east-1, eu-west-1"),
+        ];
+        assert_eq!(region_endpoints(env).unwrap().len(), 1);
+        assert_eq!(peer_regions(env).unwrap().len(), 2);
+        let bad: &[(&str, &str)] = &[("TENURE_REGION_ENDPOINTS", r#"{"eu-west-1":"ftp://x"}"#)];
+        assert!(region_endpoints(bad).is_err());
+        let bad: &[(&str, &str)] = &[("TENURE_REGION_ENDPOINTS", "[]")];
+        assert!(region_endpoints(bad).is_err());
+        let bad: &[(&str, &str)] = &[("TENURE_PEER_REGIONS", "us-east-1,Mars")];
+        assert!(peer_regions(bad).is_err());
+    }
+}

@@ -1,0 +1,138 @@
+//! irc-dispatcher: the safety net behind the submit's fast-path enqueue. On a schedule, and in
+//! a loop inside each invocation, it finds items whose `due_at_ms` passed — PENDING or
+//! DISPATCHED whose message was lost, RETRYING whose redelivery was lost, IN_FLIGHT whose
+//! worker died (the claim's expiry is its due time) — marks each DISPATCHED (conditionally, so
+//! concurrent sweeps enqueue it once) and enqueues it.
+
+use super::config::RetryPolicy;
+use super::item::Status;
+use super::queue::WorkQueue;
+use super::store::WorkItemStore;
+use crate::clock::Clock;
+use serde::Serialize;
+use std::time::Duration;
+use std::time::Instant;
+use tracing::{info, warn};
+
+pub struct Dispatcher<C> {
+    pub store: WorkItemStore,
+    pub queue: WorkQueue,
+    pub policy: RetryPolicy,
+    pub clock: C,
+    /// Time between sweeps inside one invocation.
+    pub sweep_interval: Duration,
+}
+
+/// What one sweep (or one invocation) did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct SweepReport {
+    pub sweeps: u64,
+    pub found: u64,
+    pub enqueued: u64,
+    /// Moved on between the query and the conditional mark (another sweep or a worker).
+    pub skipped: u64,
+    pub errors: u64,
+}
+
+/// Items per status per sweep.
+const PAGE: i32 = 100;
+/// No sweep starts with less than this left before the invocation's deadline.
+const STOP_MARGIN: Duration = Duration::from_secs(3);
+
+impl<C: Clock> Dispatcher<C> {
+    pub async fn sweep(&self) -> SweepReport {
+        let mut report = SweepReport {
+            sweeps: 1,
+            ..SweepReport::default()
+        };
+        for status in Status::SWEPT {
+            let now = self.clock.now_ms();
+            let items = match self.store.due(status, now, PAGE).await {
+                Ok(items) => items,
+                Err(e) => {
+                    warn!(%status, error = %e, "sweep query failed");
+                    report.errors += 1;
+                    continue;
+                }
+            };
+            for item in items {
+                report.found += 1;
+                match self
+                    .store
+                    .mark_dispatched(&item, now, self.policy.redispatch_after_ms)
+                    .await
+                {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        report.skipped += 1;
+                        continue;
+                    }
+                    Err(e) => {
+                        warn!(op_id = %item.op_id, error = %e, "could not mark dispatched");
+                        report.errors += 1;
+                        continue;
+                    }
+                }
+                // Marked first: if this send is lost, the item is due again after
+                // redispatch_after_ms and the next sweep sends it.
+                let dedup = format!("{}-{now}", item.op_id);
+                match self.queue.send(&item, &dedup).await {
+                    Ok(()) => {
+                        report.enqueued += 1;
+                        info!(op_id = %item.op_id, was = %item.status, attempts = item.attempts, "re-enqueued");
+                    }
+                    Err(e) => {
+                        warn!(op_id = %item.op_id, error = %e, "enqueue failed; due again later");
+                        report.errors += 1;
+                    }
+                }
+            }
+        }
+        report
+    }
+
+    /// Sweeps every `sweep_interval` until less than a few seconds are left before `deadline`.
+    pub async fn run_until(&self, deadline: Instant) -> SweepReport {
+        let mut ticker = tokio::time::interval(self.sweep_interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut total = SweepReport::default();
+        loop {
+            ticker.tick().await;
+            if deadline.saturating_duration_since(Instant::now()) < STOP_MARGIN {
+                break;
+            }
+            let r = self.sweep().await;
+            if r.found > 0 || r.errors > 0 {
+                info!(
+                    found = r.found,
+                    enqueued = r.enqueued,
+                    skipped = r.skipped,
+                    errors = r.errors,
+                    "dispatcher sweep"
+                );
+            }
+            total.sweeps += r.sweeps;
+            total.found += r.found;
+            total.enqueued += r.enqueued;
+            total.skipped += r.skipped;
+            total.errors += r.errors;
+        }
+        total
+    }
+
+    /// The scheduled entry point (the event's content is not used).
+    pub async fn handle_scheduled(
+        &self,
+        event: lambda_runtime::LambdaEvent<serde_json::Value>,
+    ) -> Result<SweepReport, std::convert::Infallible> {
+        let deadline = crate::lease::renewer::deadline_instant(event.context.deadline, &self.clock);
+        let report = self.run_until(deadline).await;
+        info!(
+            sweeps = report.sweeps,
+            enqueued = report.enqueued,
+            errors = report.errors,
+            "dispatcher invocation done"
+        );
+        Ok(report)
+    }
+}

@@ -1,0 +1,311 @@
+//! The target region's side: applying an operation exactly once, in one `TransactWriteItems`:
+//!
+//! 1. the op's record in `InboundOps` (`attribute_not_exists(op_id)`, payload hash, result);
+//! 2. the resource's sequence record (`seq#source_region#resource`), raised to the op's `seq`
+//!    only if it is higher than the last applied one;
+//! 3. the kind's effect.
+//!
+//! All three or none: a retried op finds its record (1) and gets the stored result, never a
+//! second effect; an op older than one already applied on the resource fails (2) and is
+//! recorded as superseded, so ops that overtook each other in flight still leave the newest
+//! state.
+
+use super::ids::{OpId, Region};
+use super::kinds::{EffectContext, KindError, Kinds};
+use super::remote::OperationRequest;
+use crate::aws::StoreError;
+use crate::lease::LeaseConfig;
+use crate::Millis;
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem, Update};
+use aws_sdk_dynamodb::Client;
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+/// How an operation was taken.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Applied {
+    pub outcome: &'static str,
+    pub result: Value,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    /// The kind or payload is wrong (422).
+    #[error("{0}")]
+    Invalid(String),
+    /// Same op_id, other content (409 `op_id_conflict`), or the kind's own conflict (409).
+    #[error("{message}")]
+    Conflict { code: &'static str, message: String },
+    /// Retry later (503).
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<KindError> for ApplyError {
+    fn from(e: KindError) -> Self {
+        match e {
+            KindError::Invalid(m) => ApplyError::Invalid(m),
+            KindError::Conflict { code, message } => ApplyError::Conflict { code, message },
+            KindError::Internal(m) => ApplyError::Store(StoreError::Unavailable {
+                operation: "build",
+                message: m,
+            }),
+        }
+    }
+}
+
+/// The content an op_id stands for: kind, resource, seq and payload (keys sorted by
+/// serde_json's map, so equal JSON hashes equally).
+pub fn payload_hash(request: &OperationRequest) -> String {
+    let mut h = Sha256::new();
+    h.update(request.kind.as_bytes());
+    h.update(b"\n");
+    h.update(request.resource.as_bytes());
+    h.update(b"\n");
+    h.update(request.seq.to_string().as_bytes());
+    h.update(b"\n");
+    h.update(request.payload.to_string().as_bytes());
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn s(v: &str) -> AttributeValue {
+    AttributeValue::S(v.to_owned())
+}
+fn n(v: u64) -> AttributeValue {
+    AttributeValue::N(v.to_string())
+}
+
+#[derive(Clone)]
+pub struct InboundStore {
+    client: Client,
+    inbound_table: String,
+    leases_table: String,
+    lease: LeaseConfig,
+    kinds: std::sync::Arc<Kinds>,
+}
+
+impl InboundStore {
+    pub fn new(
+        client: Client,
+        inbound_table: impl Into<String>,
+        leases_table: impl Into<String>,
+        lease: LeaseConfig,
+        kinds: Kinds,
+    ) -> Self {
+        Self {
+            client,
+            inbound_table: inbound_table.into(),
+            leases_table: leases_table.into(),
+            lease,
+            kinds: std::sync::Arc::new(kinds),
+        }
+    }
+
+    pub fn kinds(&self) -> &Kinds {
+        &self.kinds
+    }
+
+    fn op_record(
+        &self,
+        request: &OperationRequest,
+        hash: &str,
+        outcome: &str,
+        result: &Value,
+        now: Millis,
+    ) -> Result<Put, ApplyError> {
+        Put::builder()
+            .table_name(&self.inbound_table)
+            .item("op_id", s(request.op_id.as_str()))
+            .item("payload_hash", s(hash))
+            .item("source_region", s(request.source_region.as_str()))
+            .item("kind", s(&request.kind))
+            .item("resource", s(&request.resource))
+            .item("seq", n(request.seq))
+            .item("outcome", s(outcome))
+            .item("result", s(&result.to_string()))
+            .item("applied_at_ms", n(now))
+            .condition_expression("attribute_not_exists(op_id)")
+            .build()
+            .map_err(|e| KindError::Internal(e.to_string()).into())
+    }
+
+    fn seq_key(source: &Region, resource: &str) -> String {
+        format!("seq#{source}#{resource}")
+    }
+
+    /// Applies `request` once (see the module doc).
+    pub async fn apply(
+        &self,
+        request: &OperationRequest,
+        now: Millis,
+    ) -> Result<Applied, ApplyError> {
+        let kind = self.kinds.get(&request.kind)?;
+        let ctx = EffectContext {
+            leases_table: &self.leases_table,
+            lease: &self.lease,
+            now_ms: now,
+        };
+        let effect = kind.effect(&ctx, &request.resource, &request.payload)?;
+        let hash = payload_hash(request);
+        let record = self.op_record(request, &hash, "applied", &effect.result, now)?;
+        let sequence = Update::builder()
+            .table_name(&self.inbound_table)
+            .key(
+                "op_id",
+                s(&Self::seq_key(&request.source_region, &request.resource)),
+            )
+            .update_expression("SET applied_seq = :seq, updated_at_ms = :now")
+            .condition_expression("attribute_not_exists(applied_seq) OR applied_seq < :seq")
+            .expression_attribute_values(":seq", n(request.seq))
+            .expression_attribute_values(":now", n(now))
+            .build()
+            .map_err(|e| KindError::Internal(e.to_string()))?;
+        let result = self
+            .client
+            .transact_write_items()
+            .transact_items(TransactWriteItem::builder().put(record).build())
+            .transact_items(TransactWriteItem::builder().update(sequence).build())
+            .transact_items(effect.write)
+            .send()
+            .await;
+        let err = match result {
+            Ok(_) => {
+                return Ok(Applied {
+                    outcome: "applied",
+                    result: effect.result,
+                })
+            }
+            Err(e) => e,
+        };
+        let failed: Vec<bool> = match err.as_service_error() {
+            Some(TransactWriteItemsError::TransactionCanceledException(t)) => t
+                .cancellation_reasons()
+                .iter()
+                .map(|r| r.code() == Some("ConditionalCheckFailed"))
+                .collect(),
+            _ => Vec::new(),
+        };
+        match failed.as_slice() {
+            [true, ..] => self.existing(request, &hash).await,
+            [false, true, ..] => self.supersede(request, &hash, now).await,
+            [false, false, true, ..] => Err(effect.on_condition_failed.into()),
+            _ => Err(StoreError::from_sdk("TransactWriteItems", err).into()),
+        }
+    }
+
+    /// The op was seen before: the stored result if it is the same op, 409 otherwise.
+    async fn existing(
+        &self,
+        request: &OperationRequest,
+        hash: &str,
+    ) -> Result<Applied, ApplyError> {
+        let item = self
+            .client
+            .get_item()
+            .table_name(&self.inbound_table)
+            .key("op_id", s(request.op_id.as_str()))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| StoreError::from_sdk("GetItem", e))?
+            .item
+            .ok_or_else(|| StoreError::Unavailable {
+                operation: "GetItem",
+                message: format!("op {} vanished", request.op_id),
+            })?;
+        let text = |name: &str| match item.get(name) {
+            Some(AttributeValue::S(v)) => v.clone(),
+            _ => String::new(),
+        };
+        if text("payload_hash") != hash {
+            return Err(ApplyError::Conflict {
+                code: "op_id_conflict",
+                message: format!(
+                    "op {} was already received with other content (kind, resource, seq or payload)",
+                    request.op_id
+                ),
+            });
+        }
+        let stored: Value = serde_json::from_str(&text("result")).unwrap_or(Value::Null);
+        Ok(Applied {
+            outcome: "duplicate",
+            result: json!({"outcome": text("outcome"), "result": stored}),
+        })
+    }
+
+    /// A newer op on the resource was applied first: record this one as superseded.
+    async fn supersede(
+        &self,
+        request: &OperationRequest,
+        hash: &str,
+        now: Millis,
+    ) -> Result<Applied, ApplyError> {
+        let result = json!({"superseded": true, "seq": request.seq});
+        let record = self.op_record(request, hash, "superseded", &result, now)?;
+        let put = self
+            .client
+            .put_item()
+            .table_name(record.table_name())
+            .set_item(Some(record.item().clone()))
+            .condition_expression("attribute_not_exists(op_id)")
+            .send()
+            .await;
+        match put {
+            Ok(_) => Ok(Applied {
+                outcome: "superseded",
+                result,
+            }),
+            Err(e) if crate::aws::is_condition_failure(&e) => self.existing(request, hash).await,
+            Err(e) => Err(StoreError::from_sdk("PutItem", e).into()),
+        }
+    }
+
+    /// The stored record of an op, if any (tests and operators).
+    pub async fn outcome_of(&self, op_id: &OpId) -> Result<Option<String>, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.inbound_table)
+            .key("op_id", s(op_id.as_str()))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| StoreError::from_sdk("GetItem", e))?;
+        Ok(out.item.and_then(|i| match i.get("outcome") {
+            Some(AttributeValue::S(v)) => Some(v.clone()),
+            _ => None,
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(payload: Value) -> OperationRequest {
+        OperationRequest {
+            v: 1,
+            op_id: OpId::parse("01ARZ3NDEKTSV4RRFFQ69G5FAV").unwrap(),
+            source_region: Region::parse("us-east-1").unwrap(),
+            kind: "group.delete".into(),
+            resource: "g1".into(),
+            seq: 3,
+            payload,
+        }
+    }
+
+    #[test]
+    fn the_hash_covers_content_not_key_order() {
+        let a: Value = serde_json::from_str(r#"{"group_id":"g1","x":1}"#).unwrap();
+        let b: Value = serde_json::from_str(r#"{"x":1,"group_id":"g1"}"#).unwrap();
+        assert_eq!(payload_hash(&request(a.clone())), payload_hash(&request(b)));
+        let mut other_seq = request(a.clone());
+        other_seq.seq = 4;
+        assert_ne!(payload_hash(&request(a.clone())), payload_hash(&other_seq));
+        assert_ne!(
+            payload_hash(&request(a)),
+            payload_hash(&request(json!({"group_id": "g2"})))
+        );
+    }
+}

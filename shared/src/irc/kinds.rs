@@ -1,0 +1,369 @@
+//! Operation kinds: what an operation may do in the target region. Each kind checks its
+//! payload (on submit and again at the remote) and turns it into one write that joins the
+//! remote's idempotency transaction. Adding a kind is one type implementing
+//! [`OperationKind`] and one [`Kinds::register`] call.
+
+use crate::ids::{GroupId, HostId};
+use crate::lease::record::Member;
+use crate::lease::LeaseConfig;
+use crate::Millis;
+use aws_sdk_dynamodb::types::{AttributeValue, Delete, TransactWriteItem, Update};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// Why a kind refused an operation.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KindError {
+    /// The payload is wrong for this kind or this region (HTTP 422; the op FAILS at once).
+    #[error("{0}")]
+    Invalid(String),
+    /// The target's state forbids it now (HTTP 409 with `code`).
+    #[error("{message}")]
+    Conflict { code: &'static str, message: String },
+    #[error("internal error building the write: {0}")]
+    Internal(String),
+}
+
+/// What the target region offers an effect.
+#[derive(Debug, Clone, Copy)]
+pub struct EffectContext<'a> {
+    pub leases_table: &'a str,
+    /// The target region's lease rules (a group's lease must satisfy them).
+    pub lease: &'a LeaseConfig,
+    pub now_ms: Millis,
+}
+
+/// One write of the remote's transaction, what it means when its condition fails, and the
+/// result stored and returned when it applies.
+#[derive(Debug, Clone)]
+pub struct Effect {
+    pub write: TransactWriteItem,
+    pub on_condition_failed: KindError,
+    pub result: Value,
+}
+
+pub trait OperationKind: Send + Sync {
+    fn name(&self) -> &'static str;
+    /// Checks the payload's shape against `resource` (no region state needed).
+    fn check(&self, resource: &str, payload: &Value) -> Result<(), KindError>;
+    /// The write that applies the operation in the target region.
+    fn effect(
+        &self,
+        ctx: &EffectContext<'_>,
+        resource: &str,
+        payload: &Value,
+    ) -> Result<Effect, KindError>;
+}
+
+/// The kinds a region knows, by name.
+pub struct Kinds {
+    kinds: BTreeMap<&'static str, Box<dyn OperationKind>>,
+}
+
+impl Kinds {
+    pub fn empty() -> Self {
+        Self {
+            kinds: BTreeMap::new(),
+        }
+    }
+
+    /// `group.put` and `group.delete`.
+    pub fn shipped() -> Self {
+        let mut kinds = Self::empty();
+        kinds.register(GroupPut);
+        kinds.register(GroupDelete);
+        kinds
+    }
+
+    pub fn register(&mut self, kind: impl OperationKind + 'static) {
+        self.kinds.insert(kind.name(), Box::new(kind));
+    }
+
+    pub fn get(&self, name: &str) -> Result<&dyn OperationKind, KindError> {
+        self.kinds.get(name).map(|k| k.as_ref()).ok_or_else(|| {
+            KindError::Invalid(format!(
+                "unknown kind {name:?}; known: {}",
+                self.kinds.keys().copied().collect::<Vec<_>>().join(", ")
+            ))
+        })
+    }
+}
+
+fn parse<T: serde::de::DeserializeOwned>(kind: &str, payload: &Value) -> Result<T, KindError> {
+    T::deserialize(payload).map_err(|e| KindError::Invalid(format!("{kind} payload: {e}")))
+}
+
+fn same_group(kind: &str, resource: &str, group: &GroupId) -> Result<(), KindError> {
+    if group.as_str() != resource {
+        return Err(KindError::Invalid(format!(
+            "{kind}: payload group_id {group} differs from resource {resource}"
+        )));
+    }
+    Ok(())
+}
+
+fn internal(e: impl std::fmt::Display) -> KindError {
+    KindError::Internal(e.to_string())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MemberSpec {
+    host_id: HostId,
+    az: String,
+    #[serde(default)]
+    priority: u32,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GroupPutPayload {
+    group_id: GroupId,
+    lease_ms: Millis,
+    members: Vec<MemberSpec>,
+}
+
+/// `group.put`: creates or redefines a replica group (lease length, members). It never
+/// touches `holder` or `epoch`, so a live lease keeps running. The member list is replaced as
+/// a whole: runtime fields (last seen, health, drain) start afresh and the hosts' next
+/// heartbeats fill them in.
+pub struct GroupPut;
+
+impl GroupPut {
+    fn parse(resource: &str, payload: &Value) -> Result<GroupPutPayload, KindError> {
+        let p: GroupPutPayload = parse("group.put", payload)?;
+        same_group("group.put", resource, &p.group_id)?;
+        if p.members.is_empty() {
+            return Err(KindError::Invalid(
+                "group.put: members must not be empty".into(),
+            ));
+        }
+        let mut seen = BTreeSet::new();
+        for m in &p.members {
+            if !seen.insert(&m.host_id) {
+                return Err(KindError::Invalid(format!(
+                    "group.put: host {} listed twice",
+                    m.host_id
+                )));
+            }
+            if m.az.is_empty() || m.az.len() > 64 {
+                return Err(KindError::Invalid(format!(
+                    "group.put: az of {} must be 1-64 characters",
+                    m.host_id
+                )));
+            }
+        }
+        if p.lease_ms == 0 {
+            return Err(KindError::Invalid("group.put: lease_ms must be > 0".into()));
+        }
+        Ok(p)
+    }
+}
+
+impl OperationKind for GroupPut {
+    fn name(&self) -> &'static str {
+        "group.put"
+    }
+
+    fn check(&self, resource: &str, payload: &Value) -> Result<(), KindError> {
+        Self::parse(resource, payload).map(|_| ())
+    }
+
+    fn effect(
+        &self,
+        ctx: &EffectContext<'_>,
+        resource: &str,
+        payload: &Value,
+    ) -> Result<Effect, KindError> {
+        let p = Self::parse(resource, payload)?;
+        ctx.lease
+            .check_group_lease(p.lease_ms)
+            .map_err(|e| KindError::Invalid(format!("group.put: {e} in the target region")))?;
+        let members: BTreeMap<HostId, Member> = p
+            .members
+            .into_iter()
+            .map(|m| (m.host_id, Member::new(m.az, m.priority)))
+            .collect();
+        let count = members.len();
+        let members = serde_dynamo::to_attribute_value(&members).map_err(internal)?;
+        let n = |v: u64| AttributeValue::N(v.to_string());
+        let update = Update::builder()
+            .table_name(ctx.leases_table)
+            .key("group_id", AttributeValue::S(p.group_id.to_string()))
+            .update_expression(
+                "SET lease_ms = :lease, members = :members, updated_at_ms = :now, \
+                 version = if_not_exists(version, :zero) + :one, \
+                 epoch = if_not_exists(epoch, :zero), \
+                 expires_at_ms = if_not_exists(expires_at_ms, :zero)",
+            )
+            .expression_attribute_values(":lease", n(p.lease_ms))
+            .expression_attribute_values(":members", members)
+            .expression_attribute_values(":now", n(ctx.now_ms))
+            .expression_attribute_values(":zero", n(0))
+            .expression_attribute_values(":one", n(1))
+            .build()
+            .map_err(internal)?;
+        Ok(Effect {
+            write: TransactWriteItem::builder().update(update).build(),
+            on_condition_failed: KindError::Internal("group.put has no condition".into()),
+            result: json!({"group_id": p.group_id, "lease_ms": p.lease_ms, "members": count}),
+        })
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GroupDeletePayload {
+    group_id: GroupId,
+}
+
+/// `group.delete`: removes a replica group, only while its lease is free or lapsed (by more
+/// than the clock skew, the same margin an acquisition waits).
+pub struct GroupDelete;
+
+impl OperationKind for GroupDelete {
+    fn name(&self) -> &'static str {
+        "group.delete"
+    }
+
+    fn check(&self, resource: &str, payload: &Value) -> Result<(), KindError> {
+        let p: GroupDeletePayload = parse("group.delete", payload)?;
+        same_group("group.delete", resource, &p.group_id)
+    }
+
+    fn effect(
+        &self,
+        ctx: &EffectContext<'_>,
+        resource: &str,
+        payload: &Value,
+    ) -> Result<Effect, KindError> {
+        let p: GroupDeletePayload = parse("group.delete", payload)?;
+        same_group("group.delete", resource, &p.group_id)?;
+        let cutoff = ctx.now_ms.saturating_sub(ctx.lease.clock_skew_ms);
+        let delete = Delete::builder()
+            .table_name(ctx.leases_table)
+            .key("group_id", AttributeValue::S(p.group_id.to_string()))
+            .condition_expression("attribute_not_exists(holder) OR expires_at_ms < :cutoff")
+            .expression_attribute_values(":cutoff", AttributeValue::N(cutoff.to_string()))
+            .build()
+            .map_err(internal)?;
+        Ok(Effect {
+            write: TransactWriteItem::builder().delete(delete).build(),
+            on_condition_failed: KindError::Conflict {
+                code: "lease_held",
+                message: format!("group {} has a live lease; drain it first", p.group_id),
+            },
+            result: json!({"group_id": p.group_id, "deleted": true}),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ctx(lease: &LeaseConfig) -> EffectContext<'_> {
+        EffectContext {
+            leases_table: "Leases",
+            lease,
+            now_ms: 1_000_000,
+        }
+    }
+
+    fn put(lease_ms: u64) -> Value {
+        json!({"group_id": "g1", "lease_ms": lease_ms,
+               "members": [{"host_id": "a", "az": "use1-az1", "priority": 2},
+                           {"host_id": "b", "az": "use1-az2"}]})
+    }
+
+    #[test]
+    fn group_put_checks_shape_and_region_rules() {
+        let kinds = Kinds::shipped();
+        let k = kinds.get("group.put").unwrap();
+        assert!(k.check("g1", &put(10_000)).is_ok());
+        assert!(
+            matches!(k.check("g2", &put(10_000)), Err(KindError::Invalid(m)) if m.contains("differs"))
+        );
+        assert!(k
+            .check(
+                "g1",
+                &json!({"group_id": "g1", "lease_ms": 10000, "members": []})
+            )
+            .is_err());
+        assert!(k
+            .check(
+                "g1",
+                &json!({"group_id": "g1", "lease_ms": 10000, "members": [
+            {"host_id": "a", "az": "x"}, {"host_id": "a", "az": "y"}]})
+            )
+            .is_err());
+        assert!(k.check("g1", &json!({"group_id": "g 1"})).is_err());
+        assert!(k.check("g1", &json!({"group_id": "g1", "lease_ms": 1, "members": [{"host_id": "a", "az": "x"}], "extra": 1})).is_err());
+        // Shape fine, but the target region's rules refuse a 1 s lease (3 x 2 s renewals).
+        let lease = LeaseConfig::default();
+        assert!(
+            matches!(k.effect(&ctx(&lease), "g1", &put(1_000)), Err(KindError::Invalid(m)) if m.contains("target region"))
+        );
+        let effect = k.effect(&ctx(&lease), "g1", &put(10_000)).unwrap();
+        let update = effect.write.update().unwrap();
+        assert!(!update.update_expression().contains("holder"));
+        assert_eq!(effect.result["members"], 2);
+    }
+
+    #[test]
+    fn group_delete_is_conditional_on_a_free_or_lapsed_lease() {
+        let lease = LeaseConfig::default();
+        let kinds = Kinds::shipped();
+        let k = kinds.get("group.delete").unwrap();
+        let effect = k
+            .effect(&ctx(&lease), "g1", &json!({"group_id": "g1"}))
+            .unwrap();
+        let delete = effect.write.delete().unwrap();
+        assert_eq!(
+            delete.condition_expression(),
+            Some("attribute_not_exists(holder) OR expires_at_ms < :cutoff")
+        );
+        assert_eq!(
+            delete.expression_attribute_values().unwrap()[":cutoff"],
+            AttributeValue::N((1_000_000 - lease.clock_skew_ms).to_string())
+        );
+        assert!(matches!(
+            effect.on_condition_failed,
+            KindError::Conflict {
+                code: "lease_held",
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn unknown_kinds_name_the_known_ones() {
+        let err = Kinds::shipped().get("group.rename").err().unwrap();
+        assert!(matches!(err, KindError::Invalid(m) if m.contains("group.delete, group.put")));
+    }
+
+    #[test]
+    fn a_new_kind_is_one_registration() {
+        struct Noop;
+        impl OperationKind for Noop {
+            fn name(&self) -> &'static str {
+                "noop"
+            }
+            fn check(&self, _: &str, _: &Value) -> Result<(), KindError> {
+                Ok(())
+            }
+            fn effect(
+                &self,
+                _: &EffectContext<'_>,
+                _: &str,
+                _: &Value,
+            ) -> Result<Effect, KindError> {
+                Err(KindError::Invalid("noop".into()))
+            }
+        }
+        let mut kinds = Kinds::shipped();
+        kinds.register(Noop);
+        assert!(kinds.get("noop").is_ok());
+    }
+}

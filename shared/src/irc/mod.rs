@@ -1,0 +1,28 @@
+//! The inter-region coordinator (IRC), local-remote-local: an operation is written as a work
+//! item in the source region ([`store`]), carried by an SQS FIFO queue ([`queue`]) to a worker
+//! ([`worker`]) that claims it, calls the target region's irc-remote ([`remote`], SigV4) which
+//! applies it exactly once ([`inbound`], [`remote_api`]), and completes the item on its claim
+//! token. The dispatcher ([`dispatcher`]) re-enqueues whatever was lost on the way.
+//!
+//! Nothing lost: an op exists as an item before any message, and every non-terminal item is
+//! due for the dispatcher. Nothing applied twice: the remote's idempotency record and effect
+//! commit in one transaction. Order per resource: FIFO message groups, and the remote's
+//! per-resource sequence condition for ops that overtake each other anyway.
+
+pub mod backoff;
+pub mod config;
+pub mod dispatcher;
+pub mod ids;
+pub mod inbound;
+pub mod item;
+pub mod kinds;
+pub mod message;
+pub mod queue;
+pub mod remote;
+pub mod remote_api;
+pub mod store;
+pub mod submit;
+pub mod worker;
+
+pub use ids::{OpId, Region};
+pub use item::{Status, WorkItem};

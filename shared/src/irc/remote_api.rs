@@ -1,0 +1,191 @@
+//! irc-remote's HTTP contract (DESIGN "Wire contracts"): `POST /v1/operations` with
+//! `{v, op_id, source_region, kind, resource, seq, payload}`.
+//!
+//! 200 `{"op_id","outcome":"applied"|"duplicate"|"superseded","result"}`; 400 malformed JSON
+//! or a bad envelope (ids, version, region not allowed); 409 same op_id with other content, or
+//! the kind's own conflict (`lease_held`); 413 oversize; 422 unknown kind or a payload the kind
+//! rejects; 503 store unavailable. Every error is `{"error":{"code","message"}}`.
+
+use super::ids::{OpId, Region};
+use super::inbound::{ApplyError, InboundStore};
+use super::remote::OperationRequest;
+use crate::clock::Clock;
+use crate::http::{into_lambda, parse_json, ApiRequest, ApiResponse};
+use crate::ids::GroupId;
+use lambda_http::{Body, Request, Response};
+use serde_json::{json, Value};
+use std::collections::BTreeSet;
+use tracing::{info, warn};
+
+/// irc-remote's state: the inbound store and the regions it accepts ops from.
+pub struct RemoteApi<C> {
+    pub store: InboundStore,
+    pub peers: BTreeSet<Region>,
+    pub clock: C,
+}
+
+fn bad(code: &str, message: impl Into<String>) -> ApiResponse {
+    ApiResponse::error(400, code, message)
+}
+
+/// Checks the envelope field by field, so each mistake gets its own message.
+fn envelope(body: &Value, peers: &BTreeSet<Region>) -> Result<OperationRequest, ApiResponse> {
+    let Some(obj) = body.as_object() else {
+        return Err(bad("malformed_request", "body must be a JSON object"));
+    };
+    const FIELDS: [&str; 7] = [
+        "v",
+        "op_id",
+        "source_region",
+        "kind",
+        "resource",
+        "seq",
+        "payload",
+    ];
+    if let Some(extra) = obj.keys().find(|k| !FIELDS.contains(&k.as_str())) {
+        return Err(bad("malformed_request", format!("unknown field {extra:?}")));
+    }
+    let text = |name: &str| -> Result<&str, ApiResponse> {
+        obj.get(name)
+            .and_then(Value::as_str)
+            .ok_or_else(|| bad("malformed_request", format!("{name} must be a string")))
+    };
+    match obj.get("v").and_then(Value::as_u64) {
+        Some(1) => {}
+        _ => return Err(bad("unsupported_version", "v must be 1")),
+    }
+    let op_id = OpId::parse(text("op_id")?).map_err(|e| bad("invalid_id", e.to_string()))?;
+    let source_region =
+        Region::parse(text("source_region")?).map_err(|e| bad("invalid_region", e.to_string()))?;
+    if !peers.contains(&source_region) {
+        return Err(bad(
+            "region_not_allowed",
+            format!("source_region {source_region} is not one of this stack's peer regions"),
+        ));
+    }
+    let kind = text("kind")?.to_owned();
+    let resource = text("resource")?;
+    GroupId::parse(resource).map_err(|e| bad("invalid_id", format!("resource: {e}")))?;
+    let seq = obj
+        .get("seq")
+        .and_then(Value::as_u64)
+        .filter(|s| *s >= 1)
+        .ok_or_else(|| bad("malformed_request", "seq must be an integer >= 1"))?;
+    let payload = obj
+        .get("payload")
+        .filter(|p| p.is_object())
+        .cloned()
+        .ok_or_else(|| bad("malformed_request", "payload must be a JSON object"))?;
+    Ok(OperationRequest {
+        v: 1,
+        op_id,
+        source_region,
+        kind,
+        resource: resource.to_owned(),
+        seq,
+        payload,
+    })
+}
+
+impl<C: Clock> RemoteApi<C> {
+    pub async fn handle(&self, request: ApiRequest<'_>) -> ApiResponse {
+        let path = request.path.trim_end_matches('/');
+        if path != "/v1/operations" {
+            return ApiResponse::error(404, "not_found", format!("no route for {}", request.path));
+        }
+        if request.method != "POST" {
+            return ApiResponse::error(
+                405,
+                "method_not_allowed",
+                format!("{} is not allowed on {path}", request.method),
+            );
+        }
+        let body: Value = match parse_json(request.body) {
+            Ok(v) => v,
+            Err(e) => return e,
+        };
+        let op = match envelope(&body, &self.peers) {
+            Ok(op) => op,
+            Err(e) => return e,
+        };
+        // Check the payload before touching the store: a bad one is 422 whatever the state.
+        if let Err(e) = self
+            .store
+            .kinds()
+            .get(&op.kind)
+            .and_then(|k| k.check(&op.resource, &op.payload))
+        {
+            return ApiResponse::error(422, "invalid_operation", e.to_string());
+        }
+        match self.store.apply(&op, self.clock.now_ms()).await {
+            Ok(applied) => {
+                info!(op_id = %op.op_id, source = %op.source_region, kind = %op.kind,
+                      resource = %op.resource, seq = op.seq, outcome = applied.outcome, "operation");
+                ApiResponse::ok(json!({
+                    "op_id": op.op_id,
+                    "outcome": applied.outcome,
+                    "result": applied.result,
+                }))
+            }
+            Err(ApplyError::Invalid(m)) => ApiResponse::error(422, "invalid_operation", m),
+            Err(ApplyError::Conflict { code, message }) => ApiResponse::error(409, code, message),
+            Err(ApplyError::Store(e)) => {
+                warn!(op_id = %op.op_id, error = %e, "store unavailable");
+                ApiResponse::error(503, "store_unavailable", e.to_string())
+            }
+        }
+    }
+
+    /// The Lambda entry point's body.
+    pub async fn handle_lambda(&self, request: Request) -> Response<Body> {
+        into_lambda(self.handle(ApiRequest::from_lambda(&request)).await)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn peers() -> BTreeSet<Region> {
+        ["us-east-1", "eu-west-1"]
+            .iter()
+            .map(|r| Region::parse(r).unwrap())
+            .collect()
+    }
+
+    fn body() -> Value {
+        json!({"v": 1, "op_id": "01ARZ3NDEKTSV4RRFFQ69G5FAV", "source_region": "us-east-1",
+               "kind": "group.delete", "resource": "g1", "seq": 1, "payload": {"group_id": "g1"}})
+    }
+
+    #[test]
+    fn a_good_envelope_parses() {
+        let op = envelope(&body(), &peers()).unwrap();
+        assert_eq!((op.seq, op.kind.as_str()), (1, "group.delete"));
+    }
+
+    #[test]
+    fn each_bad_field_gets_its_own_400() {
+        let cases: [(&str, Value, &str); 8] = [
+            ("v", json!(2), "unsupported_version"),
+            ("op_id", json!("nope"), "invalid_id"),
+            ("source_region", json!("ap-south-1"), "region_not_allowed"),
+            ("source_region", json!("Mars"), "invalid_region"),
+            ("resource", json!("a b"), "invalid_id"),
+            ("seq", json!(0), "malformed_request"),
+            ("payload", json!("x"), "malformed_request"),
+            ("extra", json!(1), "malformed_request"),
+        ];
+        for (field, value, code) in cases {
+            let mut b = body();
+            b[field] = value;
+            let err = envelope(&b, &peers()).unwrap_err();
+            assert_eq!(
+                (err.status, err.body["error"]["code"].as_str()),
+                (400, Some(code)),
+                "{field}"
+            );
+        }
+        assert_eq!(envelope(&json!([1]), &peers()).unwrap_err().status, 400);
+    }
+}

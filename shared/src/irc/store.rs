@@ -1,0 +1,440 @@
+//! The `WorkItems` table. Every change of a work item is one conditional request; a failed
+//! condition comes back as a typed outcome carrying the item as it stands.
+//!
+//! Why nothing is lost or applied twice: an item is written PENDING before anything is
+//! enqueued, so every op that exists is either terminal or due for the dispatcher's sweep at
+//! `due_at_ms`; only the holder of the current `claim_token` can complete it; and the remote
+//! apply is idempotent on `op_id`, so a second attempt after a lost completion gets the stored
+//! result instead of a second effect.
+
+use super::ids::{OpId, Region};
+use super::item::{Status, WorkItem};
+use crate::aws::{condition_failure_item, is_condition_failure, StoreError};
+use crate::Millis;
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, ReturnValuesOnConditionCheckFailure};
+use aws_sdk_dynamodb::Client;
+use std::collections::HashMap;
+
+type Item = HashMap<String, AttributeValue>;
+
+/// The GSI the dispatcher and `tenurectl ops list` query.
+pub const STATUS_INDEX: &str = "by-status-due";
+
+fn n(v: u64) -> AttributeValue {
+    AttributeValue::N(v.to_string())
+}
+fn s(v: &str) -> AttributeValue {
+    AttributeValue::S(v.to_owned())
+}
+
+/// An operation to submit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewOp {
+    pub op_id: OpId,
+    pub source_region: Region,
+    pub target_region: Region,
+    pub kind: String,
+    pub resource: String,
+    /// JSON text.
+    pub payload: String,
+    pub max_attempts: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SubmitOutcome {
+    Submitted(WorkItem),
+    /// An op with this id exists already (a retried submit): nothing was written.
+    AlreadySubmitted(WorkItem),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClaimOutcome {
+    Claimed(WorkItem),
+    /// Already SUCCEEDED or FAILED: a duplicate delivery.
+    Terminal(WorkItem),
+    /// Another worker holds a live claim.
+    Busy(WorkItem),
+    Missing,
+}
+
+/// How an attempt ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Completion {
+    Succeeded { result: String },
+    Failed { error: String },
+    Retry { error: String, due_at_ms: Millis },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CompleteOutcome {
+    Completed(WorkItem),
+    /// The claim expired and someone else claimed the item; this attempt's outcome is dropped
+    /// (the remote is idempotent, so the newer attempt gets the same result).
+    ClaimLost(Option<WorkItem>),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RetryOutcome {
+    Requeued(WorkItem),
+    NotFailed(WorkItem),
+    Missing,
+}
+
+#[derive(Debug, Clone)]
+pub struct WorkItemStore {
+    client: Client,
+    table: String,
+}
+
+impl WorkItemStore {
+    pub fn new(client: Client, table: impl Into<String>) -> Self {
+        Self {
+            client,
+            table: table.into(),
+        }
+    }
+
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+
+    fn parse(item: Item) -> Result<WorkItem, StoreError> {
+        let key = match item.get("op_id") {
+            Some(AttributeValue::S(k)) => k.clone(),
+            _ => "?".into(),
+        };
+        serde_dynamo::from_item(item).map_err(|e| StoreError::Corrupt {
+            item: key,
+            reason: e.to_string(),
+        })
+    }
+
+    fn parse_opt(item: Option<Item>) -> Result<Option<WorkItem>, StoreError> {
+        item.filter(|i| !i.is_empty()).map(Self::parse).transpose()
+    }
+
+    /// The next sequence number for `resource` in `target`: an atomic counter item in the same
+    /// table (key `seq#target#resource`, no `status`, so the GSI never sees it).
+    async fn next_seq(&self, target: &Region, resource: &str) -> Result<u64, StoreError> {
+        let out = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("op_id", s(&format!("seq#{target}#{resource}")))
+            .update_expression("ADD next_seq :one")
+            .expression_attribute_values(":one", n(1))
+            .return_values(ReturnValue::UpdatedNew)
+            .send()
+            .await
+            .map_err(|e| StoreError::from_sdk("UpdateItem(seq)", e))?;
+        match out.attributes.as_ref().and_then(|a| a.get("next_seq")) {
+            Some(AttributeValue::N(v)) => v.parse().map_err(|_| StoreError::Corrupt {
+                item: format!("seq#{target}#{resource}"),
+                reason: format!("next_seq {v} is not a number"),
+            }),
+            _ => Err(StoreError::Corrupt {
+                item: format!("seq#{target}#{resource}"),
+                reason: "no next_seq returned".into(),
+            }),
+        }
+    }
+
+    /// Writes the op PENDING (condition `attribute_not_exists(op_id)`), due for the dispatcher
+    /// `redispatch_after_ms` from now in case the caller's enqueue is lost.
+    pub async fn submit(
+        &self,
+        op: NewOp,
+        now: Millis,
+        redispatch_after_ms: Millis,
+    ) -> Result<SubmitOutcome, StoreError> {
+        if let Some(existing) = self.get(&op.op_id).await? {
+            return Ok(SubmitOutcome::AlreadySubmitted(existing));
+        }
+        let seq = self.next_seq(&op.target_region, &op.resource).await?;
+        let item = WorkItem {
+            op_id: op.op_id,
+            source_region: op.source_region,
+            target_region: op.target_region,
+            kind: op.kind,
+            resource: op.resource,
+            seq,
+            payload: op.payload,
+            status: Status::Pending,
+            attempts: 0,
+            max_attempts: op.max_attempts,
+            claim_token: None,
+            claim_expires_at_ms: None,
+            due_at_ms: now + redispatch_after_ms,
+            result: None,
+            last_error: None,
+            created_at_ms: now,
+            updated_at_ms: now,
+        };
+        let attributes: Item = serde_dynamo::to_item(&item).map_err(|e| StoreError::Corrupt {
+            item: item.op_id.to_string(),
+            reason: e.to_string(),
+        })?;
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(attributes))
+            .condition_expression("attribute_not_exists(op_id)")
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(SubmitOutcome::Submitted(item)),
+            Err(e) if is_condition_failure(&e) => match self.get(&item.op_id).await? {
+                Some(existing) => Ok(SubmitOutcome::AlreadySubmitted(existing)),
+                None => Err(StoreError::Unavailable {
+                    operation: "PutItem",
+                    message: "op exists and vanished".into(),
+                }),
+            },
+            Err(e) => Err(StoreError::from_sdk("PutItem", e)),
+        }
+    }
+
+    /// A strongly consistent read.
+    pub async fn get(&self, op_id: &OpId) -> Result<Option<WorkItem>, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("op_id", s(op_id.as_str()))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| StoreError::from_sdk("GetItem", e))?;
+        Self::parse_opt(out.item)
+    }
+
+    /// Claims the item for one attempt, in one request that returns it: from PENDING,
+    /// DISPATCHED or RETRYING, or from IN_FLIGHT whose claim expired (its worker died).
+    /// `attempts` counts the attempt; `due_at_ms` becomes the claim's expiry, so the
+    /// dispatcher finds the item again if this worker dies too.
+    pub async fn claim(
+        &self,
+        op_id: &OpId,
+        token: &str,
+        now: Millis,
+        claim_ttl_ms: Millis,
+    ) -> Result<ClaimOutcome, StoreError> {
+        let expires = now + claim_ttl_ms;
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("op_id", s(op_id.as_str()))
+            .update_expression(
+                "SET #status = :in_flight, claim_token = :token, claim_expires_at_ms = :expires, \
+                 due_at_ms = :expires, updated_at_ms = :now ADD attempts :one",
+            )
+            .condition_expression(
+                "attribute_exists(op_id) AND (#status IN (:pending, :dispatched, :retrying) \
+                 OR (#status = :in_flight AND claim_expires_at_ms < :now))",
+            )
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":in_flight", s(Status::InFlight.as_str()))
+            .expression_attribute_values(":pending", s(Status::Pending.as_str()))
+            .expression_attribute_values(":dispatched", s(Status::Dispatched.as_str()))
+            .expression_attribute_values(":retrying", s(Status::Retrying.as_str()))
+            .expression_attribute_values(":token", s(token))
+            .expression_attribute_values(":expires", n(expires))
+            .expression_attribute_values(":now", n(now))
+            .expression_attribute_values(":one", n(1))
+            .return_values(ReturnValue::AllNew)
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await;
+        match result {
+            Ok(out) => match Self::parse_opt(out.attributes)? {
+                Some(item) => Ok(ClaimOutcome::Claimed(item)),
+                None => Ok(ClaimOutcome::Missing),
+            },
+            Err(e) => match condition_failure_item(&e) {
+                Some(current) => Ok(match Self::parse_opt(current)? {
+                    None => ClaimOutcome::Missing,
+                    Some(item) if item.status.is_terminal() => ClaimOutcome::Terminal(item),
+                    Some(item) => ClaimOutcome::Busy(item),
+                }),
+                None => Err(StoreError::from_sdk("UpdateItem(claim)", e)),
+            },
+        }
+    }
+
+    /// Ends an attempt; only the holder of `token` can.
+    pub async fn complete(
+        &self,
+        op_id: &OpId,
+        token: &str,
+        completion: &Completion,
+        now: Millis,
+    ) -> Result<CompleteOutcome, StoreError> {
+        let (status, field, text, due) = match completion {
+            Completion::Succeeded { result } => (Status::Succeeded, "result", result, now),
+            Completion::Failed { error } => (Status::Failed, "last_error", error, now),
+            Completion::Retry { error, due_at_ms } => {
+                (Status::Retrying, "last_error", error, *due_at_ms)
+            }
+        };
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("op_id", s(op_id.as_str()))
+            .update_expression(format!(
+                "SET #status = :status, {field} = :text, due_at_ms = :due, updated_at_ms = :now \
+                 REMOVE claim_token, claim_expires_at_ms"
+            ))
+            .condition_expression("#status = :in_flight AND claim_token = :token")
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":status", s(status.as_str()))
+            .expression_attribute_values(":text", s(text))
+            .expression_attribute_values(":due", n(due))
+            .expression_attribute_values(":now", n(now))
+            .expression_attribute_values(":in_flight", s(Status::InFlight.as_str()))
+            .expression_attribute_values(":token", s(token))
+            .return_values(ReturnValue::AllNew)
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await;
+        match result {
+            Ok(out) => match Self::parse_opt(out.attributes)? {
+                Some(item) => Ok(CompleteOutcome::Completed(item)),
+                None => Ok(CompleteOutcome::ClaimLost(None)),
+            },
+            Err(e) => match condition_failure_item(&e) {
+                Some(current) => Ok(CompleteOutcome::ClaimLost(Self::parse_opt(current)?)),
+                None => Err(StoreError::from_sdk("UpdateItem(complete)", e)),
+            },
+        }
+    }
+
+    /// Items in `status` due at or before `now` (the dispatcher's sweep), oldest due first.
+    pub async fn due(
+        &self,
+        status: Status,
+        now: Millis,
+        limit: i32,
+    ) -> Result<Vec<WorkItem>, StoreError> {
+        let out = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name(STATUS_INDEX)
+            .key_condition_expression("#status = :status AND due_at_ms <= :now")
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":status", s(status.as_str()))
+            .expression_attribute_values(":now", n(now))
+            .limit(limit)
+            .send()
+            .await
+            .map_err(|e| StoreError::from_sdk("Query(by-status-due)", e))?;
+        out.items
+            .unwrap_or_default()
+            .into_iter()
+            .map(Self::parse)
+            .collect()
+    }
+
+    /// Every item in `status`, newest due first, up to `limit` (for operators).
+    pub async fn list(&self, status: Status, limit: i32) -> Result<Vec<WorkItem>, StoreError> {
+        let out = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name(STATUS_INDEX)
+            .key_condition_expression("#status = :status")
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":status", s(status.as_str()))
+            .scan_index_forward(false)
+            .limit(limit)
+            .send()
+            .await
+            .map_err(|e| StoreError::from_sdk("Query(by-status-due)", e))?;
+        out.items
+            .unwrap_or_default()
+            .into_iter()
+            .map(Self::parse)
+            .collect()
+    }
+
+    /// Marks a swept item DISPATCHED before the dispatcher enqueues it, on the condition that
+    /// it has not moved since the sweep read it, so two dispatchers never both enqueue it. An
+    /// expired claim is dropped here (a late completion by its worker then fails).
+    pub async fn mark_dispatched(
+        &self,
+        item: &WorkItem,
+        now: Millis,
+        redispatch_after_ms: Millis,
+    ) -> Result<bool, StoreError> {
+        let mut request = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("op_id", s(item.op_id.as_str()))
+            .update_expression(
+                "SET #status = :dispatched, due_at_ms = :due, updated_at_ms = :now \
+                 REMOVE claim_token, claim_expires_at_ms",
+            )
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":dispatched", s(Status::Dispatched.as_str()))
+            .expression_attribute_values(":due", n(now + redispatch_after_ms))
+            .expression_attribute_values(":now", n(now))
+            .expression_attribute_values(":seen_status", s(item.status.as_str()))
+            .expression_attribute_values(":seen_due", n(item.due_at_ms));
+        let mut condition = "#status = :seen_status AND due_at_ms = :seen_due".to_owned();
+        if let Some(token) = &item.claim_token {
+            condition.push_str(" AND claim_token = :seen_token");
+            request = request.expression_attribute_values(":seen_token", s(token));
+        }
+        match request.condition_expression(condition).send().await {
+            Ok(_) => Ok(true),
+            Err(e) if is_condition_failure(&e) => Ok(false),
+            Err(e) => Err(StoreError::from_sdk("UpdateItem(dispatch)", e)),
+        }
+    }
+
+    /// FAILED -> PENDING with a fresh attempt budget (operator retry).
+    pub async fn retry(
+        &self,
+        op_id: &OpId,
+        now: Millis,
+        redispatch_after_ms: Millis,
+    ) -> Result<RetryOutcome, StoreError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("op_id", s(op_id.as_str()))
+            .update_expression(
+                "SET #status = :pending, attempts = :zero, due_at_ms = :due, updated_at_ms = :now",
+            )
+            .condition_expression("#status = :failed")
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":pending", s(Status::Pending.as_str()))
+            .expression_attribute_values(":failed", s(Status::Failed.as_str()))
+            .expression_attribute_values(":zero", n(0))
+            .expression_attribute_values(":due", n(now + redispatch_after_ms))
+            .expression_attribute_values(":now", n(now))
+            .return_values(ReturnValue::AllNew)
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await;
+        match result {
+            Ok(out) => match Self::parse_opt(out.attributes)? {
+                Some(item) => Ok(RetryOutcome::Requeued(item)),
+                None => Ok(RetryOutcome::Missing),
+            },
+            Err(e) => match condition_failure_item(&e) {
+                Some(current) => Ok(match Self::parse_opt(current)? {
+                    Some(item) => RetryOutcome::NotFailed(item),
+                    None => RetryOutcome::Missing,
+                }),
+                None => Err(StoreError::from_sdk("UpdateItem(retry)", e)),
+            },
+        }
+    }
+}
