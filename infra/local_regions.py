@@ -5,9 +5,11 @@
     .venv/bin/python infra/local_regions.py teardown [--endpoint URL] [--regions r1,r2]
 
 `deploy` expects `sam build` to have run (infra/local-regions.sh does both). It runs
-`sam deploy --config-env local-<region>` per region, then waits until each stack is complete,
-each function is Active and lease-check answers a signed probe with the contract's JSON: it
-verifies readiness instead of sleeping. Outputs, with the Function URLs turned into their
+`sam deploy --config-env local-<region>` per region, then a second time with RegionEndpoints
+set to the other regions' irc-remote URLs (known only once they exist), then waits until each
+stack is complete, each function is Active, and lease-check and irc-remote answer signed
+probes with the contract's JSON: it verifies readiness instead of sleeping. `--irc-proxy URL`
+points each worker at `URL/<target-region>/` instead (the end-to-end tests' fault proxy). Outputs, with the Function URLs turned into their
 local form, go to .local/regions.json for the demo and the end-to-end tests.
 """
 
@@ -17,6 +19,7 @@ import os
 import subprocess
 import sys
 import time
+import tomllib
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -54,13 +57,13 @@ def local_url(function_url, endpoint):
     return f"{endpoint.rstrip('/')}/_aws/lambda-url/{url_id}/"
 
 
-def signed_get(url, region):
+def signed_get(url, region, method="GET"):
     creds = botocore.credentials.Credentials(
         os.environ.get("AWS_ACCESS_KEY_ID", "test"), os.environ.get("AWS_SECRET_ACCESS_KEY", "test")
     )
-    request = botocore.awsrequest.AWSRequest(method="GET", url=url)
+    request = botocore.awsrequest.AWSRequest(method=method, url=url)
     botocore.auth.SigV4Auth(creds, "lambda", region).add_auth(request)
-    prepared = urllib.request.Request(url, headers=dict(request.headers.items()), method="GET")
+    prepared = urllib.request.Request(url, headers=dict(request.headers.items()), method=method)
     try:
         with urllib.request.urlopen(prepared, timeout=10) as response:
             return response.status, response.read()
@@ -84,7 +87,8 @@ def wait_ready(region, endpoint):
                 last = f"stack status {status}"
                 raise RuntimeError(last)
             lam = client("lambda", region, endpoint)
-            for key in ("LeaseCheckFunction", "LeaseRenewerFunction"):
+            for key in ("LeaseCheckFunction", "LeaseRenewerFunction", "IrcWorkerFunction",
+                        "IrcDispatcherFunction"):
                 config = lam.get_function(FunctionName=outputs[key])["Configuration"]
                 state = config.get("State", "Active")
                 if state != "Active":
@@ -94,8 +98,15 @@ def wait_ready(region, endpoint):
             url = local_url(outputs["LeaseCheckUrl"], endpoint)
             code, body = signed_get(url + "v1/groups/readiness-probe", region)
             answer = json.loads(body or b"null")
+            irc_url = local_url(outputs["IrcRemoteUrl"], endpoint)
+            irc_code, irc_body = signed_get(irc_url + "v1/operations", region)
+            irc_answer = json.loads(irc_body or b"null")
+            if irc_code != 405 or irc_answer.get("error", {}).get("code") != "method_not_allowed":
+                last = f"irc-remote probe answered {irc_code} {irc_body[:200]!r}"
+                raise RuntimeError(last)
             if code == 404 and answer.get("error", {}).get("code") == "unknown_group":
                 outputs["LeaseCheckLocalUrl"] = url
+                outputs["IrcRemoteLocalUrl"] = irc_url
                 outputs["Region"] = region
                 return outputs
             last = f"lease-check probe answered {code} {body[:200]!r}"
@@ -105,25 +116,48 @@ def wait_ready(region, endpoint):
     fail(f"{region}: stack not ready after {READY_TIMEOUT_S}s: {last}")
 
 
+def sam_deploy(args, region, env, extra_overrides=""):
+    config_env = args.config_env.format(region=region)
+    command = ["sam", "deploy", "--config-env", config_env, "--no-progressbar"]
+    if extra_overrides:
+        config = tomllib.loads((ROOT / "samconfig.toml").read_text())
+        base = config.get(config_env, {}).get("deploy", {}).get("parameters", {}).get("parameter_overrides", "")
+        command += ["--parameter-overrides", f"{base} {extra_overrides}".strip()]
+    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
+    if result.returncode != 0 and "No changes to deploy" not in result.stdout + result.stderr:
+        print(result.stdout[-4000:], result.stderr[-4000:], file=sys.stderr)
+        fail(f"sam deploy to {region} failed")
+
+
 def deploy(args):
     env = dict(os.environ, AWS_ENDPOINT_URL=args.endpoint, SAM_CLI_TELEMETRY="0")
     env.setdefault("AWS_ACCESS_KEY_ID", "test")
     env.setdefault("AWS_SECRET_ACCESS_KEY", "test")
     env["PATH"] = f"{ROOT / '.venv' / 'bin'}:{env.get('PATH', '')}"
+    started = {}
+    for region in args.regions:
+        started[region] = time.monotonic()
+        print(f"local-regions: deploying {STACK} to {region} on {args.endpoint} ...", flush=True)
+        sam_deploy(args, region, env)
+    # Second pass: each worker learns the other regions' irc-remote URLs.
+    irc_urls = {}
+    for region in args.regions:
+        _, outs = stack_outputs(region, args.endpoint)
+        irc_urls[region] = local_url(outs["IrcRemoteUrl"], args.endpoint)
     regions = {}
     for region in args.regions:
-        started = time.monotonic()
-        print(f"local-regions: deploying {STACK} to {region} on {args.endpoint} ...", flush=True)
-        result = subprocess.run(
-            ["sam", "deploy", "--config-env", args.config_env.format(region=region), "--no-progressbar"],
-            cwd=ROOT, env=env, capture_output=True, text=True,
-        )
-        if result.returncode != 0 and "No changes to deploy" not in result.stdout + result.stderr:
-            print(result.stdout[-4000:], result.stderr[-4000:], file=sys.stderr)
-            fail(f"sam deploy to {region} failed")
+        endpoints = {
+            target: (f"{args.irc_proxy.rstrip('/')}/{target}/" if args.irc_proxy else url)
+            for target, url in irc_urls.items()
+            if target != region
+        }
+        if endpoints:
+            sam_deploy(args, region, env, f"RegionEndpoints='{json.dumps(endpoints, separators=(',', ':'))}'")
         regions[region] = wait_ready(region, args.endpoint)
-        print(f"local-regions: {region} ready in {time.monotonic() - started:.1f}s: "
-              f"lease-check at {regions[region]['LeaseCheckLocalUrl']}", flush=True)
+        regions[region]["RegionEndpoints"] = endpoints
+        print(f"local-regions: {region} ready in {time.monotonic() - started[region]:.1f}s: "
+              f"lease-check at {regions[region]['LeaseCheckLocalUrl']}, "
+              f"irc-remote at {regions[region]['IrcRemoteLocalUrl']}", flush=True)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     previous = json.loads(out.read_text()) if out.exists() else {}
@@ -140,6 +174,7 @@ def outputs(args):
     for region in args.regions:
         status, outs = stack_outputs(region, args.endpoint)
         outs["LeaseCheckLocalUrl"] = local_url(outs["LeaseCheckUrl"], args.endpoint)
+        outs["IrcRemoteLocalUrl"] = local_url(outs["IrcRemoteUrl"], args.endpoint)
         outs["Region"] = region
         outs["StackStatus"] = status
         regions[region] = outs
@@ -165,12 +200,13 @@ def teardown(args):
                 break
             time.sleep(0.5)
         # The template retains tables (DeletionPolicy: Retain); a local teardown removes them.
-        table = outs.get("LeasesTable")
-        if table:
-            try:
-                client("dynamodb", region, args.endpoint).delete_table(TableName=table)
-            except Exception:
-                pass
+        for key in ("LeasesTable", "WorkItemsTable", "InboundOpsTable"):
+            table = outs.get(key)
+            if table:
+                try:
+                    client("dynamodb", region, args.endpoint).delete_table(TableName=table)
+                except Exception:
+                    pass
         print(f"local-regions: {region} torn down")
 
 
@@ -181,6 +217,8 @@ def main():
     parser.add_argument("--regions", default=",".join(DEFAULT_REGIONS))
     parser.add_argument("--config-env", default="local-{region}",
                         help="samconfig.toml config-env per region (default local-{region})")
+    parser.add_argument("--irc-proxy", default="",
+                        help="route every worker's calls through URL/<target-region>/ (tests' fault proxy)")
     parser.add_argument("--out", default=str(ROOT / ".local" / "regions.json"),
                         help="where deploy writes the outputs (default .local/regions.json)")
     args = parser.parse_args()

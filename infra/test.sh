@@ -33,14 +33,17 @@ sam build --cached > .local/sam-build.log 2>&1 || { tail -40 .local/sam-build.lo
 
 step "start two private MiniStacks (one with AUTH=true) and deploy the template"
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-port="$(free_port)"; auth_port="$(free_port)"
+port="$(free_port)"; auth_port="$(free_port)"; proxy_port="$(free_port)"
 trap 'infra/ministack.sh stop --port "$port" >/dev/null; infra/ministack.sh stop --port "$auth_port" >/dev/null' EXIT
 infra/ministack.sh start --port "$port"
 infra/ministack.sh start --port "$auth_port" --auth
 export TENURE_TEST_ENDPOINT="http://127.0.0.1:$port"
 export TENURE_E2E_REGIONS="$root/.local/test-regions-$port.json"
 export TENURE_E2E_AUTH_REGIONS="$root/.local/test-regions-auth-$auth_port.json"
-.venv/bin/python infra/local_regions.py deploy --endpoint "$TENURE_TEST_ENDPOINT" --out "$TENURE_E2E_REGIONS"
+# Workers reach their peer region through the IRC tests' fault proxy (tests/irc.rs serves it).
+export TENURE_E2E_IRC_PROXY_PORT="$proxy_port"
+.venv/bin/python infra/local_regions.py deploy --endpoint "$TENURE_TEST_ENDPOINT" --out "$TENURE_E2E_REGIONS" \
+    --irc-proxy "http://127.0.0.1:$proxy_port"
 .venv/bin/python infra/local_regions.py deploy --endpoint "http://127.0.0.1:$auth_port" \
     --regions us-east-1 --out "$TENURE_E2E_AUTH_REGIONS"
 

@@ -2,6 +2,8 @@
 //! `infra/local-regions.sh deploy` to `.local/regions.json`, or the file named by
 //! `TENURE_E2E_REGIONS`) and clients pointed at them.
 
+pub mod fault_proxy;
+
 use anyhow::{anyhow, Context, Result};
 use serde_json::Value;
 use std::path::PathBuf;

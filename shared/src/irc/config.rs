@@ -179,3 +179,81 @@ mod tests {
         assert!(peer_regions(bad).is_err());
     }
 }
+
+fn flag(env: &(impl EnvSource + ?Sized), name: &'static str) -> Result<bool, EnvError> {
+    match env.get(name).as_deref().map(str::trim) {
+        None | Some("") | Some("false") => Ok(false),
+        Some("true") => Ok(true),
+        Some(other) => Err(invalid(name, other, "must be true or false")),
+    }
+}
+
+/// irc-remote: where it applies operations and from whom it takes them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteFunctionConfig {
+    pub inbound_table: String,
+    pub leases_table: String,
+    pub lease: crate::lease::LeaseConfig,
+    pub peers: BTreeSet<Region>,
+}
+
+impl RemoteFunctionConfig {
+    pub fn from_env(
+        env: &(impl EnvSource + ?Sized),
+    ) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
+        Ok(Self {
+            inbound_table: required(env, "TENURE_INBOUND_OPS_TABLE")?,
+            leases_table: required(env, "TENURE_LEASES_TABLE")?,
+            lease: crate::lease::LeaseConfig::from_env(env)?,
+            peers: peer_regions(env)?,
+        })
+    }
+}
+
+/// irc-worker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkerFunctionConfig {
+    pub work_items_table: String,
+    pub queue_url: String,
+    pub endpoints: BTreeMap<Region, String>,
+    pub policy: RetryPolicy,
+    /// `TENURE_IRC_FAULT_INJECTION=true` (local fault tests only).
+    pub fault_injection: bool,
+}
+
+impl WorkerFunctionConfig {
+    pub fn from_env(env: &(impl EnvSource + ?Sized)) -> Result<Self, EnvError> {
+        Ok(Self {
+            work_items_table: required(env, "TENURE_WORK_ITEMS_TABLE")?,
+            queue_url: required(env, "TENURE_IRC_QUEUE_URL")?,
+            endpoints: region_endpoints(env)?,
+            policy: RetryPolicy::from_env(env)?,
+            fault_injection: flag(env, "TENURE_IRC_FAULT_INJECTION")?,
+        })
+    }
+}
+
+/// irc-dispatcher, and anything that submits (tenurectl, tests).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueSideConfig {
+    pub work_items_table: String,
+    pub queue_url: String,
+    pub policy: RetryPolicy,
+    /// Time between the dispatcher's sweeps inside one invocation.
+    pub sweep_interval_ms: Millis,
+}
+
+impl QueueSideConfig {
+    pub fn from_env(env: &(impl EnvSource + ?Sized)) -> Result<Self, EnvError> {
+        let sweep_interval_ms = u64_or(env, "TENURE_IRC_SWEEP_INTERVAL_MS", 2_000)?;
+        if sweep_interval_ms == 0 {
+            return Err(invalid("TENURE_IRC_SWEEP_INTERVAL_MS", "0", "must be > 0"));
+        }
+        Ok(Self {
+            work_items_table: required(env, "TENURE_WORK_ITEMS_TABLE")?,
+            queue_url: required(env, "TENURE_IRC_QUEUE_URL")?,
+            policy: RetryPolicy::from_env(env)?,
+            sweep_interval_ms,
+        })
+    }
+}

@@ -1,0 +1,474 @@
+//! The inter-region coordinator end to end: two regional stacks on one MiniStack, us-east-1
+//! submitting to eu-west-1 through the real queue, worker, dispatcher and irc-remote. Each
+//! test asserts the op's final state and counts effects at the remote (the target group's
+//! `version` goes up once per applied `group.put`; InboundOps holds each op's outcome).
+//!
+//! The test deploy routes us-east-1's worker through this binary's fault proxy
+//! (`TENURE_E2E_IRC_PROXY_PORT`, see infra/test.sh), so tests can script remote failures.
+
+use anyhow::{bail, ensure, Context, Result};
+use aws_sdk_dynamodb::types::AttributeValue;
+use serde_json::{json, Value};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+use tenure::clock::{Clock, SystemClock};
+use tenure::irc::config::RetryPolicy;
+use tenure::irc::inbound::InboundStore;
+use tenure::irc::kinds::Kinds;
+use tenure::irc::queue::WorkQueue;
+use tenure::irc::store::{ClaimOutcome, NewOp, SubmitOutcome, WorkItemStore};
+use tenure::irc::submit::{SubmitRequest, Submitter};
+use tenure::irc::{OpId, Region, Status, WorkItem};
+use tenure::lease::LeaseConfig;
+use tenure_e2e::fault_proxy::{Fault, FaultProxy};
+use tenure_e2e::{stacks, Stack};
+
+const SOURCE: &str = "us-east-1";
+const TARGET: &str = "eu-west-1";
+
+fn proxy() -> Result<&'static FaultProxy> {
+    static PROXY: OnceLock<Result<FaultProxy, String>> = OnceLock::new();
+    PROXY
+        .get_or_init(|| {
+            let port: u16 = std::env::var("TENURE_E2E_IRC_PROXY_PORT")
+                .map_err(|_| {
+                    "TENURE_E2E_IRC_PROXY_PORT is not set: run the README's test command \
+                     (infra/test.sh), which deploys with --irc-proxy and sets it"
+                        .to_owned()
+                })?
+                .parse()
+                .map_err(|e| format!("TENURE_E2E_IRC_PROXY_PORT: {e}"))?;
+            let all = stacks("TENURE_E2E_REGIONS").map_err(|e| e.to_string())?;
+            FaultProxy::spawn(port, &all).map_err(|e| format!("{e:#}"))
+        })
+        .as_ref()
+        .map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+struct Irc {
+    source: Stack,
+    target: Stack,
+    submitter: Submitter<SystemClock>,
+    items: WorkItemStore,
+    queue: WorkQueue,
+    sqs: aws_sdk_sqs::Client,
+    target_dynamodb: aws_sdk_dynamodb::Client,
+    proxy: &'static FaultProxy,
+}
+
+fn find(all: &[Stack], region: &str) -> Result<Stack> {
+    all.iter()
+        .find(|s| s.region == region)
+        .cloned()
+        .with_context(|| format!("no deployed stack in {region}"))
+}
+
+impl Irc {
+    async fn new() -> Result<Self> {
+        let proxy = proxy()?;
+        let all = stacks("TENURE_E2E_REGIONS")?;
+        let (source, target) = (find(&all, SOURCE)?, find(&all, TARGET)?);
+        let sdk = source.sdk().await;
+        let items = WorkItemStore::new(
+            tenure::aws::dynamodb_client(&sdk, None),
+            source.output("WorkItemsTable")?,
+        );
+        let sqs = aws_sdk_sqs::Client::new(&sdk);
+        let queue = WorkQueue::new(sqs.clone(), source.output("IrcQueueUrl")?);
+        let submitter = Submitter {
+            store: items.clone(),
+            queue: queue.clone(),
+            kinds: Kinds::shipped(),
+            policy: RetryPolicy::default(),
+            region: Region::parse(SOURCE)?,
+            clock: SystemClock,
+        };
+        let target_dynamodb = tenure::aws::dynamodb_client(&target.sdk().await, None);
+        Ok(Self {
+            source,
+            target,
+            submitter,
+            items,
+            queue,
+            sqs,
+            target_dynamodb,
+            proxy,
+        })
+    }
+
+    fn group(tag: &str) -> String {
+        format!("irc-{tag}-{}-{}", std::process::id(), SystemClock.now_ms())
+    }
+
+    fn put_payload(group: &str, lease_ms: u64) -> Value {
+        json!({"group_id": group, "lease_ms": lease_ms,
+               "members": [{"host_id": "host-a", "az": "euw1-az1", "priority": 2},
+                           {"host_id": "host-b", "az": "euw1-az2", "priority": 1}]})
+    }
+
+    fn request(group: &str, payload: Value, op_id: Option<OpId>) -> Result<SubmitRequest> {
+        Ok(SubmitRequest {
+            op_id,
+            target_region: Region::parse(TARGET)?,
+            kind: "group.put".into(),
+            resource: group.to_owned(),
+            payload,
+        })
+    }
+
+    async fn submit_put(&self, group: &str, lease_ms: u64) -> Result<WorkItem> {
+        Ok(self
+            .submitter
+            .submit(Self::request(
+                group,
+                Self::put_payload(group, lease_ms),
+                None,
+            )?)
+            .await?)
+    }
+
+    /// Writes the item without the fast-path enqueue (as if the submit's send was lost).
+    async fn submit_without_enqueue(&self, group: &str, lease_ms: u64) -> Result<WorkItem> {
+        let op = NewOp {
+            op_id: OpId::new(),
+            source_region: Region::parse(SOURCE)?,
+            target_region: Region::parse(TARGET)?,
+            kind: "group.put".into(),
+            resource: group.to_owned(),
+            payload: Self::put_payload(group, lease_ms).to_string(),
+            max_attempts: RetryPolicy::default().max_attempts,
+        };
+        match self.items.submit(op, SystemClock.now_ms(), 5_000).await? {
+            SubmitOutcome::Submitted(item) => Ok(item),
+            SubmitOutcome::AlreadySubmitted(_) => bail!("a fresh op id was already submitted"),
+        }
+    }
+
+    async fn wait_terminal(&self, op_id: &OpId, within: Duration) -> Result<WorkItem> {
+        let started = Instant::now();
+        loop {
+            let item = self.items.get(op_id).await?.context("the op vanished")?;
+            if item.status.is_terminal() {
+                return Ok(item);
+            }
+            if started.elapsed() > within {
+                bail!(
+                    "op {op_id} still {} after {within:?}: {item:?}",
+                    item.status
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// The target group's item: its `version` counts every group.put applied.
+    async fn target_group(&self, group: &str) -> Result<Option<Value>> {
+        let item = self
+            .target_dynamodb
+            .get_item()
+            .table_name(self.target.output("LeasesTable")?)
+            .key("group_id", AttributeValue::S(group.to_owned()))
+            .consistent_read(true)
+            .send()
+            .await?
+            .item;
+        Ok(item.map(serde_dynamo::from_item).transpose()?)
+    }
+
+    async fn inbound_outcome(&self, op_id: &OpId) -> Result<Option<String>> {
+        let inbound = InboundStore::new(
+            self.target_dynamodb.clone(),
+            self.target.output("InboundOpsTable")?,
+            self.target.output("LeasesTable")?,
+            LeaseConfig::default(),
+            Kinds::shipped(),
+        );
+        Ok(inbound.outcome_of(op_id).await?)
+    }
+
+    fn result(item: &WorkItem) -> Value {
+        item.result
+            .as_deref()
+            .and_then(|r| serde_json::from_str(r).ok())
+            .unwrap_or(Value::Null)
+    }
+}
+
+const WITHIN: Duration = Duration::from_secs(60);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_op_goes_local_remote_local_and_applies_once() -> Result<()> {
+    let irc = Irc::new().await?;
+    let group = Irc::group("normal");
+    let submitted = irc.submit_put(&group, 10_000).await?;
+    ensure!(submitted.status == Status::Pending && submitted.seq >= 1);
+    let done = irc.wait_terminal(&submitted.op_id, WITHIN).await?;
+    ensure!(done.status == Status::Succeeded, "{done:?}");
+    ensure!(Irc::result(&done)["outcome"] == "applied", "{done:?}");
+    ensure!(done.attempts == 1, "{done:?}");
+    let remote = irc
+        .target_group(&group)
+        .await?
+        .context("the group exists in eu-west-1")?;
+    ensure!(
+        remote["lease_ms"] == 10_000 && remote["version"] == 1,
+        "{remote}"
+    );
+    ensure!(remote["members"]["host-a"]["priority"] == 2, "{remote}");
+    ensure!(irc.inbound_outcome(&done.op_id).await?.as_deref() == Some("applied"));
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_message_delivered_twice_is_applied_once() -> Result<()> {
+    let irc = Irc::new().await?;
+    let group = Irc::group("twice");
+    let item = irc.submit_put(&group, 10_000).await?;
+    // A second copy of the message (another dedup id, so SQS delivers both).
+    irc.queue
+        .send(&item, &format!("{}-copy", item.op_id))
+        .await?;
+    let done = irc.wait_terminal(&item.op_id, WITHIN).await?;
+    ensure!(done.status == Status::Succeeded, "{done:?}");
+    // Give the copy time to be processed too, then count effects at the remote.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let remote = irc.target_group(&group).await?.context("group")?;
+    ensure!(remote["version"] == 1, "applied more than once: {remote}");
+    let again = irc.items.get(&item.op_id).await?.context("item")?;
+    ensure!(
+        again.status == Status::Succeeded && again.attempts == 1,
+        "{again:?}"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_dying_after_the_remote_applied_is_retried_and_gets_the_stored_result(
+) -> Result<()> {
+    let irc = Irc::new().await?;
+    let group = Irc::group("dies");
+    let item = irc.submit_without_enqueue(&group, 10_000).await?;
+    irc.proxy
+        .script(item.op_id.as_str(), &[Fault::ExitWorkerAfterApply]);
+    irc.queue.send(&item, item.op_id.as_str()).await?;
+    // Recovery waits out the dead worker's claim (IrcClaimTtlMs), then the dispatcher.
+    let done = irc
+        .wait_terminal(&item.op_id, Duration::from_secs(120))
+        .await?;
+    ensure!(done.status == Status::Succeeded, "{done:?}");
+    ensure!(done.attempts >= 2, "{done:?}");
+    ensure!(
+        Irc::result(&done)["outcome"] == "duplicate",
+        "the retry got the stored result: {done:?}"
+    );
+    let seen = irc.proxy.seen(item.op_id.as_str());
+    ensure!(seen.len() >= 2 && seen[0].faulted, "{seen:?}");
+    let remote = irc.target_group(&group).await?.context("group")?;
+    ensure!(remote["version"] == 1, "applied more than once: {remote}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_server_errors_then_success_take_three_attempts_with_backoff() -> Result<()> {
+    let irc = Irc::new().await?;
+    let group = Irc::group("retry");
+    let item = irc.submit_without_enqueue(&group, 10_000).await?;
+    irc.proxy.script(
+        item.op_id.as_str(),
+        &[Fault::Status(500), Fault::Status(500)],
+    );
+    irc.queue.send(&item, item.op_id.as_str()).await?;
+    let done = irc.wait_terminal(&item.op_id, WITHIN).await?;
+    ensure!(done.status == Status::Succeeded, "{done:?}");
+    ensure!(done.attempts == 3, "{done:?}");
+    let seen = irc.proxy.seen(item.op_id.as_str());
+    ensure!(
+        seen.iter().map(|s| s.status).collect::<Vec<_>>() == [500, 500, 200],
+        "{seen:?}"
+    );
+    // Backoff base 500 ms with equal jitter: >= 250 ms, then >= 500 ms.
+    let gaps: Vec<Duration> = seen.windows(2).map(|w| w[1].at - w[0].at).collect();
+    ensure!(
+        gaps[0] >= Duration::from_millis(250) && gaps[1] >= Duration::from_millis(500),
+        "no backoff between attempts: {gaps:?}"
+    );
+    let remote = irc.target_group(&group).await?.context("group")?;
+    ensure!(remote["version"] == 1, "{remote}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_422_fails_at_once_with_the_remotes_message() -> Result<()> {
+    let irc = Irc::new().await?;
+    let group = Irc::group("invalid");
+    // Valid shape, but eu-west-1's lease rules refuse a 1 s lease (3 x 2 s renewals).
+    let item = irc.submit_put(&group, 1_000).await?;
+    let done = irc.wait_terminal(&item.op_id, WITHIN).await?;
+    ensure!(
+        done.status == Status::Failed && done.attempts == 1,
+        "{done:?}"
+    );
+    let error = done.last_error.clone().unwrap_or_default();
+    ensure!(
+        error.contains("HTTP 422")
+            && error.contains("lease_ms (1000) must be >= 3 * renew_interval_ms"),
+        "last_error: {error}"
+    );
+    ensure!(irc.target_group(&group).await?.is_none(), "nothing applied");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_body_fails_alone_and_reaches_the_dlq() -> Result<()> {
+    let irc = Irc::new().await?;
+    let marker = format!("not-a-work-message-{}", OpId::new());
+    irc.sqs
+        .send_message()
+        .queue_url(irc.source.output("IrcQueueUrl")?)
+        .message_body(&marker)
+        .message_group_id("malformed")
+        .message_deduplication_id(&marker[..marker.len().min(128)])
+        .send()
+        .await?;
+    let group = Irc::group("beside-bad");
+    let good = irc.submit_put(&group, 10_000).await?;
+    let done = irc.wait_terminal(&good.op_id, WITHIN).await?;
+    ensure!(
+        done.status == Status::Succeeded,
+        "the good op is not held up: {done:?}"
+    );
+    // The bad one lands in the DLQ.
+    let dlq = irc.source.output("IrcDlqUrl")?;
+    let started = Instant::now();
+    loop {
+        let received = irc
+            .sqs
+            .receive_message()
+            .queue_url(dlq)
+            .max_number_of_messages(10)
+            .wait_time_seconds(1)
+            .send()
+            .await?;
+        if received
+            .messages()
+            .iter()
+            .any(|m| m.body() == Some(marker.as_str()))
+        {
+            return Ok(());
+        }
+        if started.elapsed() > Duration::from_secs(90) {
+            bail!("the malformed message never reached the DLQ");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ops_delivered_out_of_order_leave_the_newest_and_supersede_the_rest() -> Result<()> {
+    let irc = Irc::new().await?;
+    let group = Irc::group("order");
+    let mut ops = Vec::new();
+    for lease_ms in [10_000, 11_000, 12_000] {
+        ops.push(irc.submit_without_enqueue(&group, lease_ms).await?);
+    }
+    ensure!(
+        ops[0].seq < ops[1].seq && ops[1].seq < ops[2].seq,
+        "seq follows submit order"
+    );
+    // Deliver the newest first, then the older two.
+    for op in ops.iter().rev() {
+        irc.queue.send(op, op.op_id.as_str()).await?;
+        irc.wait_terminal(&op.op_id, WITHIN).await?;
+    }
+    let remote = irc.target_group(&group).await?.context("group")?;
+    ensure!(
+        remote["lease_ms"] == 12_000 && remote["version"] == 1,
+        "{remote}"
+    );
+    for (op, expected) in ops.iter().zip(["superseded", "superseded", "applied"]) {
+        let item = irc.items.get(&op.op_id).await?.context("item")?;
+        ensure!(item.status == Status::Succeeded, "{item:?}");
+        ensure!(Irc::result(&item)["outcome"] == expected, "{item:?}");
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_op_id_with_another_payload_fails_with_a_conflict() -> Result<()> {
+    let irc = Irc::new().await?;
+    let group = Irc::group("conflict");
+    let op_id = OpId::new();
+    // eu-west-1 first receives this op id with one payload, straight from a signed client.
+    let body = json!({"v": 1, "op_id": op_id, "source_region": SOURCE, "kind": "group.put",
+                      "resource": group, "seq": 1, "payload": Irc::put_payload(&group, 20_000)});
+    let sigv4 = tenure::sigv4::SigV4Client::for_function_urls(&irc.target.sdk().await)?;
+    let url = format!("{}v1/operations", irc.target.output("IrcRemoteLocalUrl")?);
+    let first = sigv4
+        .send(
+            "POST",
+            &url,
+            TARGET,
+            body.to_string().as_bytes(),
+            Duration::from_secs(10),
+        )
+        .await?;
+    ensure!(
+        first.status == 200,
+        "{}",
+        String::from_utf8_lossy(&first.body)
+    );
+    // Then the coordinator sends the same op id with another payload.
+    let item = irc
+        .submitter
+        .submit(Irc::request(
+            &group,
+            Irc::put_payload(&group, 10_000),
+            Some(op_id.clone()),
+        )?)
+        .await?;
+    let done = irc.wait_terminal(&item.op_id, WITHIN).await?;
+    ensure!(
+        done.status == Status::Failed && done.attempts == 1,
+        "{done:?}"
+    );
+    let error = done.last_error.unwrap_or_default();
+    ensure!(error.contains("409 op_id_conflict"), "last_error: {error}");
+    let remote = irc.target_group(&group).await?.context("group")?;
+    ensure!(
+        remote["lease_ms"] == 20_000 && remote["version"] == 1,
+        "{remote}"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dispatcher_recovers_a_lost_enqueue_and_an_expired_claim() -> Result<()> {
+    let irc = Irc::new().await?;
+    // A submit whose fast-path message was lost.
+    let lost = irc
+        .submit_without_enqueue(&Irc::group("lost"), 10_000)
+        .await?;
+    // A claim whose worker died: claimed with a 1 s TTL and never completed.
+    let orphan = irc
+        .submit_without_enqueue(&Irc::group("orphan"), 10_000)
+        .await?;
+    match irc
+        .items
+        .claim(&orphan.op_id, "dead-worker", SystemClock.now_ms(), 1_000)
+        .await?
+    {
+        ClaimOutcome::Claimed(item) => ensure!(item.status == Status::InFlight),
+        other => bail!("could not claim: {other:?}"),
+    }
+    for op in [&lost, &orphan] {
+        let done = irc
+            .wait_terminal(&op.op_id, Duration::from_secs(90))
+            .await?;
+        ensure!(done.status == Status::Succeeded, "{done:?}");
+    }
+    let orphan = irc.items.get(&orphan.op_id).await?.context("item")?;
+    ensure!(
+        orphan.attempts == 2,
+        "the dead claim counted one attempt: {orphan:?}"
+    );
+    Ok(())
+}
