@@ -7,7 +7,9 @@
 #      on the same MiniStack, creates a group in each, has hosts check through the SigV4-signed
 #      Function URL, and watches the scheduled renewer keep the lease across a schedule tick;
 #   3. three kvdemo hosts on that stack: writes through the primary, kill -9 and the measured
-#      failover, a drain and the measured handover, every acknowledged write read back.
+#      failover, a drain and the measured handover, every acknowledged write read back;
+#   4. the inter-region coordinator: us-east-1 submits a group.put for eu-west-1 and follows it
+#      PENDING -> IN_FLIGHT -> SUCCEEDED; the group is then present in eu-west-1.
 # Leaves MiniStack and the stacks running; `infra/local-regions.sh teardown` and
 # `infra/ministack.sh stop` remove them.
 set -euo pipefail
@@ -32,3 +34,6 @@ infra/local-regions.sh deploy
 
 echo; echo "=== part 3: three kvdemo hosts in us-east-1: kill -9, drain, every acked write kept ==="
 infra/kv-demo.sh
+
+echo; echo "=== part 4: the inter-region coordinator, us-east-1 -> eu-west-1 ==="
+infra/irc-demo.sh

@@ -1,4 +1,4 @@
-//! tenurectl: the operator's view of replica groups and their leases.
+//! tenurectl: the operator's view of replica groups, their leases, and inter-region operations.
 //!
 //! Region, credentials and endpoint come from the usual AWS settings (`AWS_REGION`,
 //! `AWS_PROFILE`, `AWS_ENDPOINT_URL`, ...). The table comes from `--table` or
@@ -17,6 +17,8 @@ use tenure::lease::service::LeaseService;
 use tenure::lease::store::{CreateOutcome, DeleteOutcome, LeaseStore, MemberUpdate};
 use tenure::lease::LeaseConfig;
 
+mod ops;
+
 #[derive(Parser)]
 #[command(
     name = "tenurectl",
@@ -30,6 +32,8 @@ struct Cli {
     /// Print JSON instead of tables.
     #[arg(long, global = true)]
     json: bool,
+    #[command(flatten)]
+    ops: ops::OpsSettings,
     #[command(subcommand)]
     command: Command,
 }
@@ -42,6 +46,9 @@ enum Command {
     /// Leases: show, drain, undrain.
     #[command(subcommand)]
     Lease(LeaseCommand),
+    /// Inter-region operations: submit, status, list, retry, wait.
+    #[command(subcommand)]
+    Ops(ops::OpsCommand),
 }
 
 #[derive(Subcommand)]
@@ -71,6 +78,12 @@ enum LeaseCommand {
     Drain { group: String, host: String },
     /// Clear a drain request.
     Undrain { group: String, host: String },
+}
+
+/// The commands that work on the Leases table.
+enum LeaseSide {
+    Groups(GroupsCommand),
+    Lease(LeaseCommand),
 }
 
 /// `host:az:priority` -> a member.
@@ -147,19 +160,24 @@ fn print_lease(record: &LeaseRecord, now: u64) {
 #[tokio::main]
 async fn main() -> Result<()> {
     let cli = Cli::parse();
-    let table = cli.table.clone().context(
-        "no table: pass --table or set TENURE_LEASES_TABLE (the stack's LeasesTable output)",
-    )?;
     let sdk = tenure::aws::load_sdk_config().await;
     if sdk.region().is_none() {
         bail!("no AWS region: set AWS_REGION (or AWS_DEFAULT_REGION, or a profile's region)");
     }
+    let command = match cli.command {
+        Command::Ops(command) => return ops::run(command, cli.ops, &sdk, cli.json).await,
+        Command::Groups(c) => LeaseSide::Groups(c),
+        Command::Lease(c) => LeaseSide::Lease(c),
+    };
+    let table = cli.table.clone().context(
+        "no table: pass --table or set TENURE_LEASES_TABLE (the stack's LeasesTable output)",
+    )?;
     let store = LeaseStore::new(tenure::aws::dynamodb_client(&sdk, None), table);
     let lease = LeaseConfig::from_env(&tenure::config::ProcessEnv)?;
     let service = LeaseService::new(store.clone(), lease, SystemClock);
     let now = SystemClock.now_ms();
-    match cli.command {
-        Command::Groups(GroupsCommand::Create {
+    match command {
+        LeaseSide::Groups(GroupsCommand::Create {
             group,
             members,
             lease_ms,
@@ -180,8 +198,8 @@ async fn main() -> Result<()> {
                 CreateOutcome::AlreadyExists => bail!("group {group} already exists"),
             }
         }
-        Command::Groups(GroupsCommand::Show { group })
-        | Command::Lease(LeaseCommand::Show { group }) => {
+        LeaseSide::Groups(GroupsCommand::Show { group })
+        | LeaseSide::Lease(LeaseCommand::Show { group }) => {
             let record = service.get(&group_id(&group)?).await?;
             if cli.json {
                 println!("{}", lease_view(&record, now));
@@ -189,7 +207,7 @@ async fn main() -> Result<()> {
                 print_lease(&record, now);
             }
         }
-        Command::Groups(GroupsCommand::List) => {
+        LeaseSide::Groups(GroupsCommand::List) => {
             let records: Vec<LeaseRecord> = store.scan_all().try_collect().await?;
             if cli.json {
                 let all: Vec<_> = records.iter().map(|r| lease_view(r, now)).collect();
@@ -215,7 +233,7 @@ async fn main() -> Result<()> {
                 }
             }
         }
-        Command::Groups(GroupsCommand::Delete { group }) => {
+        LeaseSide::Groups(GroupsCommand::Delete { group }) => {
             let group = group_id(&group)?;
             match store.delete_group(&group, now, lease.clock_skew_ms).await? {
                 DeleteOutcome::Deleted if cli.json => {
@@ -230,10 +248,10 @@ async fn main() -> Result<()> {
                 ),
             }
         }
-        Command::Lease(LeaseCommand::Drain { group, host }) => {
+        LeaseSide::Lease(LeaseCommand::Drain { group, host }) => {
             set_draining(&store, &group, &host, true, now, cli.json).await?
         }
-        Command::Lease(LeaseCommand::Undrain { group, host }) => {
+        LeaseSide::Lease(LeaseCommand::Undrain { group, host }) => {
             set_draining(&store, &group, &host, false, now, cli.json).await?
         }
     }

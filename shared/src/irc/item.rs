@@ -68,6 +68,14 @@ impl fmt::Display for Status {
     }
 }
 
+/// One change of status, appended by the write that made it (an audit trail for operators:
+/// `tenurectl ops status` and `wait` show every step, however brief).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Transition {
+    pub status: Status,
+    pub at_ms: Millis,
+}
+
 /// The whole work item. `payload` and `result` are JSON text, so DynamoDB never reshapes them
 /// (numbers, empty strings) between submit and the remote call.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -97,6 +105,8 @@ pub struct WorkItem {
     pub last_error: Option<String>,
     pub created_at_ms: Millis,
     pub updated_at_ms: Millis,
+    #[serde(default)]
+    pub history: Vec<Transition>,
 }
 
 #[cfg(test)]

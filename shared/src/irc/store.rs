@@ -8,7 +8,7 @@
 //! result instead of a second effect.
 
 use super::ids::{OpId, Region};
-use super::item::{Status, WorkItem};
+use super::item::{Status, Transition, WorkItem};
 use crate::aws::{condition_failure_item, is_condition_failure, StoreError};
 use crate::Millis;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, ReturnValuesOnConditionCheckFailure};
@@ -26,6 +26,17 @@ fn n(v: u64) -> AttributeValue {
 fn s(v: &str) -> AttributeValue {
     AttributeValue::S(v.to_owned())
 }
+
+/// `:history`, a one-entry list for `list_append`.
+fn step(status: Status, at_ms: Millis) -> AttributeValue {
+    AttributeValue::L(vec![AttributeValue::M(HashMap::from([
+        ("status".to_owned(), s(status.as_str())),
+        ("at_ms".to_owned(), n(at_ms)),
+    ]))])
+}
+
+/// Appends `:history` to the item's trail.
+const APPEND_HISTORY: &str = "history = list_append(if_not_exists(history, :no_history), :history)";
 
 /// An operation to submit.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -169,6 +180,10 @@ impl WorkItemStore {
             last_error: None,
             created_at_ms: now,
             updated_at_ms: now,
+            history: vec![Transition {
+                status: Status::Pending,
+                at_ms: now,
+            }],
         };
         let attributes: Item = serde_dynamo::to_item(&item).map_err(|e| StoreError::Corrupt {
             item: item.op_id.to_string(),
@@ -227,10 +242,12 @@ impl WorkItemStore {
             .update_item()
             .table_name(&self.table)
             .key("op_id", s(op_id.as_str()))
-            .update_expression(
+            .update_expression(format!(
                 "SET #status = :in_flight, claim_token = :token, claim_expires_at_ms = :expires, \
-                 due_at_ms = :expires, updated_at_ms = :now ADD attempts :one",
-            )
+                 due_at_ms = :expires, updated_at_ms = :now, {APPEND_HISTORY} ADD attempts :one"
+            ))
+            .expression_attribute_values(":history", step(Status::InFlight, now))
+            .expression_attribute_values(":no_history", AttributeValue::L(vec![]))
             .condition_expression(
                 "attribute_exists(op_id) AND (#status IN (:pending, :dispatched, :retrying) \
                  OR (#status = :in_flight AND claim_expires_at_ms < :now))",
@@ -285,9 +302,11 @@ impl WorkItemStore {
             .table_name(&self.table)
             .key("op_id", s(op_id.as_str()))
             .update_expression(format!(
-                "SET #status = :status, {field} = :text, due_at_ms = :due, updated_at_ms = :now \
-                 REMOVE claim_token, claim_expires_at_ms"
+                "SET #status = :status, {field} = :text, due_at_ms = :due, updated_at_ms = :now, \
+                 {APPEND_HISTORY} REMOVE claim_token, claim_expires_at_ms"
             ))
+            .expression_attribute_values(":history", step(status, now))
+            .expression_attribute_values(":no_history", AttributeValue::L(vec![]))
             .condition_expression("#status = :in_flight AND claim_token = :token")
             .expression_attribute_names("#status", "status")
             .expression_attribute_values(":status", s(status.as_str()))
@@ -375,10 +394,12 @@ impl WorkItemStore {
             .update_item()
             .table_name(&self.table)
             .key("op_id", s(item.op_id.as_str()))
-            .update_expression(
-                "SET #status = :dispatched, due_at_ms = :due, updated_at_ms = :now \
-                 REMOVE claim_token, claim_expires_at_ms",
-            )
+            .update_expression(format!(
+                "SET #status = :dispatched, due_at_ms = :due, updated_at_ms = :now, \
+                 {APPEND_HISTORY} REMOVE claim_token, claim_expires_at_ms"
+            ))
+            .expression_attribute_values(":history", step(Status::Dispatched, now))
+            .expression_attribute_values(":no_history", AttributeValue::L(vec![]))
             .expression_attribute_names("#status", "status")
             .expression_attribute_values(":dispatched", s(Status::Dispatched.as_str()))
             .expression_attribute_values(":due", n(now + redispatch_after_ms))
@@ -409,9 +430,12 @@ impl WorkItemStore {
             .update_item()
             .table_name(&self.table)
             .key("op_id", s(op_id.as_str()))
-            .update_expression(
-                "SET #status = :pending, attempts = :zero, due_at_ms = :due, updated_at_ms = :now",
-            )
+            .update_expression(format!(
+                "SET #status = :pending, attempts = :zero, due_at_ms = :due, updated_at_ms = :now, \
+                 {APPEND_HISTORY}"
+            ))
+            .expression_attribute_values(":history", step(Status::Pending, now))
+            .expression_attribute_values(":no_history", AttributeValue::L(vec![]))
             .condition_expression("#status = :failed")
             .expression_attribute_names("#status", "status")
             .expression_attribute_values(":pending", s(Status::Pending.as_str()))

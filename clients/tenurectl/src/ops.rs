@@ -1,0 +1,313 @@
+//! `tenurectl ops`: submit operations to another region and follow them.
+//! Tables and queue come from `--work-items-table` / `TENURE_WORK_ITEMS_TABLE` and
+//! `--queue-url` / `TENURE_IRC_QUEUE_URL` (the stack's WorkItemsTable and IrcQueueUrl outputs).
+
+use anyhow::{anyhow, bail, Context, Result};
+use clap::{Args, Subcommand};
+use serde_json::{json, Value};
+use std::time::{Duration, Instant};
+use tenure::clock::{Clock, SystemClock};
+use tenure::irc::config::RetryPolicy;
+use tenure::irc::kinds::Kinds;
+use tenure::irc::queue::WorkQueue;
+use tenure::irc::store::{RetryOutcome, WorkItemStore};
+use tenure::irc::submit::{SubmitRequest, Submitter};
+use tenure::irc::{OpId, Region, Status, WorkItem};
+
+#[derive(Args)]
+pub struct OpsSettings {
+    /// The WorkItems table (the stack's WorkItemsTable output).
+    #[arg(long, env = "TENURE_WORK_ITEMS_TABLE", global = true)]
+    work_items_table: Option<String>,
+    /// The work queue (the stack's IrcQueueUrl output).
+    #[arg(long, env = "TENURE_IRC_QUEUE_URL", global = true)]
+    queue_url: Option<String>,
+}
+
+#[derive(Subcommand)]
+pub enum OpsCommand {
+    /// Submit an operation; prints its op id.
+    ///
+    /// `tenurectl ops submit --target-region eu-west-1 --kind group.put --resource orders
+    /// --lease-ms 10000 --member host-a:euw1-az1:3 --member host-b:euw1-az2:2`, or the payload
+    /// from a file: `--payload-file put.json` (`-` for stdin).
+    Submit {
+        #[arg(long)]
+        target_region: String,
+        #[arg(long)]
+        kind: String,
+        /// The ordering key (the group id for group.put and group.delete).
+        #[arg(long)]
+        resource: String,
+        /// The payload as a JSON file (`-` reads stdin).
+        #[arg(long, conflicts_with_all = ["member", "lease_ms"])]
+        payload_file: Option<String>,
+        /// group.put: host_id:az:priority, once per member.
+        #[arg(long)]
+        member: Vec<String>,
+        /// group.put: the group's lease length.
+        #[arg(long)]
+        lease_ms: Option<u64>,
+        /// Reuse an op id to make a retried submit safe (default: a new ULID).
+        #[arg(long)]
+        op_id: Option<String>,
+    },
+    /// One op: status, attempts, last error, result.
+    Status { op_id: String },
+    /// Ops in one status, newest first.
+    List {
+        #[arg(long)]
+        status: String,
+        #[arg(long, default_value_t = 50)]
+        limit: i32,
+    },
+    /// Put a FAILED op back to PENDING (conditional) and enqueue it.
+    Retry { op_id: String },
+    /// Follow an op until it is SUCCEEDED (exit 0) or FAILED (exit 1), printing each change.
+    Wait {
+        op_id: String,
+        /// Give up after this many seconds (exit 2).
+        #[arg(long, default_value_t = 120)]
+        timeout_s: u64,
+    },
+}
+
+fn op_id(raw: &str) -> Result<OpId> {
+    OpId::parse(raw).map_err(|e| anyhow!("{e}"))
+}
+
+/// The payload from the file or the flags.
+fn payload(
+    kind: &str,
+    resource: &str,
+    file: Option<&str>,
+    members: &[String],
+    lease_ms: Option<u64>,
+) -> Result<Value> {
+    if let Some(path) = file {
+        let text = if path == "-" {
+            std::io::read_to_string(std::io::stdin()).context("reading the payload from stdin")?
+        } else {
+            std::fs::read_to_string(path).with_context(|| format!("reading {path}"))?
+        };
+        return serde_json::from_str(&text).with_context(|| format!("{path} is not JSON"));
+    }
+    match kind {
+        "group.put" => {
+            let lease_ms = lease_ms.context("group.put needs --lease-ms (or --payload-file)")?;
+            if members.is_empty() {
+                bail!("group.put needs at least one --member host_id:az:priority");
+            }
+            let members = members
+                .iter()
+                .map(|m| {
+                    let (host, member) = crate::parse_member(m)?;
+                    Ok(json!({"host_id": host, "az": member.az, "priority": member.priority}))
+                })
+                .collect::<Result<Vec<_>>>()?;
+            Ok(json!({"group_id": resource, "lease_ms": lease_ms, "members": members}))
+        }
+        "group.delete" => Ok(json!({"group_id": resource})),
+        other => bail!("kind {other}: give the payload with --payload-file"),
+    }
+}
+
+fn view(item: &WorkItem) -> Value {
+    let mut v = json!(item);
+    if let Some(r) = item
+        .result
+        .as_deref()
+        .and_then(|r| serde_json::from_str::<Value>(r).ok())
+    {
+        v["result"] = r;
+    }
+    v["payload"] = serde_json::from_str(&item.payload).unwrap_or(Value::Null);
+    v
+}
+
+fn print_item(item: &WorkItem) {
+    println!("op_id      {}", item.op_id);
+    println!("status     {}", item.status);
+    println!("kind       {}", item.kind);
+    println!(
+        "route      {} -> {}",
+        item.source_region, item.target_region
+    );
+    println!("resource   {} (seq {})", item.resource, item.seq);
+    println!("attempts   {} of {}", item.attempts, item.max_attempts);
+    if let Some(e) = &item.last_error {
+        println!("last_error {e}");
+    }
+    if let Some(r) = &item.result {
+        println!("result     {r}");
+    }
+    println!("history");
+    for t in &item.history {
+        println!(
+            "  +{:>8} ms  {}",
+            t.at_ms.saturating_sub(item.created_at_ms),
+            t.status
+        );
+    }
+}
+
+pub async fn run(
+    command: OpsCommand,
+    settings: OpsSettings,
+    sdk: &aws_config::SdkConfig,
+    json_output: bool,
+) -> Result<()> {
+    let table = settings.work_items_table.context(
+        "no work items table: pass --work-items-table or set TENURE_WORK_ITEMS_TABLE \
+         (the stack's WorkItemsTable output)",
+    )?;
+    let store = WorkItemStore::new(tenure::aws::dynamodb_client(sdk, None), table);
+    let queue = || -> Result<WorkQueue> {
+        let url = settings.queue_url.clone().context(
+            "no queue: pass --queue-url or set TENURE_IRC_QUEUE_URL (the stack's IrcQueueUrl output)",
+        )?;
+        Ok(WorkQueue::new(aws_sdk_sqs::Client::new(sdk), url))
+    };
+    let policy = RetryPolicy::from_env(&tenure::config::ProcessEnv)?;
+    match command {
+        OpsCommand::Submit {
+            target_region,
+            kind,
+            resource,
+            payload_file,
+            member,
+            lease_ms,
+            op_id: given,
+        } => {
+            let region = sdk.region().context("no AWS region")?.to_string();
+            let submitter = Submitter {
+                store,
+                queue: queue()?,
+                kinds: Kinds::shipped(),
+                policy,
+                region: Region::parse(&region).map_err(|e| anyhow!("AWS_REGION: {e}"))?,
+                clock: SystemClock,
+            };
+            let payload = payload(&kind, &resource, payload_file.as_deref(), &member, lease_ms)?;
+            let item = submitter
+                .submit(SubmitRequest {
+                    op_id: given.as_deref().map(op_id).transpose()?,
+                    target_region: Region::parse(&target_region)
+                        .map_err(|e| anyhow!("--target-region: {e}"))?,
+                    kind,
+                    resource,
+                    payload,
+                })
+                .await?;
+            if json_output {
+                println!("{}", view(&item));
+            } else {
+                println!("{}", item.op_id);
+            }
+        }
+        OpsCommand::Status { op_id: raw } => {
+            let item = store
+                .get(&op_id(&raw)?)
+                .await?
+                .with_context(|| format!("no op {raw}"))?;
+            if json_output {
+                println!("{}", view(&item));
+            } else {
+                print_item(&item);
+            }
+        }
+        OpsCommand::List { status, limit } => {
+            let status = Status::parse(&status).with_context(|| {
+                format!(
+                    "--status {status}: one of {}",
+                    Status::ALL.map(|s| s.as_str()).join(", ")
+                )
+            })?;
+            let items = store.list(status, limit).await?;
+            if json_output {
+                println!("{}", json!(items.iter().map(view).collect::<Vec<_>>()));
+            } else {
+                println!(
+                    "{:<26} {:<10} {:<12} {:<10} {:<28} {:>8}",
+                    "OP_ID", "STATUS", "KIND", "TARGET", "RESOURCE", "ATTEMPTS"
+                );
+                for i in &items {
+                    println!(
+                        "{:<26} {:<10} {:<12} {:<10} {:<28} {:>8}",
+                        i.op_id, i.status, i.kind, i.target_region, i.resource, i.attempts
+                    );
+                }
+            }
+        }
+        OpsCommand::Retry { op_id: raw } => {
+            let id = op_id(&raw)?;
+            match store
+                .retry(&id, SystemClock.now_ms(), policy.redispatch_after_ms)
+                .await?
+            {
+                RetryOutcome::Requeued(item) => {
+                    queue()?
+                        .send(
+                            &item,
+                            &format!("{}-retry-{}", item.op_id, item.updated_at_ms),
+                        )
+                        .await?;
+                    if json_output {
+                        println!("{}", view(&item));
+                    } else {
+                        println!("{} is PENDING again", item.op_id);
+                    }
+                }
+                RetryOutcome::NotFailed(item) => {
+                    bail!(
+                        "{} is {}, not FAILED: only failed ops are retried",
+                        item.op_id,
+                        item.status
+                    )
+                }
+                RetryOutcome::Missing => bail!("no op {raw}"),
+            }
+        }
+        OpsCommand::Wait {
+            op_id: raw,
+            timeout_s,
+        } => {
+            let id = op_id(&raw)?;
+            let started = Instant::now();
+            let mut shown = 0;
+            loop {
+                let item = store
+                    .get(&id)
+                    .await?
+                    .with_context(|| format!("no op {raw}"))?;
+                // Every step from the item's own trail, so brief states are not missed.
+                for t in item.history.iter().skip(shown) {
+                    let after = t.at_ms.saturating_sub(item.created_at_ms);
+                    if json_output {
+                        println!("{}", json!({"status": t.status, "after_ms": after}));
+                    } else {
+                        println!("  +{after:>6} ms  {}", t.status);
+                    }
+                }
+                shown = item.history.len();
+                match item.status {
+                    Status::Succeeded => return Ok(()),
+                    Status::Failed => {
+                        eprintln!(
+                            "{raw} FAILED after {} attempts: {}",
+                            item.attempts,
+                            item.last_error.as_deref().unwrap_or("no error recorded")
+                        );
+                        std::process::exit(1)
+                    }
+                    _ if started.elapsed() > Duration::from_secs(timeout_s) => {
+                        eprintln!("{raw} still {} after {timeout_s} s", item.status);
+                        std::process::exit(2);
+                    }
+                    _ => tokio::time::sleep(Duration::from_millis(100)).await,
+                }
+            }
+        }
+    }
+    Ok(())
+}

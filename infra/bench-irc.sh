@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Inter-region coordinator benchmark (issue 5): deploys both local regions (infra/local-regions.sh,
+# direct worker -> irc-remote URLs) and runs `cargo bench -p tenure-e2e --bench irc_throughput`:
+# submit -> SUCCEEDED latency one op at a time, then OPS (default 500) ops in a batch.
+# Starts MiniStack on port 4566 if it is not running.
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+"$root/infra/setup.sh"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/tmp/tenure-target}"
+"$root/infra/ministack.sh" status >/dev/null 2>&1 || "$root/infra/ministack.sh" start
+out="$root/.local/bench-irc-regions.json"
+rm -f "$out"
+"$root/infra/local-regions.sh" deploy --out "$out"
+exec cargo bench -p tenure-e2e --bench irc_throughput -- --ops "${OPS:-500}" --regions "$out"
