@@ -302,13 +302,15 @@ impl WorkItemStore {
             .table_name(&self.table)
             .key("op_id", s(op_id.as_str()))
             .update_expression(format!(
-                "SET #status = :status, {field} = :text, due_at_ms = :due, updated_at_ms = :now, \
+                "SET #status = :status, #field = :text, due_at_ms = :due, updated_at_ms = :now, \
                  {APPEND_HISTORY} REMOVE claim_token, claim_expires_at_ms"
             ))
             .expression_attribute_values(":history", step(status, now))
             .expression_attribute_values(":no_history", AttributeValue::L(vec![]))
             .condition_expression("#status = :in_flight AND claim_token = :token")
             .expression_attribute_names("#status", "status")
+            // `result` is a DynamoDB reserved word.
+            .expression_attribute_names("#field", field)
             .expression_attribute_values(":status", s(status.as_str()))
             .expression_attribute_values(":text", s(text))
             .expression_attribute_values(":due", n(due))

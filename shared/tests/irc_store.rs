@@ -1,0 +1,459 @@
+//! The coordinator's stores against a real DynamoDB implementation (MiniStack): the claim,
+//! completion and dispatch races with concurrent writers, the sweep query, and the remote's
+//! exactly-once apply under concurrent duplicate deliveries.
+
+mod support;
+
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection,
+    ProjectionType, ScalarAttributeType,
+};
+use serde_json::{json, Value};
+use std::sync::Arc;
+use support::*;
+use tenure::irc::inbound::{ApplyError, InboundStore};
+use tenure::irc::kinds::Kinds;
+use tenure::irc::remote::OperationRequest;
+use tenure::irc::store::{
+    ClaimOutcome, CompleteOutcome, Completion, NewOp, RetryOutcome, SubmitOutcome, WorkItemStore,
+    STATUS_INDEX,
+};
+use tenure::irc::{OpId, Region, Status, WorkItem};
+use tenure::lease::LeaseConfig;
+use tokio::sync::Barrier;
+
+const T0: u64 = 1_800_000_000_000;
+
+async fn work_items() -> WorkItemStore {
+    let client = dynamodb(None).await;
+    let name = unique_name("tenure-work");
+    let attr = |n: &str, t: ScalarAttributeType| {
+        AttributeDefinition::builder()
+            .attribute_name(n)
+            .attribute_type(t)
+            .build()
+            .unwrap()
+    };
+    let key = |n: &str, t: KeyType| {
+        KeySchemaElement::builder()
+            .attribute_name(n)
+            .key_type(t)
+            .build()
+            .unwrap()
+    };
+    client
+        .create_table()
+        .table_name(&name)
+        .billing_mode(BillingMode::PayPerRequest)
+        .attribute_definitions(attr("op_id", ScalarAttributeType::S))
+        .attribute_definitions(attr("status", ScalarAttributeType::S))
+        .attribute_definitions(attr("due_at_ms", ScalarAttributeType::N))
+        .key_schema(key("op_id", KeyType::Hash))
+        .global_secondary_indexes(
+            GlobalSecondaryIndex::builder()
+                .index_name(STATUS_INDEX)
+                .key_schema(key("status", KeyType::Hash))
+                .key_schema(key("due_at_ms", KeyType::Range))
+                .projection(
+                    Projection::builder()
+                        .projection_type(ProjectionType::All)
+                        .build(),
+                )
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("create table: {e:?} (endpoint {})", endpoint()));
+    WorkItemStore::new(client, name)
+}
+
+fn op(resource: &str) -> NewOp {
+    NewOp {
+        op_id: OpId::new(),
+        source_region: Region::parse("us-east-1").unwrap(),
+        target_region: Region::parse("eu-west-1").unwrap(),
+        kind: "group.put".into(),
+        resource: resource.into(),
+        payload: json!({"group_id": resource}).to_string(),
+        max_attempts: 5,
+    }
+}
+
+async fn submitted(store: &WorkItemStore, resource: &str) -> WorkItem {
+    match store.submit(op(resource), T0, 5_000).await.unwrap() {
+        SubmitOutcome::Submitted(item) => item,
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn submit_is_idempotent_and_numbers_each_resource_in_order() {
+    let store = work_items().await;
+    let first = op("g1");
+    let a = match store.submit(first.clone(), T0, 5_000).await.unwrap() {
+        SubmitOutcome::Submitted(i) => i,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(
+        (a.status, a.seq, a.due_at_ms),
+        (Status::Pending, 1, T0 + 5_000)
+    );
+    assert!(matches!(
+        store.submit(first, T0 + 1, 5_000).await.unwrap(),
+        SubmitOutcome::AlreadySubmitted(i) if i == a
+    ));
+    assert_eq!(submitted(&store, "g1").await.seq, 2);
+    assert_eq!(submitted(&store, "g2").await.seq, 1);
+}
+
+#[tokio::test]
+async fn eight_concurrent_claims_one_winner() {
+    let store = work_items().await;
+    let item = submitted(&store, "g").await;
+    let barrier = Arc::new(Barrier::new(8));
+    let claims = (0..8).map(|n| {
+        let (store, barrier, id) = (store.clone(), barrier.clone(), item.op_id.clone());
+        tokio::spawn(async move {
+            barrier.wait().await;
+            store
+                .claim(&id, &format!("worker-{n}"), T0 + 10, 60_000)
+                .await
+                .unwrap()
+        })
+    });
+    let outcomes: Vec<ClaimOutcome> = futures::future::join_all(claims)
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    let won: Vec<&WorkItem> = outcomes
+        .iter()
+        .filter_map(|o| match o {
+            ClaimOutcome::Claimed(i) => Some(i),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(won.len(), 1, "{outcomes:?}");
+    assert_eq!((won[0].status, won[0].attempts), (Status::InFlight, 1));
+    assert!(outcomes
+        .iter()
+        .all(|o| matches!(o, ClaimOutcome::Claimed(_) | ClaimOutcome::Busy(_))));
+}
+
+#[tokio::test]
+async fn only_the_claim_holder_completes_and_a_finished_op_is_not_claimed_again() {
+    let store = work_items().await;
+    let item = submitted(&store, "g").await;
+    assert!(matches!(
+        store.claim(&item.op_id, "a", T0, 60_000).await.unwrap(),
+        ClaimOutcome::Claimed(_)
+    ));
+    let done = Completion::Succeeded {
+        result: "{}".into(),
+    };
+    assert!(matches!(
+        store.complete(&item.op_id, "b", &done, T0 + 1).await.unwrap(),
+        CompleteOutcome::ClaimLost(Some(i)) if i.status == Status::InFlight
+    ));
+    let finished = match store
+        .complete(&item.op_id, "a", &done, T0 + 2)
+        .await
+        .unwrap()
+    {
+        CompleteOutcome::Completed(i) => i,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(finished.status, Status::Succeeded);
+    assert_eq!(finished.claim_token, None);
+    assert_eq!(
+        finished
+            .history
+            .iter()
+            .map(|t| t.status)
+            .collect::<Vec<_>>(),
+        [Status::Pending, Status::InFlight, Status::Succeeded]
+    );
+    assert!(matches!(
+        store.claim(&item.op_id, "c", T0 + 3, 60_000).await.unwrap(),
+        ClaimOutcome::Terminal(_)
+    ));
+    assert!(matches!(
+        store.claim(&OpId::new(), "c", T0, 1).await.unwrap(),
+        ClaimOutcome::Missing
+    ));
+}
+
+#[tokio::test]
+async fn an_expired_claim_is_taken_over_and_its_late_completion_refused() {
+    let store = work_items().await;
+    let item = submitted(&store, "g").await;
+    assert!(matches!(
+        store.claim(&item.op_id, "dead", T0, 1_000).await.unwrap(),
+        ClaimOutcome::Claimed(_)
+    ));
+    // Still live: busy.
+    assert!(matches!(
+        store
+            .claim(&item.op_id, "next", T0 + 500, 1_000)
+            .await
+            .unwrap(),
+        ClaimOutcome::Busy(_)
+    ));
+    // The dispatcher's sweep finds it once the claim expired.
+    assert!(store
+        .due(Status::InFlight, T0 + 500, 10)
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(
+        store
+            .due(Status::InFlight, T0 + 1_000, 10)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    let next = match store
+        .claim(&item.op_id, "next", T0 + 2_000, 1_000)
+        .await
+        .unwrap()
+    {
+        ClaimOutcome::Claimed(i) => i,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(next.attempts, 2);
+    let late = Completion::Failed {
+        error: "late".into(),
+    };
+    assert!(matches!(
+        store
+            .complete(&item.op_id, "dead", &late, T0 + 2_001)
+            .await
+            .unwrap(),
+        CompleteOutcome::ClaimLost(_)
+    ));
+}
+
+#[tokio::test]
+async fn concurrent_sweeps_dispatch_an_item_once() {
+    let store = work_items().await;
+    let item = submitted(&store, "g").await;
+    let due = store.due(Status::Pending, T0 + 5_000, 10).await.unwrap();
+    assert_eq!(due.len(), 1);
+    assert!(store
+        .due(Status::Pending, T0 + 4_999, 10)
+        .await
+        .unwrap()
+        .is_empty());
+    let barrier = Arc::new(Barrier::new(4));
+    let marks = (0..4).map(|_| {
+        let (store, barrier, seen) = (store.clone(), barrier.clone(), due[0].clone());
+        tokio::spawn(async move {
+            barrier.wait().await;
+            store
+                .mark_dispatched(&seen, T0 + 5_000, 5_000)
+                .await
+                .unwrap()
+        })
+    });
+    let won = futures::future::join_all(marks)
+        .await
+        .into_iter()
+        .filter(|r| matches!(r, Ok(true)))
+        .count();
+    assert_eq!(won, 1);
+    let now = store.get(&item.op_id).await.unwrap().unwrap();
+    assert_eq!(
+        (now.status, now.due_at_ms),
+        (Status::Dispatched, T0 + 10_000)
+    );
+}
+
+#[tokio::test]
+async fn retry_moves_only_failed_ops_back_to_pending() {
+    let store = work_items().await;
+    let item = submitted(&store, "g").await;
+    assert!(matches!(
+        store.retry(&item.op_id, T0, 5_000).await.unwrap(),
+        RetryOutcome::NotFailed(_)
+    ));
+    store.claim(&item.op_id, "a", T0, 60_000).await.unwrap();
+    store
+        .complete(
+            &item.op_id,
+            "a",
+            &Completion::Failed {
+                error: "422".into(),
+            },
+            T0 + 1,
+        )
+        .await
+        .unwrap();
+    match store.retry(&item.op_id, T0 + 2, 5_000).await.unwrap() {
+        RetryOutcome::Requeued(i) => assert_eq!((i.status, i.attempts), (Status::Pending, 0)),
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(
+        store.retry(&OpId::new(), T0, 5_000).await.unwrap(),
+        RetryOutcome::Missing
+    ));
+}
+
+async fn inbound() -> (InboundStore, aws_sdk_dynamodb::Client, String) {
+    let client = dynamodb(None).await;
+    let inbound_table = create_table(&client, "op_id").await;
+    let leases_table = create_table(&client, "group_id").await;
+    let store = InboundStore::new(
+        client.clone(),
+        inbound_table,
+        leases_table.clone(),
+        LeaseConfig::default(),
+        Kinds::shipped(),
+    );
+    (store, client, leases_table)
+}
+
+fn put_request(op_id: &OpId, group: &str, seq: u64, lease_ms: u64) -> OperationRequest {
+    OperationRequest {
+        v: 1,
+        op_id: op_id.clone(),
+        source_region: Region::parse("us-east-1").unwrap(),
+        kind: "group.put".into(),
+        resource: group.into(),
+        seq,
+        payload: json!({"group_id": group, "lease_ms": lease_ms,
+                        "members": [{"host_id": "a", "az": "az1", "priority": 1}]}),
+    }
+}
+
+async fn group_item(client: &aws_sdk_dynamodb::Client, table: &str, group: &str) -> Option<Value> {
+    client
+        .get_item()
+        .table_name(table)
+        .key(
+            "group_id",
+            aws_sdk_dynamodb::types::AttributeValue::S(group.into()),
+        )
+        .consistent_read(true)
+        .send()
+        .await
+        .unwrap()
+        .item
+        .map(|i| serde_dynamo::from_item(i).unwrap())
+}
+
+#[tokio::test]
+async fn eight_concurrent_deliveries_of_one_op_apply_it_once() {
+    let (store, client, leases) = inbound().await;
+    let request = put_request(&OpId::new(), "g", 1, 10_000);
+    let barrier = Arc::new(Barrier::new(8));
+    let applies = (0..8).map(|_| {
+        let (store, barrier, request) = (store.clone(), barrier.clone(), request.clone());
+        tokio::spawn(async move {
+            barrier.wait().await;
+            store.apply(&request, T0).await
+        })
+    });
+    let mut outcomes: Vec<&'static str> = Vec::new();
+    for r in futures::future::join_all(applies).await {
+        match r.unwrap() {
+            Ok(a) => outcomes.push(a.outcome),
+            // A transaction that collided with another in flight: the caller retries.
+            Err(ApplyError::Store(_)) => outcomes.push("retry"),
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert_eq!(
+        outcomes.iter().filter(|o| **o == "applied").count(),
+        1,
+        "{outcomes:?}"
+    );
+    let group = group_item(&client, &leases, "g").await.unwrap();
+    assert_eq!(group["version"], 1, "one effect: {group}");
+    // Every later delivery gets the stored result.
+    let again = store.apply(&request, T0 + 1).await.unwrap();
+    assert_eq!(again.outcome, "duplicate");
+    assert_eq!(again.result["outcome"], "applied");
+}
+
+#[tokio::test]
+async fn an_older_seq_is_superseded_and_a_reused_op_id_conflicts() {
+    let (store, client, leases) = inbound().await;
+    let newer = put_request(&OpId::new(), "g", 3, 12_000);
+    assert_eq!(store.apply(&newer, T0).await.unwrap().outcome, "applied");
+    let older = put_request(&OpId::new(), "g", 2, 11_000);
+    assert_eq!(
+        store.apply(&older, T0 + 1).await.unwrap().outcome,
+        "superseded"
+    );
+    assert_eq!(
+        store.apply(&older, T0 + 2).await.unwrap().outcome,
+        "duplicate"
+    );
+    let group = group_item(&client, &leases, "g").await.unwrap();
+    assert_eq!(
+        (group["lease_ms"].as_u64(), group["version"].as_u64()),
+        (Some(12_000), Some(1))
+    );
+    let reused = put_request(&newer.op_id, "g", 3, 15_000);
+    assert!(matches!(
+        store.apply(&reused, T0 + 3).await,
+        Err(ApplyError::Conflict {
+            code: "op_id_conflict",
+            ..
+        })
+    ));
+    let invalid = put_request(&OpId::new(), "g", 4, 1_000);
+    assert!(
+        matches!(store.apply(&invalid, T0 + 4).await, Err(ApplyError::Invalid(m)) if m.contains("target region"))
+    );
+}
+
+#[tokio::test]
+async fn group_delete_waits_for_a_free_or_lapsed_lease() {
+    let (store, client, leases) = inbound().await;
+    store
+        .apply(&put_request(&OpId::new(), "g", 1, 10_000), T0)
+        .await
+        .unwrap();
+    // Someone holds the lease until T0 + 10 s.
+    client
+        .update_item()
+        .table_name(&leases)
+        .key(
+            "group_id",
+            aws_sdk_dynamodb::types::AttributeValue::S("g".into()),
+        )
+        .update_expression("SET holder = :h, expires_at_ms = :e")
+        .expression_attribute_values(":h", aws_sdk_dynamodb::types::AttributeValue::S("a".into()))
+        .expression_attribute_values(
+            ":e",
+            aws_sdk_dynamodb::types::AttributeValue::N((T0 + 10_000).to_string()),
+        )
+        .send()
+        .await
+        .unwrap();
+    let delete = |seq: u64| OperationRequest {
+        v: 1,
+        op_id: OpId::new(),
+        source_region: Region::parse("us-east-1").unwrap(),
+        kind: "group.delete".into(),
+        resource: "g".into(),
+        seq,
+        payload: json!({"group_id": "g"}),
+    };
+    assert!(matches!(
+        store.apply(&delete(2), T0 + 5_000).await,
+        Err(ApplyError::Conflict {
+            code: "lease_held",
+            ..
+        })
+    ));
+    // Lapsed by more than the skew: deleted.
+    assert_eq!(
+        store.apply(&delete(3), T0 + 10_300).await.unwrap().outcome,
+        "applied"
+    );
+    assert!(group_item(&client, &leases, "g").await.is_none());
+}
