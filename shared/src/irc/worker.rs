@@ -68,7 +68,14 @@ impl<C: Clock> Worker<C> {
             if let Err(reason) = self.handle_record(record, deadline).await {
                 match &reason {
                     RecordFailure::BadMessage(_) | RecordFailure::Missing(_) => {
-                        error!(message_id = %id, reason = %reason, "record failed; it reaches the DLQ after maxReceiveCount")
+                        error!(message_id = %id, reason = %reason, "record failed; it reaches the DLQ after maxReceiveCount");
+                        // It can never succeed: let SQS count its receives without waiting
+                        // out the visibility timeout each time, so it reaches the DLQ fast.
+                        if let Some(receipt) = record.receipt_handle.as_deref() {
+                            if let Err(e) = self.queue.delay_redelivery(receipt, 0).await {
+                                warn!(message_id = %id, error = %e, "could not release the bad message");
+                            }
+                        }
                     }
                     _ => {
                         warn!(message_id = %id, reason = %reason, "record failed; SQS delivers it again")
