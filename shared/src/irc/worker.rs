@@ -160,27 +160,43 @@ impl<C: Clock> Worker<C> {
 
     /// What the item becomes after an attempt with `outcome`.
     pub fn completion(&self, item: &WorkItem, outcome: RemoteOutcome) -> Completion {
-        match outcome {
-            RemoteOutcome::Done { outcome, result } => Completion::Succeeded {
-                result: json!({"outcome": outcome, "result": result}).to_string(),
-            },
-            RemoteOutcome::Permanent(error) => Completion::Failed { error },
-            RemoteOutcome::Transient(error) if item.attempts >= item.max_attempts => {
-                Completion::Failed {
-                    error: format!("gave up after {} attempts: {error}", item.attempts),
-                }
-            }
-            RemoteOutcome::Transient(error) => {
-                let delay = self
-                    .policy
-                    .backoff
-                    .delay_ms(item.attempts, rand::rng().random_range(0.0..=1.0));
-                Completion::Retry {
-                    error,
-                    due_at_ms: self.clock.now_ms() + delay + self.policy.redispatch_after_ms,
-                }
+        completion_for(
+            item,
+            outcome,
+            &self.policy,
+            self.clock.now_ms(),
+            rand::rng().random_range(0.0..=1.0),
+        )
+    }
+}
+
+/// The pure rule behind [`Worker::completion`]: 2xx succeeds, a permanent refusal fails at
+/// once, a transient one retries after the backoff until `max_attempts` attempts were made.
+/// A retry is due for the dispatcher only `redispatch_after_ms` after its backoff, since the
+/// message's own redelivery is expected first.
+pub fn completion_for(
+    item: &WorkItem,
+    outcome: RemoteOutcome,
+    policy: &RetryPolicy,
+    now: crate::Millis,
+    unit_random: f64,
+) -> Completion {
+    match outcome {
+        RemoteOutcome::Done { outcome, result } => Completion::Succeeded {
+            result: json!({"outcome": outcome, "result": result}).to_string(),
+        },
+        RemoteOutcome::Permanent(error) => Completion::Failed { error },
+        RemoteOutcome::Transient(error) if item.attempts >= item.max_attempts => {
+            Completion::Failed {
+                error: format!("gave up after {} attempts: {error}", item.attempts),
             }
         }
+        RemoteOutcome::Transient(error) => Completion::Retry {
+            error,
+            due_at_ms: now
+                + policy.backoff.delay_ms(item.attempts, unit_random)
+                + policy.redispatch_after_ms,
+        },
     }
 }
 
@@ -198,5 +214,75 @@ impl<C: Clock> Worker<C> {
     ) -> Result<SqsBatchResponse, std::convert::Infallible> {
         let deadline = crate::lease::renewer::deadline_instant(event.context.deadline, &self.clock);
         Ok(self.handle_batch(event.payload, deadline).await)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::irc::item::Status;
+    use crate::irc::{OpId, Region};
+
+    fn item(attempts: u32) -> WorkItem {
+        WorkItem {
+            op_id: OpId::new(),
+            source_region: Region::parse("us-east-1").unwrap(),
+            target_region: Region::parse("eu-west-1").unwrap(),
+            kind: "group.put".into(),
+            resource: "g".into(),
+            seq: 1,
+            payload: "{}".into(),
+            status: Status::InFlight,
+            attempts,
+            max_attempts: 3,
+            claim_token: Some("t".into()),
+            claim_expires_at_ms: Some(10),
+            due_at_ms: 10,
+            result: None,
+            last_error: None,
+            created_at_ms: 0,
+            updated_at_ms: 0,
+            history: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn outcomes_become_terminal_or_retry_with_backoff() {
+        let policy = RetryPolicy::default();
+        let done = RemoteOutcome::Done {
+            outcome: "applied".into(),
+            result: json!({"x": 1}),
+        };
+        assert!(matches!(completion_for(&item(1), done, &policy, 0, 0.5),
+            Completion::Succeeded { result } if result.contains("applied")));
+        assert_eq!(
+            completion_for(
+                &item(1),
+                RemoteOutcome::Permanent("HTTP 422 x: y".into()),
+                &policy,
+                0,
+                0.5
+            ),
+            Completion::Failed {
+                error: "HTTP 422 x: y".into()
+            }
+        );
+        // Attempt 2 failed transiently: backoff step 2 s, in [1 s, 2 s], then the dispatcher's grace.
+        match completion_for(
+            &item(2),
+            RemoteOutcome::Transient("HTTP 500".into()),
+            &policy,
+            1_000,
+            0.0,
+        ) {
+            Completion::Retry { due_at_ms, .. } => {
+                assert_eq!(due_at_ms, 1_000 + 1_000 + policy.redispatch_after_ms)
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            completion_for(&item(3), RemoteOutcome::Transient("HTTP 503".into()), &policy, 0, 0.5),
+            Completion::Failed { error } if error.starts_with("gave up after 3 attempts")
+        ));
     }
 }
