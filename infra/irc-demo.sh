@@ -11,7 +11,8 @@ export AWS_ENDPOINT_URL="${AWS_ENDPOINT_URL:-http://127.0.0.1:4566}"
 export AWS_ACCESS_KEY_ID="${AWS_ACCESS_KEY_ID:-test}" AWS_SECRET_ACCESS_KEY="${AWS_SECRET_ACCESS_KEY:-test}"
 cargo build --quiet -p tenurectl
 ctl="$CARGO_TARGET_DIR/debug/tenurectl"
-output() { .venv/bin/python -c "import json; print(json.load(open('.local/regions.json'))['regions']['$1']['$2'])"; }
+regions_file="${TENURE_REGIONS_FILE:-.local/regions.json}"
+output() { .venv/bin/python -c "import json; print(json.load(open('$regions_file'))['regions']['$1']['$2'])"; }
 east() {
     AWS_REGION=us-east-1 TENURE_WORK_ITEMS_TABLE="$(output us-east-1 WorkItemsTable)" \
         TENURE_IRC_QUEUE_URL="$(output us-east-1 IrcQueueUrl)" "$ctl" "$@"
@@ -33,4 +34,4 @@ echo "5. submitting the same op id again changes nothing:"
 again="$(east ops submit --op-id "$op" --target-region eu-west-1 --kind group.put --resource "$group" \
     --lease-ms 10000 --member host-a:euw1-az1:3 --member host-b:euw1-az2:2 --member host-c:euw1-az3:1)"
 east ops status "$again" | grep -E 'status|attempts' | sed 's/^/   /'
-west groups show "$group" --json | .venv/bin/python -c 'import json,sys; g=json.load(sys.stdin); print(f"   eu-west-1 group version {g[\"version\"]} (one group.put applied)")'
+west groups show "$group" | grep -E '^version' | sed 's/^/   eu-west-1 group /; s/$/ (one group.put applied)/'

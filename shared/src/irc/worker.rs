@@ -54,15 +54,51 @@ enum RecordFailure {
 
 impl<C: Clock> Worker<C> {
     /// The whole batch. `deadline` is the invocation's end.
+    ///
+    /// Records of different FIFO message groups are independent, so their groups run
+    /// concurrently; inside a group records run in order, and once one fails every later
+    /// record of that group is reported failed unprocessed (SQS redelivers them in order).
+    /// Records without a group id (not from a FIFO queue) each form a group of their own.
     pub async fn handle_batch(&self, event: SqsEvent, deadline: Instant) -> SqsBatchResponse {
+        let mut groups: Vec<(Option<String>, Vec<&SqsMessage>)> = Vec::new();
+        for record in &event.records {
+            let group = record.attributes.get("MessageGroupId").cloned();
+            match groups.iter_mut().find(|(g, _)| g.is_some() && *g == group) {
+                Some((_, records)) => records.push(record),
+                None => groups.push((group, vec![record])),
+            }
+        }
+        let failed = futures::future::join_all(
+            groups
+                .iter()
+                .map(|(group, records)| self.handle_group(group.as_deref(), records, deadline)),
+        )
+        .await;
+        let failed: HashSet<String> = failed.into_iter().flatten().collect();
         let mut response = SqsBatchResponse::default();
-        let mut blocked_groups: HashSet<String> = HashSet::new();
+        // Report in the batch's order.
         for record in &event.records {
             let id = record.message_id.clone().unwrap_or_default();
-            let group = record.attributes.get("MessageGroupId").cloned();
-            if let Some(g) = group.as_ref().filter(|g| blocked_groups.contains(*g)) {
-                info!(message_id = %id, group = %g, "held back behind a failed record of its group");
+            if failed.contains(&id) {
                 response.batch_item_failures.push(failure(&id));
+            }
+        }
+        response
+    }
+
+    /// One message group's records in order; returns the message ids to report failed.
+    async fn handle_group(
+        &self,
+        group: Option<&str>,
+        records: &[&SqsMessage],
+        deadline: Instant,
+    ) -> Vec<String> {
+        let mut failed = Vec::new();
+        for record in records {
+            let id = record.message_id.clone().unwrap_or_default();
+            if !failed.is_empty() {
+                info!(message_id = %id, group = ?group, "held back behind a failed record of its group");
+                failed.push(id);
                 continue;
             }
             if let Err(reason) = self.handle_record(record, deadline).await {
@@ -81,13 +117,10 @@ impl<C: Clock> Worker<C> {
                         warn!(message_id = %id, reason = %reason, "record failed; SQS delivers it again")
                     }
                 }
-                if let Some(g) = group {
-                    blocked_groups.insert(g);
-                }
-                response.batch_item_failures.push(failure(&id));
+                failed.push(id);
             }
         }
-        response
+        failed
     }
 
     async fn handle_record(
