@@ -53,6 +53,10 @@ log="$(mktemp)"
 set +e
 cargo test --workspace --lib --bins --tests 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
+# The exhaustive model checks need an optimised build (ignored in the debug run above).
+cargo test --release -p tenure --test lease_model -- --nocapture 2>&1 | tee -a "$log"
+model_status=${PIPESTATUS[0]}
+(( status == 0 )) && status=$model_status
 set -e
 read -r passed failed < <(awk '/^test result:/ { p += $4; f += $6 } END { print p + 0, f + 0 }' "$log")
 rm -f "$log"

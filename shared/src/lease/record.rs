@@ -27,7 +27,7 @@ impl fmt::Display for Epoch {
 }
 
 /// One replica host of a group, as the lease record sees it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Member {
     pub az: String,
     #[serde(default)]
@@ -60,7 +60,7 @@ impl Member {
 }
 
 /// The whole lease item. `holder` is absent when the lease is free.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct LeaseRecord {
     pub group_id: GroupId,
     #[serde(default, skip_serializing_if = "Option::is_none")]
