@@ -5,6 +5,7 @@
 //! timestamps, which every process on one machine shares, so a checker can prove no two hosts
 //! were writable at once.
 
+pub mod campaign;
 pub mod checker;
 pub mod cluster;
 pub mod gate_log;

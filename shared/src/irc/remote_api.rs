@@ -145,6 +145,7 @@ impl<C: Clock> RemoteApi<C> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     fn peers() -> BTreeSet<Region> {
         ["us-east-1", "eu-west-1"]
@@ -187,5 +188,50 @@ mod tests {
             );
         }
         assert_eq!(envelope(&json!([1]), &peers()).unwrap_err().status, 400);
+    }
+
+    fn arbitrary_json() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            "\\PC{0,30}".prop_map(Value::from),
+        ];
+        leaf.prop_recursive(3, 24, 6, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::from),
+                prop::collection::btree_map(
+                    prop_oneof![
+                        Just("v".to_owned()),
+                        Just("op_id".to_owned()),
+                        Just("source_region".to_owned()),
+                        Just("kind".to_owned()),
+                        Just("resource".to_owned()),
+                        Just("seq".to_owned()),
+                        Just("payload".to_owned()),
+                        "[a-z]{1,6}",
+                    ],
+                    inner,
+                    0..8
+                )
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        // Any body: a parsed envelope or a 4xx with the contract's error shape, never a panic.
+        #[test]
+        fn any_body_gets_an_envelope_or_a_4xx(raw in "\\PC{0,200}", value in arbitrary_json()) {
+            for body in [raw.into_bytes(), value.to_string().into_bytes()] {
+                match parse_json::<Value>(&body).and_then(|v| envelope(&v, &peers())) {
+                    Ok(op) => prop_assert!(op.seq >= 1 && op.payload.is_object()),
+                    Err(e) => {
+                        prop_assert!((400..500).contains(&e.status));
+                        prop_assert!(e.body["error"]["code"].is_string());
+                    }
+                }
+            }
+        }
     }
 }

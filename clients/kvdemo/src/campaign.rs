@@ -1,0 +1,149 @@
+//! The lease fault campaign: a writer keeps writing through whichever host is primary while the
+//! campaign injects faults into the primary — kill -9 (restarted afterwards) or SIGSTOP past its
+//! deadline (then SIGCONT) — until it has seen the asked number of failovers. Then it checks
+//! the hosts' gate logs (one machine, one monotonic clock) and the data table: no overlapping
+//! writable intervals, epochs increasing, every acknowledged write readable.
+
+use crate::checker::{violations, Violation};
+use crate::cluster::{Cluster, ClusterError};
+use rand::Rng;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::RwLock;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    Kill,
+    Pause,
+}
+
+#[derive(Debug)]
+pub struct CampaignReport {
+    pub failovers: usize,
+    pub kills: usize,
+    pub pauses: usize,
+    /// Fault to new primary, sorted.
+    pub failover_ms: Vec<u64>,
+    pub acked_writes: usize,
+    pub lost_writes: Vec<String>,
+    pub violations: Vec<Violation>,
+}
+
+impl CampaignReport {
+    pub fn percentile_ms(&self, p: f64) -> u64 {
+        if self.failover_ms.is_empty() {
+            return 0;
+        }
+        let rank = ((p / 100.0) * self.failover_ms.len() as f64).ceil() as usize;
+        self.failover_ms[rank.clamp(1, self.failover_ms.len()) - 1]
+    }
+}
+
+/// Runs until `failovers` failovers happened. `lease` bounds how long a paused host stays
+/// stopped (past its deadline) and how long a failover may take.
+pub async fn run(
+    cluster: Cluster,
+    failovers: usize,
+    lease: Duration,
+) -> Result<CampaignReport, ClusterError> {
+    let cluster = Arc::new(RwLock::new(cluster));
+    let hosts = cluster.read().await.hosts.len();
+    let all: Vec<usize> = (0..hosts).collect();
+    let within = lease * 3 + Duration::from_secs(10);
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (cluster, stop) = (cluster.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut acked: Vec<(String, String)> = Vec::new();
+            let mut n = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                let c = cluster.read().await;
+                for i in 0..c.hosts.len() {
+                    if !c.hosts[i].is_running() {
+                        continue;
+                    }
+                    let (key, value) = (format!("c{n}"), format!("v{n}"));
+                    let put = tokio::time::timeout(Duration::from_secs(1), c.put(i, &key, &value));
+                    if let Ok(Ok((200, _))) = put.await {
+                        acked.push((key, value));
+                        n += 1;
+                    }
+                }
+                drop(c);
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            acked
+        })
+    };
+    let mut report = CampaignReport {
+        failovers: 0,
+        kills: 0,
+        pauses: 0,
+        failover_ms: Vec::new(),
+        acked_writes: 0,
+        lost_writes: Vec::new(),
+        violations: Vec::new(),
+    };
+    while report.failovers < failovers {
+        cluster.read().await.wait_for_primary(&all, within).await?;
+        // Let the others heartbeat, then strike at a random moment.
+        let settle = Duration::from_millis(rand::rng().random_range(3_000..5_000));
+        tokio::time::sleep(settle).await;
+        let primary = cluster.read().await.wait_for_primary(&all, within).await?;
+        let fault = if rand::rng().random_bool(0.5) {
+            Fault::Kill
+        } else {
+            Fault::Pause
+        };
+        let others: Vec<usize> = all.iter().copied().filter(|&i| i != primary).collect();
+        let started = Instant::now();
+        match fault {
+            Fault::Kill => {
+                cluster.write().await.kill(primary)?;
+                report.kills += 1;
+            }
+            Fault::Pause => {
+                cluster.read().await.pause(primary)?;
+                report.pauses += 1;
+            }
+        }
+        let next = cluster
+            .read()
+            .await
+            .wait_for_primary(&others, within)
+            .await?;
+        report
+            .failover_ms
+            .push(started.elapsed().as_millis() as u64);
+        report.failovers += 1;
+        tracing::info!(
+            ?fault,
+            primary,
+            next,
+            ms = started.elapsed().as_millis() as u64,
+            "failover"
+        );
+        match fault {
+            Fault::Kill => cluster.write().await.restart(primary)?,
+            Fault::Pause => {
+                // Keep it stopped a little past the takeover, then let it run on.
+                tokio::time::sleep(Duration::from_millis(rand::rng().random_range(0..1_000))).await;
+                cluster.read().await.resume(primary)?;
+            }
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let acked = writer.await.unwrap_or_default();
+    let c = cluster.read().await;
+    let reader = c.wait_for_primary(&all, within).await?;
+    for (key, value) in &acked {
+        match c.get(reader, key).await {
+            Ok((200, body)) if body["value"].as_str() == Some(value.as_str()) => {}
+            _ => report.lost_writes.push(key.clone()),
+        }
+    }
+    report.acked_writes = acked.len();
+    report.violations = violations(&c.writable_intervals()?);
+    report.failover_ms.sort();
+    Ok(report)
+}

@@ -1,0 +1,96 @@
+//! The lease fault campaign on the deployed local stack: three kvdemo hosts, a writer writing
+//! through the primary, and kill -9 / SIGSTOP-past-the-deadline of the primary until
+//! `CAMPAIGN_FAILOVERS` failovers (default 10, the test command's short run; the long run is
+//! `CAMPAIGN_FAILOVERS=100 cargo test -p kvdemo --test campaign -- --nocapture`). Then: 0
+//! overlapping writable intervals, epochs increasing, 0 acknowledged writes lost; prints the
+//! failover p50/p99. The group's lease is 6 s (the shortest the default region allows) to keep
+//! the short run short.
+
+use anyhow::{ensure, Context, Result};
+use std::collections::BTreeMap;
+use std::time::Duration;
+use tenure::clock::{Clock, SystemClock};
+use tenure::ids::{GroupId, HostId};
+use tenure::lease::record::Member;
+use tenure::lease::service::LeaseService;
+use tenure::lease::store::LeaseStore;
+use tenure::lease::LeaseConfig;
+use tenure_e2e::stacks;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn faults_never_yield_two_writers_or_lose_an_acknowledged_write() -> Result<()> {
+    let failovers: usize = std::env::var("CAMPAIGN_FAILOVERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10);
+    let stack = stacks("TENURE_E2E_REGIONS")?
+        .into_iter()
+        .next()
+        .context("a deployed stack")?;
+    let sdk = stack.sdk().await;
+    let dynamodb = tenure::aws::dynamodb_client(&sdk, None);
+    let suffix = format!("{}-{}", std::process::id(), SystemClock.now_ms());
+    let table = format!("kvdemo-campaign-{suffix}");
+    tenure::aws::ensure_table(&dynamodb, &table, "key")
+        .await
+        .map_err(anyhow::Error::msg)?;
+    let cfg = LeaseConfig::default();
+    let lease_ms = 6_000;
+    let group = GroupId::parse(&format!("campaign-{suffix}"))?;
+    let hosts = ["host-a", "host-b", "host-c"];
+    let members: BTreeMap<HostId, Member> = hosts
+        .iter()
+        .zip([3, 2, 1])
+        .map(|(h, p)| Ok((HostId::parse(h)?, Member::new(format!("az-{h}"), p))))
+        .collect::<Result<_>>()?;
+    LeaseService::new(
+        LeaseStore::new(dynamodb.clone(), stack.output("LeasesTable")?),
+        cfg,
+        SystemClock,
+    )
+    .create_group(group.clone(), lease_ms, members)
+    .await?;
+    let dir = std::env::temp_dir().join(format!("kvdemo-campaign-{suffix}"));
+    std::fs::create_dir_all(&dir)?;
+    let cluster = kvdemo::cluster::Cluster::start(
+        kvdemo::cluster::ClusterSpec {
+            binary: env!("CARGO_BIN_EXE_kvdemo").into(),
+            group: group.to_string(),
+            lease_check_url: stack.output("LeaseCheckLocalUrl")?.to_owned(),
+            data_table: table.clone(),
+            endpoint: stack.endpoint.clone(),
+            region: stack.region.clone(),
+            lease: cfg,
+            dir,
+            fault_injection: false,
+        },
+        &hosts,
+    )?;
+    let report = kvdemo::campaign::run(cluster, failovers, Duration::from_millis(lease_ms)).await?;
+    let bound = lease_ms + cfg.clock_skew_ms + cfg.poll_interval_ms;
+    eprintln!(
+        "campaign: {} failovers ({} kill -9, {} SIGSTOP), failover p50 {} ms p99 {} ms (bound {bound} ms), \
+         {} acknowledged writes, {} lost, {} violations",
+        report.failovers,
+        report.kills,
+        report.pauses,
+        report.percentile_ms(50.0),
+        report.percentile_ms(99.0),
+        report.acked_writes,
+        report.lost_writes.len(),
+        report.violations.len()
+    );
+    ensure!(report.violations.is_empty(), "{:#?}", report.violations);
+    ensure!(
+        report.lost_writes.is_empty(),
+        "lost: {:?}",
+        report.lost_writes
+    );
+    ensure!(
+        report.acked_writes > 0,
+        "the writer never got a write acknowledged"
+    );
+    ensure!(report.failovers >= failovers);
+    let _ = dynamodb.delete_table().table_name(&table).send().await;
+    Ok(())
+}
