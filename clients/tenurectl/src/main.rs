@@ -80,6 +80,13 @@ enum LeaseCommand {
     Undrain { group: String, host: String },
 }
 
+fn require_region(sdk: &aws_config::SdkConfig) -> Result<()> {
+    if sdk.region().is_none() {
+        bail!("no AWS region: set AWS_REGION (or AWS_DEFAULT_REGION, or a profile's region)");
+    }
+    Ok(())
+}
+
 /// The commands that work on the Leases table.
 enum LeaseSide {
     Groups(GroupsCommand),
@@ -161,17 +168,18 @@ fn print_lease(record: &LeaseRecord, now: u64) {
 async fn main() -> Result<()> {
     let cli = Cli::parse();
     let sdk = tenure::aws::load_sdk_config().await;
-    if sdk.region().is_none() {
-        bail!("no AWS region: set AWS_REGION (or AWS_DEFAULT_REGION, or a profile's region)");
-    }
     let command = match cli.command {
-        Command::Ops(command) => return ops::run(command, cli.ops, &sdk, cli.json).await,
+        Command::Ops(command) => {
+            require_region(&sdk)?;
+            return ops::run(command, cli.ops, &sdk, cli.json).await;
+        }
         Command::Groups(c) => LeaseSide::Groups(c),
         Command::Lease(c) => LeaseSide::Lease(c),
     };
     let table = cli.table.clone().context(
         "no table: pass --table or set TENURE_LEASES_TABLE (the stack's LeasesTable output)",
     )?;
+    require_region(&sdk)?;
     let store = LeaseStore::new(tenure::aws::dynamodb_client(&sdk, None), table);
     let lease = LeaseConfig::from_env(&tenure::config::ProcessEnv)?;
     let service = LeaseService::new(store.clone(), lease, SystemClock);
