@@ -9,7 +9,6 @@
 use anyhow::{bail, ensure, Context, Result};
 use aws_sdk_dynamodb::types::AttributeValue;
 use serde_json::{json, Value};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 use tenure::clock::{Clock, SystemClock};
 use tenure::irc::config::RetryPolicy;
@@ -21,29 +20,10 @@ use tenure::irc::submit::{SubmitRequest, Submitter};
 use tenure::irc::{OpId, Region, Status, WorkItem};
 use tenure::lease::LeaseConfig;
 use tenure_e2e::fault_proxy::{Fault, FaultProxy};
-use tenure_e2e::{stacks, Stack};
+use tenure_e2e::{find, stacks, Stack};
 
 const SOURCE: &str = "us-east-1";
 const TARGET: &str = "eu-west-1";
-
-fn proxy() -> Result<&'static FaultProxy> {
-    static PROXY: OnceLock<Result<FaultProxy, String>> = OnceLock::new();
-    PROXY
-        .get_or_init(|| {
-            let port: u16 = std::env::var("TENURE_E2E_IRC_PROXY_PORT")
-                .map_err(|_| {
-                    "TENURE_E2E_IRC_PROXY_PORT is not set: run the README's test command \
-                     (infra/test.sh), which deploys with --irc-proxy and sets it"
-                        .to_owned()
-                })?
-                .parse()
-                .map_err(|e| format!("TENURE_E2E_IRC_PROXY_PORT: {e}"))?;
-            let all = stacks("TENURE_E2E_REGIONS").map_err(|e| e.to_string())?;
-            FaultProxy::spawn(port, &all).map_err(|e| format!("{e:#}"))
-        })
-        .as_ref()
-        .map_err(|e| anyhow::anyhow!("{e}"))
-}
 
 struct Irc {
     source: Stack,
@@ -56,16 +36,9 @@ struct Irc {
     proxy: &'static FaultProxy,
 }
 
-fn find(all: &[Stack], region: &str) -> Result<Stack> {
-    all.iter()
-        .find(|s| s.region == region)
-        .cloned()
-        .with_context(|| format!("no deployed stack in {region}"))
-}
-
 impl Irc {
     async fn new() -> Result<Self> {
-        let proxy = proxy()?;
+        let proxy = FaultProxy::shared()?;
         let all = stacks("TENURE_E2E_REGIONS")?;
         let (source, target) = (find(&all, SOURCE)?, find(&all, TARGET)?);
         let sdk = source.sdk().await;

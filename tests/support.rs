@@ -65,6 +65,31 @@ pub fn stacks(env_var: &str) -> Result<Vec<Stack>> {
     parse_stacks(&text)
 }
 
+/// The stack deployed in `region`.
+pub fn find(all: &[Stack], region: &str) -> Result<Stack> {
+    all.iter()
+        .find(|s| s.region == region)
+        .cloned()
+        .with_context(|| format!("no deployed stack in {region}"))
+}
+
+/// Pids of the local processes MiniStack runs for `function_name` (read from each process's
+/// `AWS_LAMBDA_FUNCTION_NAME`), so a test can kill one mid-invocation.
+pub fn lambda_processes(function_name: &str) -> Vec<u32> {
+    let wanted = format!("AWS_LAMBDA_FUNCTION_NAME={function_name}");
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/environ"))
+                .map(|env| env.split(|b| *b == 0).any(|v| v == wanted.as_bytes()))
+                .unwrap_or(false)
+        })
+        .collect()
+}
+
 /// The stacks described by an outputs file.
 pub fn stacks_from(path: &std::path::Path) -> Result<Vec<Stack>> {
     let text = std::fs::read_to_string(path).with_context(|| {

@@ -140,6 +140,7 @@ async fn tenure_cycles(
             lease: cfg,
             dir,
             fault_injection: false,
+            chaos_proxies: false,
         },
         &HOSTS,
     )?;

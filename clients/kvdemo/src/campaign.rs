@@ -1,9 +1,13 @@
 //! The lease fault campaign: a writer keeps writing through whichever host is primary while the
-//! campaign injects faults into the primary — kill -9 (restarted afterwards) or SIGSTOP past its
-//! deadline (then SIGCONT) — until it has seen the asked number of failovers. Then it checks
+//! campaign injects faults into the primary — kill -9 (restarted afterwards), SIGSTOP past its
+//! deadline (then SIGCONT), or, when the hosts run behind chaos proxies, cutting it off from
+//! lease-check (healed after the takeover) — until it has seen the asked number of failovers.
+//! All along, the proxies inject store faults (500s, lost answers, throttling, latency) into
+//! every host's DynamoDB and lease-check traffic; they are healed before the read-back. Then it checks
 //! the hosts' gate logs (one machine, one monotonic clock) and the data table: no overlapping
 //! writable intervals, epochs increasing, every acknowledged write readable.
 
+use crate::chaos_proxy::{FaultCounts, Faults};
 use crate::checker::{violations, Violation};
 use crate::cluster::{Cluster, ClusterError};
 use rand::Rng;
@@ -15,6 +19,7 @@ use tokio::sync::RwLock;
 pub enum Fault {
     Kill,
     Pause,
+    CutOffFromLeaseCheck,
 }
 
 #[derive(Debug)]
@@ -22,6 +27,9 @@ pub struct CampaignReport {
     pub failovers: usize,
     pub kills: usize,
     pub pauses: usize,
+    pub cut_offs: usize,
+    /// Requests through the hosts' proxies, by fault, summed over hosts.
+    pub store_faults: FaultCounts,
     /// Fault to new primary, sorted.
     pub failover_ms: Vec<u64>,
     pub acked_writes: usize,
@@ -40,12 +48,19 @@ impl CampaignReport {
 }
 
 /// Runs until `failovers` failovers happened. `lease` bounds how long a paused host stays
-/// stopped (past its deadline) and how long a failover may take.
+/// stopped (past its deadline) and how long a failover may take. `store_faults` is set on every
+/// host's proxy for the whole run (hosts without proxies get no store faults and are never cut
+/// off).
 pub async fn run(
     cluster: Cluster,
     failovers: usize,
     lease: Duration,
+    store_faults: Faults,
 ) -> Result<CampaignReport, ClusterError> {
+    let proxied = cluster.hosts.iter().all(|h| h.proxy.is_some());
+    for proxy in cluster.hosts.iter().filter_map(|h| h.proxy.as_ref()) {
+        proxy.set(store_faults.clone());
+    }
     let cluster = Arc::new(RwLock::new(cluster));
     let hosts = cluster.read().await.hosts.len();
     let all: Vec<usize> = (0..hosts).collect();
@@ -79,22 +94,27 @@ pub async fn run(
         failovers: 0,
         kills: 0,
         pauses: 0,
+        cut_offs: 0,
+        store_faults: FaultCounts::default(),
         failover_ms: Vec::new(),
         acked_writes: 0,
         lost_writes: Vec::new(),
         violations: Vec::new(),
     };
+    let first_fault = rand::rng().random_range(0..3);
     while report.failovers < failovers {
         cluster.read().await.wait_for_primary(&all, within).await?;
         // Let the others heartbeat, then strike at a random moment.
         let settle = Duration::from_millis(rand::rng().random_range(3_000..5_000));
         tokio::time::sleep(settle).await;
         let primary = cluster.read().await.wait_for_primary(&all, within).await?;
-        let fault = if rand::rng().random_bool(0.5) {
-            Fault::Kill
+        let faults: &[Fault] = if proxied {
+            &[Fault::Kill, Fault::Pause, Fault::CutOffFromLeaseCheck]
         } else {
-            Fault::Pause
+            &[Fault::Kill, Fault::Pause]
         };
+        // Round robin from a random start: even a short run meets every fault.
+        let fault = faults[(first_fault + report.failovers) % faults.len()];
         let others: Vec<usize> = all.iter().copied().filter(|&i| i != primary).collect();
         let started = Instant::now();
         match fault {
@@ -105,6 +125,15 @@ pub async fn run(
             Fault::Pause => {
                 cluster.read().await.pause(primary)?;
                 report.pauses += 1;
+            }
+            Fault::CutOffFromLeaseCheck => {
+                if let Some(proxy) = &cluster.read().await.hosts[primary].proxy {
+                    proxy.set(Faults {
+                        cut_off_lease_check: true,
+                        ..store_faults.clone()
+                    });
+                }
+                report.cut_offs += 1;
             }
         }
         let next = cluster
@@ -130,11 +159,28 @@ pub async fn run(
                 tokio::time::sleep(Duration::from_millis(rand::rng().random_range(0..1_000))).await;
                 cluster.read().await.resume(primary)?;
             }
+            Fault::CutOffFromLeaseCheck => {
+                tokio::time::sleep(Duration::from_millis(rand::rng().random_range(0..1_000))).await;
+                if let Some(proxy) = &cluster.read().await.hosts[primary].proxy {
+                    proxy.set(store_faults.clone());
+                }
+            }
         }
     }
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
     let acked = writer.await.unwrap_or_default();
     let c = cluster.read().await;
+    // Heal the store before reading back: a read refused by an injected fault is not a loss.
+    for proxy in c.hosts.iter().filter_map(|h| h.proxy.as_ref()) {
+        let counts = proxy.counts();
+        let total = &mut report.store_faults;
+        total.passed += counts.passed;
+        total.cut_off += counts.cut_off;
+        total.error += counts.error;
+        total.lost_answer += counts.lost_answer;
+        total.throttle += counts.throttle;
+        proxy.set(Faults::default());
+    }
     let reader = c.wait_for_primary(&all, within).await?;
     for (key, value) in &acked {
         match c.get(reader, key).await {

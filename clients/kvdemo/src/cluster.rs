@@ -2,6 +2,7 @@
 //! and fault campaigns: start, kill -9, pause (SIGSTOP) and resume hosts, watch their roles and
 //! check their gate logs afterwards.
 
+use crate::chaos_proxy::ChaosProxy;
 use crate::checker::{read_log, writable_intervals, CheckError, WritableInterval};
 use crate::gate_log::monotonic_ns;
 use serde_json::Value;
@@ -48,6 +49,8 @@ pub struct ClusterSpec {
     pub dir: PathBuf,
     /// Start hosts with `--fault-injection` (per-request store delays).
     pub fault_injection: bool,
+    /// Put a [`ChaosProxy`] between each host and MiniStack (data table and lease-check).
+    pub chaos_proxies: bool,
 }
 
 /// One host process.
@@ -56,6 +59,8 @@ pub struct HostProcess {
     pub addr: String,
     pub log: PathBuf,
     child: Option<Child>,
+    /// The host's own proxy to MiniStack, kept across restarts.
+    pub proxy: Option<ChaosProxy>,
     /// CLOCK_MONOTONIC ns of each kill -9 of a process logging to `log`.
     deaths: Vec<u64>,
 }
@@ -98,31 +103,51 @@ impl Cluster {
         };
         for name in names {
             let log = cluster.spec.dir.join(format!("{name}.gate.jsonl"));
-            let (child, addr) = cluster.spawn(name, &log)?;
+            let proxy = if cluster.spec.chaos_proxies {
+                Some(ChaosProxy::start(&cluster.spec.endpoint).map_err(|e| {
+                    ClusterError::Start {
+                        host: (*name).to_owned(),
+                        message: format!("chaos proxy: {e}"),
+                    }
+                })?)
+            } else {
+                None
+            };
+            let (child, addr) = cluster.spawn(name, &log, proxy.as_ref())?;
             cluster.hosts.push(HostProcess {
                 name: (*name).to_owned(),
                 addr,
                 log,
                 child: Some(child),
+                proxy,
                 deaths: Vec::new(),
             });
         }
         Ok(cluster)
     }
 
-    fn spawn(&self, name: &str, log: &std::path::Path) -> Result<(Child, String), ClusterError> {
+    fn spawn(
+        &self,
+        name: &str,
+        log: &std::path::Path,
+        proxy: Option<&ChaosProxy>,
+    ) -> Result<(Child, String), ClusterError> {
         let start_error = |message: String| ClusterError::Start {
             host: name.to_owned(),
             message,
         };
         let s = &self.spec;
+        let (endpoint, lease_check_url) = match proxy {
+            Some(p) => (p.url.clone(), p.rewrite(&s.lease_check_url, &s.endpoint)),
+            None => (s.endpoint.clone(), s.lease_check_url.clone()),
+        };
         let mut command = Command::new(&s.binary);
         command
             .args(["--group", &s.group, "--host", name])
-            .args(["--lease-check-url", &s.lease_check_url])
+            .args(["--lease-check-url", &lease_check_url])
             .args(["--data-table", &s.data_table, "--gate-log"])
             .arg(log)
-            .env("AWS_ENDPOINT_URL", &s.endpoint)
+            .env("AWS_ENDPOINT_URL", &endpoint)
             .env("AWS_REGION", &s.region)
             .env("AWS_ACCESS_KEY_ID", "test")
             .env("AWS_SECRET_ACCESS_KEY", "test")
@@ -186,7 +211,7 @@ impl Cluster {
             return Ok(());
         }
         let (name, log) = (self.hosts[i].name.clone(), self.hosts[i].log.clone());
-        let (child, addr) = self.spawn(&name, &log)?;
+        let (child, addr) = self.spawn(&name, &log, self.hosts[i].proxy.as_ref())?;
         self.hosts[i].child = Some(child);
         self.hosts[i].addr = addr;
         Ok(())

@@ -6,6 +6,7 @@
 //! were writable at once.
 
 pub mod campaign;
+pub mod chaos_proxy;
 pub mod checker;
 pub mod cluster;
 pub mod gate_log;

@@ -1,5 +1,7 @@
-//! The lease fault campaign on the deployed local stack: three kvdemo hosts, a writer writing
-//! through the primary, and kill -9 / SIGSTOP-past-the-deadline of the primary until
+//! The lease fault campaign on the deployed local stack: three kvdemo hosts, each behind its own
+//! chaos proxy to MiniStack (2% 500s, 1% lost answers, 2% throttling, 0-30 ms latency on its
+//! data-table and lease-check traffic), a writer writing through the primary, and kill -9 /
+//! SIGSTOP-past-the-deadline / cut-off-from-lease-check of the primary until
 //! `CAMPAIGN_FAILOVERS` failovers (default 10, the test command's short run; the long run is
 //! `CAMPAIGN_FAILOVERS=100 cargo test -p kvdemo --test campaign -- --nocapture`). Then: 0
 //! overlapping writable intervals, epochs increasing, 0 acknowledged writes lost; prints the
@@ -63,22 +65,38 @@ async fn faults_never_yield_two_writers_or_lose_an_acknowledged_write() -> Resul
             lease: cfg,
             dir,
             fault_injection: false,
+            chaos_proxies: true,
         },
         &hosts,
     )?;
-    let report = kvdemo::campaign::run(cluster, failovers, Duration::from_millis(lease_ms)).await?;
+    let store_faults = kvdemo::chaos_proxy::Faults {
+        cut_off_lease_check: false,
+        error: 0.02,
+        lost_answer: 0.01,
+        throttle: 0.02,
+        max_latency: Duration::from_millis(30),
+    };
+    let report = kvdemo::campaign::run(
+        cluster,
+        failovers,
+        Duration::from_millis(lease_ms),
+        store_faults,
+    )
+    .await?;
     let bound = lease_ms + cfg.clock_skew_ms + cfg.poll_interval_ms;
     eprintln!(
-        "campaign: {} failovers ({} kill -9, {} SIGSTOP), failover p50 {} ms p99 {} ms (bound {bound} ms), \
-         {} acknowledged writes, {} lost, {} violations",
+        "campaign: {} failovers ({} kill -9, {} SIGSTOP, {} cut off from lease-check), failover p50 {} ms \
+         p99 {} ms (bound {bound} ms), {} acknowledged writes, {} lost, {} violations; store faults {:?}",
         report.failovers,
         report.kills,
         report.pauses,
+        report.cut_offs,
         report.percentile_ms(50.0),
         report.percentile_ms(99.0),
         report.acked_writes,
         report.lost_writes.len(),
-        report.violations.len()
+        report.violations.len(),
+        report.store_faults
     );
     ensure!(report.violations.is_empty(), "{:#?}", report.violations);
     ensure!(
@@ -91,6 +109,15 @@ async fn faults_never_yield_two_writers_or_lose_an_acknowledged_write() -> Resul
         "the writer never got a write acknowledged"
     );
     ensure!(report.failovers >= failovers);
+    ensure!(
+        failovers < 3 || (report.kills > 0 && report.pauses > 0 && report.cut_offs > 0),
+        "every kind of fault should have struck: {report:?}"
+    );
+    let injected = &report.store_faults;
+    ensure!(
+        injected.passed > 0 && injected.error + injected.throttle + injected.lost_answer > 0,
+        "the chaos proxies saw no traffic or injected no store fault: {injected:?}"
+    );
     let _ = dynamodb.delete_table().table_name(&table).send().await;
     Ok(())
 }

@@ -73,6 +73,7 @@ impl Setup {
                 lease: cfg,
                 dir,
                 fault_injection,
+                chaos_proxies: false,
             },
             &HOSTS,
         )?;
