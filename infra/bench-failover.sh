@@ -5,11 +5,7 @@
 # drains per lease length, and the dynamodb-lease peer at its 2 s TTL on the same MiniStack.
 # Starts MiniStack on port 4566 if it is not running. Takes ~15 minutes at 20 cycles.
 set -euo pipefail
-root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-cd "$root"
-"$root/infra/setup.sh"
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/tmp/tenure-target}"
-"$root/infra/ministack.sh" status >/dev/null 2>&1 || "$root/infra/ministack.sh" start
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 out="$root/.local/bench-regions.json"
 rm -f "$out"
 "$root/infra/local-regions.sh" deploy --regions us-east-1 --out "$out"

@@ -4,11 +4,7 @@
 # submit -> SUCCEEDED latency one op at a time, then OPS (default 500) ops in a batch.
 # Starts MiniStack on port 4566 if it is not running.
 set -euo pipefail
-root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-cd "$root"
-"$root/infra/setup.sh"
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/tmp/tenure-target}"
-"$root/infra/ministack.sh" status >/dev/null 2>&1 || "$root/infra/ministack.sh" start
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 out="$root/.local/bench-irc-regions.json"
 rm -f "$out"
 "$root/infra/local-regions.sh" deploy --out "$out"

@@ -132,6 +132,61 @@ pub fn is_condition_failure<E: ProvideErrorMetadata, R>(err: &SdkError<E, R>) ->
     matches!(err, SdkError::ServiceError(e) if e.err().code() == Some("ConditionalCheckFailedException"))
 }
 
+/// A DynamoDB item as the SDK hands it over.
+pub type Item = HashMap<String, AttributeValue>;
+
+/// Decodes a stored item into its record; `key` names the item in the error.
+pub fn decode_item<T: serde::de::DeserializeOwned>(key: &str, item: Item) -> Result<T, StoreError> {
+    serde_dynamo::from_item(item).map_err(|e| StoreError::Corrupt {
+        item: key.to_owned(),
+        reason: e.to_string(),
+    })
+}
+
+/// [`decode_item`] for an item read without knowing its key (a scan or query): the error names
+/// it by its `key_attribute`.
+pub fn decode_keyed<T: serde::de::DeserializeOwned>(
+    key_attribute: &str,
+    item: Item,
+) -> Result<T, StoreError> {
+    let key = match item.get(key_attribute) {
+        Some(AttributeValue::S(k)) => k.clone(),
+        _ => format!("<no {key_attribute}>"),
+    };
+    decode_item(&key, item)
+}
+
+/// `None` for no item, or the empty item DynamoDB returns as ALL_OLD when there was none.
+pub fn decode_opt_item<T: serde::de::DeserializeOwned>(
+    key: &str,
+    item: Option<Item>,
+) -> Result<Option<T>, StoreError> {
+    item.filter(|i| !i.is_empty())
+        .map(|i| decode_item(key, i))
+        .transpose()
+}
+
+/// The outcome of a conditional UpdateItem that returns ALL_NEW on success and ALL_OLD on a
+/// failed condition: `Ok(Ok(new))` written, `Ok(Err(current))` refused (the item as it stands,
+/// `None` when there is none), `Err` when DynamoDB did not answer. One request both decides and
+/// reports, so callers never act on a separate, possibly stale, read.
+pub fn written_or_current<T: serde::de::DeserializeOwned, R: std::fmt::Debug>(
+    key: &str,
+    operation: &'static str,
+    result: Result<
+        aws_sdk_dynamodb::operation::update_item::UpdateItemOutput,
+        SdkError<UpdateItemError, R>,
+    >,
+) -> Result<Result<Option<T>, Option<T>>, StoreError> {
+    match result {
+        Ok(out) => Ok(Ok(decode_opt_item(key, out.attributes)?)),
+        Err(err) => match condition_failure_item(&err) {
+            Some(current) => Ok(Err(decode_opt_item(key, current)?)),
+            None => Err(StoreError::from_sdk(operation, err)),
+        },
+    }
+}
+
 /// For a failed condition: `Some(item as it stands)` (an empty item when it does not exist).
 pub fn condition_failure_item<R>(
     err: &SdkError<UpdateItemError, R>,

@@ -2,7 +2,6 @@
 //! put them in DynamoDB expressions and logs without further checks.
 
 use serde::{Deserialize, Serialize};
-use std::fmt;
 
 /// Longest id the wire contract accepts.
 pub const MAX_ID_LEN: usize = 64;
@@ -30,6 +29,40 @@ fn validate(kind: &'static str, raw: &str) -> Result<(), IdError> {
     }
 }
 
+/// The string conversions every id type shares (serde goes through them), given its `parse`
+/// and `as_str`: ids are validated on the way in, whichever way they come.
+macro_rules! id_string_conversions {
+    ($name:ident, $error:ty) => {
+        impl TryFrom<String> for $name {
+            type Error = $error;
+            fn try_from(raw: String) -> Result<Self, $error> {
+                Self::parse(&raw)
+            }
+        }
+
+        impl From<$name> for String {
+            fn from(id: $name) -> String {
+                id.0
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            // `pad` honours width and alignment, so ids line up in operators' tables.
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.pad(self.as_str())
+            }
+        }
+
+        impl std::str::FromStr for $name {
+            type Err = $error;
+            fn from_str(raw: &str) -> Result<Self, $error> {
+                Self::parse(raw)
+            }
+        }
+    };
+}
+pub(crate) use id_string_conversions;
+
 macro_rules! wire_id {
     ($(#[$doc:meta])* $name:ident, $kind:literal) => {
         $(#[$doc])*
@@ -49,33 +82,7 @@ macro_rules! wire_id {
             }
         }
 
-        impl TryFrom<String> for $name {
-            type Error = IdError;
-            fn try_from(raw: String) -> Result<Self, IdError> {
-                validate($kind, &raw)?;
-                Ok(Self(raw))
-            }
-        }
-
-        impl From<$name> for String {
-            fn from(id: $name) -> String {
-                id.0
-            }
-        }
-
-        impl fmt::Display for $name {
-            // `pad` honours width and alignment, so ids line up in operators' tables.
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.pad(&self.0)
-            }
-        }
-
-        impl std::str::FromStr for $name {
-            type Err = IdError;
-            fn from_str(raw: &str) -> Result<Self, IdError> {
-                Self::parse(raw)
-            }
-        }
+        id_string_conversions!($name, IdError);
     };
 }
 

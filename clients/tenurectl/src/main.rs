@@ -164,9 +164,22 @@ fn print_lease(record: &LeaseRecord, now: u64) {
     }
 }
 
-#[tokio::main]
-async fn main() -> Result<()> {
-    let cli = Cli::parse();
+/// Rust ignores SIGPIPE, so `tenurectl ... | head` would panic in `println!` once `head`
+/// exits. A command-line tool should end quietly instead, as `ls` and `cat` do.
+fn restore_default_sigpipe() {
+    // SAFETY: called first thing in main, before the runtime's threads exist or any I/O is
+    // done; resetting a signal's disposition to its default has no other effect.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
+fn main() -> Result<()> {
+    restore_default_sigpipe();
+    tokio::runtime::Runtime::new()?.block_on(run(Cli::parse()))
+}
+
+async fn run(cli: Cli) -> Result<()> {
     let sdk = tenure::aws::load_sdk_config().await;
     let command = match cli.command {
         Command::Ops(command) => {

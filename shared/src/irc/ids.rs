@@ -1,7 +1,6 @@
 //! Identifiers of the coordinator's wire contract: operation ids (ULIDs) and AWS regions.
 
 use serde::{Deserialize, Serialize};
-use std::fmt;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum IrcIdError {
@@ -68,34 +67,8 @@ impl Region {
     }
 }
 
-macro_rules! string_conversions {
-    ($name:ident) => {
-        impl TryFrom<String> for $name {
-            type Error = IrcIdError;
-            fn try_from(raw: String) -> Result<Self, IrcIdError> {
-                Self::parse(&raw)
-            }
-        }
-        impl From<$name> for String {
-            fn from(id: $name) -> String {
-                id.0
-            }
-        }
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.pad(&self.0)
-            }
-        }
-        impl std::str::FromStr for $name {
-            type Err = IrcIdError;
-            fn from_str(raw: &str) -> Result<Self, IrcIdError> {
-                Self::parse(raw)
-            }
-        }
-    };
-}
-string_conversions!(OpId);
-string_conversions!(Region);
+crate::ids::id_string_conversions!(OpId, IrcIdError);
+crate::ids::id_string_conversions!(Region, IrcIdError);
 
 #[cfg(test)]
 mod tests {

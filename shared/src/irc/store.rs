@@ -9,13 +9,13 @@
 
 use super::ids::{OpId, Region};
 use super::item::{Status, Transition, WorkItem};
-use crate::aws::{condition_failure_item, is_condition_failure, StoreError};
+use crate::aws::{
+    decode_keyed, decode_opt_item, is_condition_failure, written_or_current, Item, StoreError,
+};
 use crate::Millis;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, ReturnValuesOnConditionCheckFailure};
 use aws_sdk_dynamodb::Client;
 use std::collections::HashMap;
-
-type Item = HashMap<String, AttributeValue>;
 
 /// The GSI the dispatcher and `tenurectl ops list` query.
 pub const STATUS_INDEX: &str = "by-status-due";
@@ -110,18 +110,7 @@ impl WorkItemStore {
     }
 
     fn parse(item: Item) -> Result<WorkItem, StoreError> {
-        let key = match item.get("op_id") {
-            Some(AttributeValue::S(k)) => k.clone(),
-            _ => "?".into(),
-        };
-        serde_dynamo::from_item(item).map_err(|e| StoreError::Corrupt {
-            item: key,
-            reason: e.to_string(),
-        })
-    }
-
-    fn parse_opt(item: Option<Item>) -> Result<Option<WorkItem>, StoreError> {
-        item.filter(|i| !i.is_empty()).map(Self::parse).transpose()
+        decode_keyed("op_id", item)
     }
 
     /// The next sequence number for `resource` in `target`: an atomic counter item in the same
@@ -222,7 +211,7 @@ impl WorkItemStore {
             .send()
             .await
             .map_err(|e| StoreError::from_sdk("GetItem", e))?;
-        Self::parse_opt(out.item)
+        decode_opt_item(op_id.as_str(), out.item)
     }
 
     /// Claims the item for one attempt, in one request that returns it: from PENDING,
@@ -265,20 +254,14 @@ impl WorkItemStore {
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .send()
             .await;
-        match result {
-            Ok(out) => match Self::parse_opt(out.attributes)? {
-                Some(item) => Ok(ClaimOutcome::Claimed(item)),
-                None => Ok(ClaimOutcome::Missing),
+        Ok(
+            match written_or_current(op_id.as_str(), "UpdateItem(claim)", result)? {
+                Ok(Some(item)) => ClaimOutcome::Claimed(item),
+                Ok(None) | Err(None) => ClaimOutcome::Missing,
+                Err(Some(item)) if item.status.is_terminal() => ClaimOutcome::Terminal(item),
+                Err(Some(item)) => ClaimOutcome::Busy(item),
             },
-            Err(e) => match condition_failure_item(&e) {
-                Some(current) => Ok(match Self::parse_opt(current)? {
-                    None => ClaimOutcome::Missing,
-                    Some(item) if item.status.is_terminal() => ClaimOutcome::Terminal(item),
-                    Some(item) => ClaimOutcome::Busy(item),
-                }),
-                None => Err(StoreError::from_sdk("UpdateItem(claim)", e)),
-            },
-        }
+        )
     }
 
     /// Ends an attempt; only the holder of `token` can.
@@ -321,16 +304,13 @@ impl WorkItemStore {
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .send()
             .await;
-        match result {
-            Ok(out) => match Self::parse_opt(out.attributes)? {
-                Some(item) => Ok(CompleteOutcome::Completed(item)),
-                None => Ok(CompleteOutcome::ClaimLost(None)),
+        Ok(
+            match written_or_current(op_id.as_str(), "UpdateItem(complete)", result)? {
+                Ok(Some(item)) => CompleteOutcome::Completed(item),
+                Ok(None) => CompleteOutcome::ClaimLost(None),
+                Err(current) => CompleteOutcome::ClaimLost(current),
             },
-            Err(e) => match condition_failure_item(&e) {
-                Some(current) => Ok(CompleteOutcome::ClaimLost(Self::parse_opt(current)?)),
-                None => Err(StoreError::from_sdk("UpdateItem(complete)", e)),
-            },
-        }
+        )
     }
 
     /// Items in `status` due at or before `now` (the dispatcher's sweep), oldest due first.
@@ -449,18 +429,12 @@ impl WorkItemStore {
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .send()
             .await;
-        match result {
-            Ok(out) => match Self::parse_opt(out.attributes)? {
-                Some(item) => Ok(RetryOutcome::Requeued(item)),
-                None => Ok(RetryOutcome::Missing),
+        Ok(
+            match written_or_current(op_id.as_str(), "UpdateItem(retry)", result)? {
+                Ok(Some(item)) => RetryOutcome::Requeued(item),
+                Err(Some(item)) => RetryOutcome::NotFailed(item),
+                Ok(None) | Err(None) => RetryOutcome::Missing,
             },
-            Err(e) => match condition_failure_item(&e) {
-                Some(current) => Ok(match Self::parse_opt(current)? {
-                    Some(item) => RetryOutcome::NotFailed(item),
-                    None => RetryOutcome::Missing,
-                }),
-                None => Err(StoreError::from_sdk("UpdateItem(retry)", e)),
-            },
-        }
+        )
     }
 }

@@ -16,8 +16,8 @@ use std::collections::HashMap;
 
 type Item = HashMap<String, AttributeValue>;
 
+use crate::aws::is_condition_failure;
 pub use crate::aws::StoreError;
-use crate::aws::{condition_failure_item, is_condition_failure};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 /// A write to one member's entry (heartbeat, drain flag).
@@ -100,17 +100,8 @@ impl LeaseStore {
         HashMap::from([("group_id".to_owned(), s(group.as_str()))])
     }
 
-    fn parse(group: &str, item: Item) -> Result<LeaseRecord, StoreError> {
-        serde_dynamo::from_item(item).map_err(|e| StoreError::Corrupt {
-            item: group.to_owned(),
-            reason: e.to_string(),
-        })
-    }
-
     fn parse_opt(group: &GroupId, item: Option<Item>) -> Result<Option<LeaseRecord>, StoreError> {
-        item.filter(|i| !i.is_empty())
-            .map(|i| Self::parse(group.as_str(), i))
-            .transpose()
+        crate::aws::decode_opt_item(group.as_str(), item)
     }
 
     /// Creates a group's item (epoch 0, free); refuses to overwrite an existing group.
@@ -383,9 +374,7 @@ impl LeaseStore {
     }
 }
 
-/// The outcome of a conditional UpdateItem that returns ALL_NEW on success and ALL_OLD on a
-/// failed condition: `Ok(Ok(new))` written, `Ok(Err(current))` refused (the item as it
-/// stands, `None` when there is none), `Err` when DynamoDB did not answer.
+/// [`crate::aws::written_or_current`] for a lease record, which always exists after a write.
 fn written_or_current<R: std::fmt::Debug>(
     group: &GroupId,
     result: Result<
@@ -393,18 +382,13 @@ fn written_or_current<R: std::fmt::Debug>(
         SdkError<aws_sdk_dynamodb::operation::update_item::UpdateItemError, R>,
     >,
 ) -> Result<Result<LeaseRecord, Option<LeaseRecord>>, StoreError> {
-    match result {
-        Ok(out) => match LeaseStore::parse_opt(group, out.attributes)? {
-            Some(record) => Ok(Ok(record)),
-            None => Err(StoreError::Corrupt {
-                item: group.to_string(),
-                reason: "UpdateItem returned no attributes".into(),
-            }),
-        },
-        Err(err) => match condition_failure_item(&err) {
-            Some(old) => Ok(Err(LeaseStore::parse_opt(group, old)?)),
-            None => Err(StoreError::from_sdk("UpdateItem", err)),
-        },
+    match crate::aws::written_or_current(group.as_str(), "UpdateItem", result)? {
+        Ok(Some(record)) => Ok(Ok(record)),
+        Ok(None) => Err(StoreError::Corrupt {
+            item: group.to_string(),
+            reason: "UpdateItem returned no attributes".into(),
+        }),
+        Err(current) => Ok(Err(current)),
     }
 }
 
@@ -417,13 +401,7 @@ fn scan_records(
         let item = pages.next().await?;
         let parsed = item
             .map_err(|e| StoreError::from_sdk("Scan", e))
-            .and_then(|item| {
-                let group = match item.get("group_id") {
-                    Some(AttributeValue::S(id)) => id.clone(),
-                    _ => "<no group_id>".to_owned(),
-                };
-                LeaseStore::parse(&group, item)
-            });
+            .and_then(|item| crate::aws::decode_keyed("group_id", item));
         Some((parsed, pages))
     })
 }
