@@ -13,21 +13,17 @@
 //!   CYCLES=5 infra/bench-failover.sh     # a quick look
 
 use anyhow::{bail, Context, Result};
-use kvdemo::cluster::{Cluster, ClusterSpec};
+use kvdemo::cluster::Cluster;
+use kvdemo::fixture::{Fixture, StackAccess, HOSTS};
 use rand::Rng;
-use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use tenure::clock::{Clock, SystemClock};
-use tenure::ids::{GroupId, HostId};
-use tenure::lease::record::Member;
-use tenure::lease::service::LeaseService;
-use tenure::lease::store::LeaseStore;
+use tenure::ids::HostId;
 use tenure::lease::LeaseConfig;
 use tenure_e2e::{stacks, Stack};
 
-const HOSTS: [&str; 3] = ["host-a", "host-b", "host-c"];
 const PEER_KEY: &str = "bench-lease";
 
 struct Args {
@@ -106,44 +102,17 @@ async fn tenure_cycles(
     label: &str,
     cycles: usize,
 ) -> Result<(Summary, Summary)> {
-    let sdk = stack.sdk().await;
-    let dynamodb = tenure::aws::dynamodb_client(&sdk, None);
-    let suffix = format!("{}-{}", std::process::id(), SystemClock.now_ms());
-    let table = format!("kvdemo-bench-{suffix}");
-    tenure::aws::ensure_table(&dynamodb, &table, "key")
-        .await
-        .map_err(anyhow::Error::msg)?;
-    let service = LeaseService::new(
-        LeaseStore::new(dynamodb.clone(), stack.output("LeasesTable")?),
+    let fixture = Fixture::create(
+        &StackAccess::from_outputs(&stack.endpoint, &stack.region, &stack.outputs)?,
+        &stack.sdk().await,
+        env!("CARGO_BIN_EXE_kvdemo").into(),
+        "bench",
         cfg,
-        SystemClock,
-    );
-    let group = GroupId::parse(&format!("bench-{suffix}"))?;
-    let members: BTreeMap<HostId, Member> = HOSTS
-        .iter()
-        .zip([3, 2, 1])
-        .map(|(h, p)| Ok((HostId::parse(h)?, Member::new(format!("az-{h}"), p))))
-        .collect::<Result<_>>()?;
-    service
-        .create_group(group.clone(), cfg.lease_ms, members)
-        .await?;
-    let dir = std::env::temp_dir().join(format!("kvdemo-bench-{suffix}"));
-    std::fs::create_dir_all(&dir)?;
-    let mut cluster = Cluster::start(
-        ClusterSpec {
-            binary: env!("CARGO_BIN_EXE_kvdemo").into(),
-            group: group.to_string(),
-            lease_check_url: stack.output("LeaseCheckLocalUrl")?.to_owned(),
-            data_table: table.clone(),
-            endpoint: stack.endpoint.clone(),
-            region: stack.region.clone(),
-            lease: cfg,
-            dir,
-            fault_injection: false,
-            chaos_proxies: false,
-        },
-        &HOSTS,
-    )?;
+        cfg.lease_ms,
+    )
+    .await?;
+    let (service, group) = (&fixture.service, &fixture.group);
+    let mut cluster = Cluster::start(fixture.spec.clone(), &HOSTS)?;
     let all = [0, 1, 2];
     let settle = Duration::from_millis(cfg.heartbeat_timeout_ms);
     let within = Duration::from_millis(3 * cfg.lease_ms + 10_000);
@@ -182,7 +151,7 @@ async fn tenure_cycles(
         let started = Instant::now();
         service
             .store()
-            .set_draining(&group, &host, true, service.now_ms())
+            .set_draining(group, &host, true, service.now_ms())
             .await?;
         let others: Vec<usize> = all.iter().copied().filter(|&i| i != primary).collect();
         let next = cluster.wait_for_primary(&others, within).await?;
@@ -196,7 +165,7 @@ async fn tenure_cycles(
         );
         service
             .store()
-            .set_draining(&group, &host, false, service.now_ms())
+            .set_draining(group, &host, false, service.now_ms())
             .await?;
     }
 
@@ -205,7 +174,7 @@ async fn tenure_cycles(
         bail!("{label}: the gate logs show a safety violation: {found:#?}");
     }
     drop(cluster);
-    let _ = dynamodb.delete_table().table_name(&table).send().await;
+    fixture.drop_table().await;
     Ok((kills, drains))
 }
 

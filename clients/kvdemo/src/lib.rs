@@ -9,6 +9,7 @@ pub mod campaign;
 pub mod chaos_proxy;
 pub mod checker;
 pub mod cluster;
+pub mod fixture;
 pub mod gate_log;
 pub mod http;
 pub mod store;

@@ -9,13 +9,9 @@
 //! the short run short.
 
 use anyhow::{ensure, Context, Result};
-use std::collections::BTreeMap;
+use kvdemo::cluster::Cluster;
+use kvdemo::fixture::{Fixture, StackAccess, HOSTS};
 use std::time::Duration;
-use tenure::clock::{Clock, SystemClock};
-use tenure::ids::{GroupId, HostId};
-use tenure::lease::record::Member;
-use tenure::lease::service::LeaseService;
-use tenure::lease::store::LeaseStore;
 use tenure::lease::LeaseConfig;
 use tenure_e2e::stacks;
 
@@ -29,46 +25,19 @@ async fn faults_never_yield_two_writers_or_lose_an_acknowledged_write() -> Resul
         .into_iter()
         .next()
         .context("a deployed stack")?;
-    let sdk = stack.sdk().await;
-    let dynamodb = tenure::aws::dynamodb_client(&sdk, None);
-    let suffix = format!("{}-{}", std::process::id(), SystemClock.now_ms());
-    let table = format!("kvdemo-campaign-{suffix}");
-    tenure::aws::ensure_table(&dynamodb, &table, "key")
-        .await
-        .map_err(anyhow::Error::msg)?;
     let cfg = LeaseConfig::default();
     let lease_ms = 6_000;
-    let group = GroupId::parse(&format!("campaign-{suffix}"))?;
-    let hosts = ["host-a", "host-b", "host-c"];
-    let members: BTreeMap<HostId, Member> = hosts
-        .iter()
-        .zip([3, 2, 1])
-        .map(|(h, p)| Ok((HostId::parse(h)?, Member::new(format!("az-{h}"), p))))
-        .collect::<Result<_>>()?;
-    LeaseService::new(
-        LeaseStore::new(dynamodb.clone(), stack.output("LeasesTable")?),
+    let mut fixture = Fixture::create(
+        &StackAccess::from_outputs(&stack.endpoint, &stack.region, &stack.outputs)?,
+        &stack.sdk().await,
+        env!("CARGO_BIN_EXE_kvdemo").into(),
+        "campaign",
         cfg,
-        SystemClock,
+        lease_ms,
     )
-    .create_group(group.clone(), lease_ms, members)
     .await?;
-    let dir = std::env::temp_dir().join(format!("kvdemo-campaign-{suffix}"));
-    std::fs::create_dir_all(&dir)?;
-    let cluster = kvdemo::cluster::Cluster::start(
-        kvdemo::cluster::ClusterSpec {
-            binary: env!("CARGO_BIN_EXE_kvdemo").into(),
-            group: group.to_string(),
-            lease_check_url: stack.output("LeaseCheckLocalUrl")?.to_owned(),
-            data_table: table.clone(),
-            endpoint: stack.endpoint.clone(),
-            region: stack.region.clone(),
-            lease: cfg,
-            dir,
-            fault_injection: false,
-            chaos_proxies: true,
-        },
-        &hosts,
-    )?;
+    fixture.spec.chaos_proxies = true;
+    let cluster = Cluster::start(fixture.spec.clone(), &HOSTS)?;
     let store_faults = kvdemo::chaos_proxy::Faults {
         cut_off_lease_check: false,
         error: 0.02,
@@ -118,6 +87,6 @@ async fn faults_never_yield_two_writers_or_lose_an_acknowledged_write() -> Resul
         injected.passed > 0 && injected.error + injected.throttle + injected.lost_answer > 0,
         "the chaos proxies saw no traffic or injected no store fault: {injected:?}"
     );
-    let _ = dynamodb.delete_table().table_name(&table).send().await;
+    fixture.drop_table().await;
     Ok(())
 }

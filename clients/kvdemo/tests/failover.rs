@@ -8,20 +8,17 @@
 use anyhow::{bail, ensure, Context, Result};
 use aws_sdk_dynamodb::types::AttributeValue;
 use kvdemo::checker::violations;
-use kvdemo::cluster::{Cluster, ClusterSpec};
-use std::collections::{BTreeMap, BTreeSet};
+use kvdemo::cluster::Cluster;
+use kvdemo::fixture::{Fixture, StackAccess, HOSTS};
+use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
-use tenure::clock::{Clock, SystemClock};
+use tenure::clock::SystemClock;
 use tenure::ids::{GroupId, HostId};
-use tenure::lease::record::Member;
 use tenure::lease::service::LeaseService;
-use tenure::lease::store::LeaseStore;
 use tenure::lease::LeaseConfig;
 use tenure_e2e::stacks;
 
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-const HOSTS: [&str; 3] = ["host-a", "host-b", "host-c"];
 
 struct Setup {
     cluster: Cluster,
@@ -38,52 +35,25 @@ impl Setup {
             .into_iter()
             .next()
             .context("a deployed stack")?;
-        let sdk = stack.sdk().await;
-        let dynamodb = tenure::aws::dynamodb_client(&sdk, None);
-        let suffix = format!("{tag}-{}-{}", std::process::id(), SystemClock.now_ms());
-        let table = format!("kvdemo-data-{suffix}");
-        tenure::aws::ensure_table(&dynamodb, &table, "key")
-            .await
-            .map_err(anyhow::Error::msg)?;
         let cfg = LeaseConfig::default();
-        let group = GroupId::parse(&format!("kv-{suffix}"))?;
-        let service = LeaseService::new(
-            LeaseStore::new(dynamodb.clone(), stack.output("LeasesTable")?),
+        let mut fixture = Fixture::create(
+            &StackAccess::from_outputs(&stack.endpoint, &stack.region, &stack.outputs)?,
+            &stack.sdk().await,
+            env!("CARGO_BIN_EXE_kvdemo").into(),
+            tag,
             cfg,
-            SystemClock,
-        );
-        let members: BTreeMap<HostId, Member> = HOSTS
-            .iter()
-            .zip([3, 2, 1])
-            .map(|(h, p)| Ok((HostId::parse(h)?, Member::new(format!("az-{h}"), p))))
-            .collect::<Result<_>>()?;
-        service
-            .create_group(group.clone(), cfg.lease_ms, members)
-            .await?;
-        let dir = std::env::temp_dir().join(format!("kvdemo-{suffix}"));
-        std::fs::create_dir_all(&dir)?;
-        let cluster = Cluster::start(
-            ClusterSpec {
-                binary: env!("CARGO_BIN_EXE_kvdemo").into(),
-                group: group.to_string(),
-                lease_check_url: stack.output("LeaseCheckLocalUrl")?.to_owned(),
-                data_table: table.clone(),
-                endpoint: stack.endpoint.clone(),
-                region: stack.region.clone(),
-                lease: cfg,
-                dir,
-                fault_injection,
-                chaos_proxies: false,
-            },
-            &HOSTS,
-        )?;
+            cfg.lease_ms,
+        )
+        .await?;
+        fixture.spec.fault_injection = fault_injection;
+        let cluster = Cluster::start(fixture.spec.clone(), &HOSTS)?;
         Ok(Self {
             cluster,
-            service,
-            group,
+            service: fixture.service,
+            group: fixture.group,
             cfg,
-            dynamodb,
-            table,
+            dynamodb: fixture.dynamodb,
+            table: fixture.table,
         })
     }
 
