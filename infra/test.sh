@@ -57,6 +57,11 @@ status=${PIPESTATUS[0]}
 cargo test --release -p tenure --test lease_model -- --nocapture 2>&1 | tee -a "$log"
 model_status=${PIPESTATUS[0]}
 (( status == 0 )) && status=$model_status
+# Fuzz every external input for a short while (the long run: infra/fuzz.sh 600).
+step "fuzz (infra/fuzz.sh, 20 s per target)"
+infra/fuzz.sh 20
+fuzz_status=$?
+(( status == 0 )) && status=$fuzz_status
 set -e
 read -r passed failed < <(awk '/^test result:/ { p += $4; f += $6 } END { print p + 0, f + 0 }' "$log")
 rm -f "$log"

@@ -20,6 +20,17 @@ impl ApiResponse {
         Self { status: 200, body }
     }
 
+    /// Whether this is a client error in the contract's shape: 4xx, with a non-empty
+    /// `error.code` and a string `error.message`. What the property tests and fuzz targets
+    /// demand of every answer to malformed input.
+    pub fn is_client_error(&self) -> bool {
+        (400..500).contains(&self.status)
+            && self.body["error"]["code"]
+                .as_str()
+                .is_some_and(|c| !c.is_empty())
+            && self.body["error"]["message"].is_string()
+    }
+
     /// The one error shape every endpoint uses.
     pub fn error(status: u16, code: &str, message: impl Into<String>) -> Self {
         Self {

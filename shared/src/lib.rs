@@ -16,6 +16,7 @@ pub mod http;
 pub mod ids;
 pub mod irc;
 pub mod lease;
+pub mod schedule;
 pub mod sigv4;
 pub mod telemetry;
 

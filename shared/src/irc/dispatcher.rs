@@ -120,12 +120,13 @@ impl<C: Clock> Dispatcher<C> {
         total
     }
 
-    /// The scheduled entry point (the event's content is not used).
+    /// The scheduled entry point (the event's content is only logged).
     pub async fn handle_scheduled(
         &self,
         event: lambda_runtime::LambdaEvent<serde_json::Value>,
     ) -> Result<SweepReport, std::convert::Infallible> {
-        let deadline = crate::lease::renewer::deadline_instant(event.context.deadline, &self.clock);
+        let deadline = crate::schedule::deadline_instant(event.context.deadline, &self.clock);
+        info!(trigger = %crate::schedule::Trigger::of(&event.payload), "dispatcher run starts");
         let report = self.run_until(deadline).await;
         info!(
             sweeps = report.sweeps,

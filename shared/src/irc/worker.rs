@@ -245,7 +245,7 @@ impl<C: Clock> Worker<C> {
         &self,
         event: lambda_runtime::LambdaEvent<SqsEvent>,
     ) -> Result<SqsBatchResponse, std::convert::Infallible> {
-        let deadline = crate::lease::renewer::deadline_instant(event.context.deadline, &self.clock);
+        let deadline = crate::schedule::deadline_instant(event.context.deadline, &self.clock);
         Ok(self.handle_batch(event.payload, deadline).await)
     }
 }

@@ -9,6 +9,7 @@ use super::protocol::{renew_decision, RenewDecision, RenewSkip};
 use super::store::{LeaseStore, RenewOutcome};
 use crate::clock::Clock;
 use crate::config::{u64_or, EnvError, EnvSource};
+use crate::schedule::{deadline_instant, Trigger};
 use futures::StreamExt;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -206,13 +207,7 @@ pub struct RunReport {
     pub total: RoundReport,
 }
 
-/// Turns the invocation's deadline (ms since the Unix epoch, from the Lambda context) into an
-/// `Instant`, using the function's own clock for the conversion.
-pub fn deadline_instant<C: Clock>(deadline_epoch_ms: u64, clock: &C) -> Instant {
-    Instant::now() + Duration::from_millis(deadline_epoch_ms.saturating_sub(clock.now_ms()))
-}
-
-/// The scheduled entry point. The event's content is not used (a SAM `Schedule` sends an
+/// The scheduled entry point. The event's content is only logged (a SAM `Schedule` sends an
 /// EventBridge envelope, `ScheduleV2` its raw `Input`); any JSON starts a run.
 pub async fn handle_scheduled<C: Clock>(
     store: &LeaseStore,
@@ -222,6 +217,7 @@ pub async fn handle_scheduled<C: Clock>(
     event: lambda_runtime::LambdaEvent<serde_json::Value>,
 ) -> Result<RunReport, std::convert::Infallible> {
     let deadline = deadline_instant(event.context.deadline, clock);
+    info!(trigger = %Trigger::of(&event.payload), "renewer run starts");
     let report = run_until(store, lease, clock, renewer, deadline).await;
     info!(
         rounds = report.rounds,
