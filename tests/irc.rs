@@ -7,7 +7,6 @@
 //! (`TENURE_E2E_IRC_PROXY_PORT`, see infra/test.sh), so tests can script remote failures.
 
 use anyhow::{bail, ensure, Context, Result};
-use aws_sdk_dynamodb::types::AttributeValue;
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 use tenure::clock::{Clock, SystemClock};
@@ -20,7 +19,7 @@ use tenure::irc::submit::{SubmitRequest, Submitter};
 use tenure::irc::{OpId, Region, Status, WorkItem};
 use tenure::lease::LeaseConfig;
 use tenure_e2e::fault_proxy::{Fault, FaultProxy};
-use tenure_e2e::{find, stacks, Stack};
+use tenure_e2e::{find, group_item, stacks, Stack};
 
 const SOURCE: &str = "us-east-1";
 const TARGET: &str = "eu-west-1";
@@ -136,16 +135,7 @@ impl Irc {
 
     /// The target group's item: its `version` counts every group.put applied.
     async fn target_group(&self, group: &str) -> Result<Option<Value>> {
-        let item = self
-            .target_dynamodb
-            .get_item()
-            .table_name(self.target.output("LeasesTable")?)
-            .key("group_id", AttributeValue::S(group.to_owned()))
-            .consistent_read(true)
-            .send()
-            .await?
-            .item;
-        Ok(item.map(serde_dynamo::from_item).transpose()?)
+        group_item(&self.target_dynamodb, &self.target, group).await
     }
 
     async fn inbound_outcome(&self, op_id: &OpId) -> Result<Option<String>> {

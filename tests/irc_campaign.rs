@@ -29,7 +29,7 @@ use tenure::irc::store::WorkItemStore;
 use tenure::irc::submit::{SubmitRequest, Submitter};
 use tenure::irc::{Region, Status, WorkItem};
 use tenure_e2e::fault_proxy::{Chaos, FaultProxy};
-use tenure_e2e::{find, lambda_processes, stacks, Stack};
+use tenure_e2e::{find, group_item, lambda_processes, stacks, Stack};
 
 /// One way ops travel: submitted in `source`, applied in `target`.
 struct Direction {
@@ -92,16 +92,7 @@ impl Direction {
 
     /// The target group's item as JSON.
     async fn target_group(&self, group: &str) -> Result<Option<Value>> {
-        let item = self
-            .target_dynamodb
-            .get_item()
-            .table_name(self.target.output("LeasesTable")?)
-            .key("group_id", AttributeValue::S(group.to_owned()))
-            .consistent_read(true)
-            .send()
-            .await?
-            .item;
-        Ok(item.map(serde_dynamo::from_item).transpose()?)
+        group_item(&self.target_dynamodb, &self.target, group).await
     }
 }
 

@@ -65,6 +65,27 @@ pub fn stacks(env_var: &str) -> Result<Vec<Stack>> {
     parse_stacks(&text)
 }
 
+/// A group's item in a stack's lease table, read strongly consistent, as JSON (its `version`
+/// counts every `group.put` applied).
+pub async fn group_item(
+    dynamodb: &aws_sdk_dynamodb::Client,
+    stack: &Stack,
+    group: &str,
+) -> Result<Option<Value>> {
+    let item = dynamodb
+        .get_item()
+        .table_name(stack.output("LeasesTable")?)
+        .key(
+            "group_id",
+            aws_sdk_dynamodb::types::AttributeValue::S(group.to_owned()),
+        )
+        .consistent_read(true)
+        .send()
+        .await?
+        .item;
+    Ok(item.map(serde_dynamo::from_item).transpose()?)
+}
+
 /// The stack deployed in `region`.
 pub fn find(all: &[Stack], region: &str) -> Result<Stack> {
     all.iter()

@@ -12,9 +12,7 @@ use kvdemo::cluster::Cluster;
 use kvdemo::fixture::{Fixture, StackAccess, HOSTS};
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
-use tenure::clock::SystemClock;
-use tenure::ids::{GroupId, HostId};
-use tenure::lease::service::LeaseService;
+use tenure::ids::HostId;
 use tenure::lease::LeaseConfig;
 use tenure_e2e::stacks;
 
@@ -22,11 +20,8 @@ static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(())
 
 struct Setup {
     cluster: Cluster,
-    service: LeaseService<SystemClock>,
-    group: GroupId,
+    fixture: Fixture,
     cfg: LeaseConfig,
-    dynamodb: aws_sdk_dynamodb::Client,
-    table: String,
 }
 
 impl Setup {
@@ -49,11 +44,8 @@ impl Setup {
         let cluster = Cluster::start(fixture.spec.clone(), &HOSTS)?;
         Ok(Self {
             cluster,
-            service: fixture.service,
-            group: fixture.group,
+            fixture,
             cfg,
-            dynamodb: fixture.dynamodb,
-            table: fixture.table,
         })
     }
 
@@ -99,9 +91,10 @@ impl Setup {
     /// Items stored with `epoch`, by key (the group fence item excluded).
     async fn keys_stored_with(&self, epoch: u64) -> Result<BTreeSet<String>> {
         let items = self
+            .fixture
             .dynamodb
             .scan()
-            .table_name(&self.table)
+            .table_name(&self.fixture.table)
             .consistent_read(true)
             .send()
             .await?
@@ -120,12 +113,7 @@ impl Setup {
     }
 
     async fn cleanup(self) {
-        let _ = self
-            .dynamodb
-            .delete_table()
-            .table_name(&self.table)
-            .send()
-            .await;
+        self.fixture.drop_table().await;
     }
 
     fn others(&self, i: usize) -> Vec<usize> {
@@ -275,9 +263,10 @@ async fn a_drained_primary_hands_over_within_two_polls() -> Result<()> {
     let mut acked = s.put_many(old, 0..5).await?;
     let host = HostId::parse(HOSTS[old])?;
     let started = Instant::now();
-    s.service
+    let f = &s.fixture;
+    f.service
         .store()
-        .set_draining(&s.group, &host, true, s.service.now_ms())
+        .set_draining(&f.group, &host, true, f.service.now_ms())
         .await?;
     let new = s
         .cluster
@@ -303,9 +292,10 @@ async fn a_drained_primary_hands_over_within_two_polls() -> Result<()> {
     }
     acked.extend(s.put_many(new, 5..10).await?);
     ensure!(acked.len() == 10);
-    s.service
+    let f = &s.fixture;
+    f.service
         .store()
-        .set_draining(&s.group, &host, false, s.service.now_ms())
+        .set_draining(&f.group, &host, false, f.service.now_ms())
         .await?;
     s.assert_readable(new, &acked).await?;
     s.assert_never_two_writable()?;
