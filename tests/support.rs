@@ -111,6 +111,75 @@ pub fn lambda_processes(function_name: &str) -> Vec<u32> {
         .collect()
 }
 
+/// Sets (`Some`) or removes (`None`) environment variables of the stack's function named by
+/// output `function_output`, keeping the others, and waits until the update is live. For fault
+/// tests that point a function somewhere else for a while; they must set it back.
+pub async fn set_function_env(
+    stack: &Stack,
+    function_output: &str,
+    changes: &[(&str, Option<&str>)],
+) -> Result<()> {
+    use aws_sdk_lambda::types::{Environment, LastUpdateStatus};
+    let lambda = aws_sdk_lambda::Client::new(&stack.sdk().await);
+    let function = stack.output(function_output)?;
+    let config = lambda
+        .get_function_configuration()
+        .function_name(function)
+        .send()
+        .await?;
+    let mut vars = config
+        .environment()
+        .and_then(|e| e.variables())
+        .cloned()
+        .unwrap_or_default();
+    for (name, value) in changes {
+        match value {
+            Some(v) => vars.insert((*name).to_owned(), (*v).to_owned()),
+            None => vars.remove(*name),
+        };
+    }
+    lambda
+        .update_function_configuration()
+        .function_name(function)
+        .environment(Environment::builder().set_variables(Some(vars)).build())
+        .send()
+        .await?;
+    let started = std::time::Instant::now();
+    loop {
+        let now = lambda
+            .get_function_configuration()
+            .function_name(function)
+            .send()
+            .await?;
+        match now.last_update_status() {
+            None | Some(LastUpdateStatus::Successful) => return Ok(()),
+            Some(LastUpdateStatus::Failed) => {
+                return Err(anyhow!(
+                    "updating {function}: {:?}",
+                    now.last_update_status_reason()
+                ))
+            }
+            _ if started.elapsed() > Duration::from_secs(60) => {
+                return Err(anyhow!("updating {function}: still in progress after 60 s"))
+            }
+            _ => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+}
+
+/// Starts an invocation of the stack's function named by output `function_output` without
+/// waiting for it (as its schedule would): after a configuration change, a scheduled loop such
+/// as the renewer's runs again at once instead of at the next minute.
+pub async fn invoke_async(stack: &Stack, function_output: &str) -> Result<()> {
+    aws_sdk_lambda::Client::new(&stack.sdk().await)
+        .invoke()
+        .function_name(stack.output(function_output)?)
+        .invocation_type(aws_sdk_lambda::types::InvocationType::Event)
+        .send()
+        .await?;
+    Ok(())
+}
+
 /// The stacks described by an outputs file.
 pub fn stacks_from(path: &std::path::Path) -> Result<Vec<Stack>> {
     let text = std::fs::read_to_string(path).with_context(|| {

@@ -1,6 +1,8 @@
 //! The lease fault campaign on the deployed local stack: three kvdemo hosts, each behind its own
 //! chaos proxy to MiniStack (2% 500s, 1% lost answers, 2% throttling, 0-30 ms latency on its
-//! data-table and lease-check traffic), a writer writing through the primary, and kill -9 /
+//! data-table and lease-check traffic), lease-check and the renewer behind one more with the
+//! same faults on their lease-table writes (their `AWS_ENDPOINT_URL_DYNAMODB` points at it for
+//! the run, and is removed again after), a writer writing through the primary, and kill -9 /
 //! SIGSTOP-past-the-deadline / cut-off-from-lease-check of the primary until
 //! `CAMPAIGN_FAILOVERS` failovers (default 10, the test command's short run; the long run is
 //! `CAMPAIGN_FAILOVERS=100 cargo test -p kvdemo --test campaign -- --nocapture`). Then: 0
@@ -9,11 +11,17 @@
 //! the short run short.
 
 use anyhow::{ensure, Context, Result};
+use kvdemo::chaos_proxy::{ChaosProxy, Faults};
 use kvdemo::cluster::Cluster;
 use kvdemo::fixture::{Fixture, StackAccess, HOSTS};
 use std::time::Duration;
 use tenure::lease::LeaseConfig;
-use tenure_e2e::stacks;
+use tenure_e2e::{invoke_async, set_function_env, stacks};
+
+/// The functions whose lease-table traffic the campaign sends through a chaos proxy.
+const LEASE_FUNCTIONS: [&str; 2] = ["LeaseCheckFunction", "LeaseRenewerFunction"];
+/// aws-config's per-service endpoint, which wins over MiniStack's `AWS_ENDPOINT_URL`.
+const STORE_ENDPOINT: &str = "AWS_ENDPOINT_URL_DYNAMODB";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn faults_never_yield_two_writers_or_lose_an_acknowledged_write() -> Result<()> {
@@ -36,26 +44,51 @@ async fn faults_never_yield_two_writers_or_lose_an_acknowledged_write() -> Resul
         lease_ms,
     )
     .await?;
-    fixture.spec.chaos_proxies = true;
-    let cluster = Cluster::start(fixture.spec.clone(), &HOSTS)?;
-    let store_faults = kvdemo::chaos_proxy::Faults {
+    let store_faults = Faults {
         cut_off_lease_check: false,
         error: 0.02,
         lost_answer: 0.01,
         throttle: 0.02,
         max_latency: Duration::from_millis(30),
     };
-    let report = kvdemo::campaign::run(
-        cluster,
-        failovers,
-        Duration::from_millis(lease_ms),
-        store_faults,
-    )
-    .await?;
+    // The lease functions' own DynamoDB traffic (conditional acquire, renew, heartbeat writes).
+    let lease_store_proxy = ChaosProxy::start(&stack.endpoint)?;
+    lease_store_proxy.set(store_faults.clone());
+    for function in LEASE_FUNCTIONS {
+        set_function_env(
+            &stack,
+            function,
+            &[(STORE_ENDPOINT, Some(&lease_store_proxy.url))],
+        )
+        .await?;
+    }
+    // The update restarts the functions; the renewer would otherwise wait for its next minute.
+    invoke_async(&stack, "LeaseRenewerFunction").await?;
+    fixture.spec.chaos_proxies = true;
+    let report = async {
+        let cluster = Cluster::start(fixture.spec.clone(), &HOSTS)?;
+        kvdemo::campaign::run(
+            cluster,
+            failovers,
+            Duration::from_millis(lease_ms),
+            store_faults,
+        )
+        .await
+        .map_err(anyhow::Error::from)
+    }
+    .await;
+    // Back to MiniStack directly, whatever happened, so later tests find the stack as deployed.
+    for function in LEASE_FUNCTIONS {
+        set_function_env(&stack, function, &[(STORE_ENDPOINT, None)]).await?;
+    }
+    invoke_async(&stack, "LeaseRenewerFunction").await?;
+    let report = report?;
+    let lease_store_faults = lease_store_proxy.counts();
     let bound = lease_ms + cfg.clock_skew_ms + cfg.poll_interval_ms;
     eprintln!(
         "campaign: {} failovers ({} kill -9, {} SIGSTOP, {} cut off from lease-check), failover p50 {} ms \
-         p99 {} ms (bound {bound} ms), {} acknowledged writes, {} lost, {} violations; store faults {:?}",
+         p99 {} ms (bound {bound} ms), {} acknowledged writes, {} lost, {} violations; store faults: hosts \
+         {:?}, lease functions {lease_store_faults:?}",
         report.failovers,
         report.kills,
         report.pauses,
@@ -86,6 +119,10 @@ async fn faults_never_yield_two_writers_or_lose_an_acknowledged_write() -> Resul
     ensure!(
         injected.passed > 0 && injected.error + injected.throttle + injected.lost_answer > 0,
         "the chaos proxies saw no traffic or injected no store fault: {injected:?}"
+    );
+    ensure!(
+        lease_store_faults.passed > 0,
+        "lease-check and the renewer never went through their proxy: {lease_store_faults:?}"
     );
     fixture.drop_table().await;
     Ok(())
