@@ -8,6 +8,8 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/tmp/tenure-target}"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+# Incremental caches only help edit-compile loops; in a test run they cost gigabytes of disk.
+export CARGO_INCREMENTAL=0
 started=$SECONDS
 step() { echo; echo "== $* ($((SECONDS - started)) s)"; }
 
