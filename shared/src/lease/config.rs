@@ -17,11 +17,19 @@ pub struct LeaseConfig {
     pub poll_interval_ms: Millis,
 }
 
+/// No timing setting may exceed a day. Beyond being absurd for a lease, larger values would let
+/// the deadline arithmetic (`now + lease_ms`, the rules' `3 * renew_interval_ms`) overflow; with
+/// this bound every sum and product of settings and a wall-clock time stays far below
+/// `u64::MAX`. (Found by the `env_config` fuzz target.)
+pub const MAX_SETTING_MS: Millis = 86_400_000;
+
 /// A timing combination that breaks the protocol's safety or liveness argument.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConfigError {
     #[error("{name} must be > 0")]
     Zero { name: &'static str },
+    #[error("{name} ({value}) must be at most {MAX_SETTING_MS} (one day)")]
+    TooLarge { name: &'static str, value: Millis },
     #[error("lease_ms ({lease_ms}) must be >= 3 * renew_interval_ms ({renew_interval_ms})")]
     LeaseShorterThanThreeRenewals {
         lease_ms: Millis,
@@ -88,6 +96,17 @@ impl LeaseConfig {
                 return Err(ConfigError::Zero { name });
             }
         }
+        for (name, value) in [
+            ("lease_ms", lease_ms),
+            ("renew_interval_ms", renew_interval_ms),
+            ("clock_skew_ms", clock_skew_ms),
+            ("heartbeat_timeout_ms", heartbeat_timeout_ms),
+            ("poll_interval_ms", poll_interval_ms),
+        ] {
+            if value > MAX_SETTING_MS {
+                return Err(ConfigError::TooLarge { name, value });
+            }
+        }
         if heartbeat_timeout_ms < 2 * poll_interval_ms {
             return Err(ConfigError::HeartbeatTimeoutTooShort {
                 heartbeat_timeout_ms,
@@ -121,6 +140,12 @@ impl LeaseConfig {
     pub fn check_group_lease(&self, lease_ms: Millis) -> Result<(), ConfigError> {
         if lease_ms == 0 {
             return Err(ConfigError::Zero { name: "lease_ms" });
+        }
+        if lease_ms > MAX_SETTING_MS {
+            return Err(ConfigError::TooLarge {
+                name: "lease_ms",
+                value: lease_ms,
+            });
         }
         if lease_ms < 3 * self.renew_interval_ms {
             return Err(ConfigError::LeaseShorterThanThreeRenewals {
@@ -156,6 +181,43 @@ impl LeaseConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn settings_beyond_a_day_are_refused_instead_of_overflowing() {
+        let err = LeaseConfig::new(10_000, u64::MAX, 200, 3_000, 500).unwrap_err();
+        assert_eq!(
+            err,
+            ConfigError::TooLarge {
+                name: "renew_interval_ms",
+                value: u64::MAX
+            }
+        );
+        let d = LeaseConfig::default();
+        assert!(matches!(
+            d.check_group_lease(u64::MAX),
+            Err(ConfigError::TooLarge { .. })
+        ));
+        assert!(LeaseConfig::new(u64::MAX, u64::MAX, u64::MAX, u64::MAX, u64::MAX).is_err());
+    }
+
+    proptest::proptest! {
+        // Any five values: a config or an error, never a panic; an accepted config obeys the
+        // rules in exact arithmetic.
+        #[test]
+        fn any_settings_give_a_valid_config_or_an_error(
+            lease in proptest::prelude::any::<u64>(),
+            renew in proptest::prelude::any::<u64>(),
+            skew in proptest::prelude::any::<u64>(),
+            heartbeat in proptest::prelude::any::<u64>(),
+            poll in proptest::prelude::any::<u64>(),
+        ) {
+            if let Ok(c) = LeaseConfig::new(lease, renew, skew, heartbeat, poll) {
+                let (l, r, s, h, p) = (c.lease_ms as u128, c.renew_interval_ms as u128,
+                    c.clock_skew_ms as u128, c.heartbeat_timeout_ms as u128, c.poll_interval_ms as u128);
+                proptest::prop_assert!(l >= 3 * r && 4 * s < l && h >= 2 * p && 2 * p < l - 2 * s);
+            }
+        }
+    }
 
     #[test]
     fn defaults_are_valid() {
