@@ -29,7 +29,7 @@ use tenure::irc::store::WorkItemStore;
 use tenure::irc::submit::{SubmitRequest, Submitter};
 use tenure::irc::{Region, Status, WorkItem};
 use tenure_e2e::fault_proxy::{Chaos, FaultProxy};
-use tenure_e2e::{find, group_item, lambda_processes, stacks, Stack};
+use tenure_e2e::{count_from_env, find, group_item, lambda_processes, stacks, Stack};
 
 /// One way ops travel: submitted in `source`, applied in `target`.
 struct Direction {
@@ -160,10 +160,7 @@ fn percentile(sorted: &[u64], p: f64) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn faults_lose_no_op_apply_none_twice_and_keep_order_per_resource() -> Result<()> {
-    let ops: usize = std::env::var("IRC_CAMPAIGN_OPS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(100);
+    let ops: usize = count_from_env("IRC_CAMPAIGN_OPS", 100);
     let proxy = FaultProxy::shared()?;
     let all = stacks("TENURE_E2E_REGIONS")?;
     let (east, west) = (find(&all, "us-east-1")?, find(&all, "eu-west-1")?);

@@ -180,6 +180,15 @@ pub async fn invoke_async(stack: &Stack, function_output: &str) -> Result<()> {
     Ok(())
 }
 
+/// A count a long run can raise through the environment (`CAMPAIGN_FAILOVERS=100`); `default`
+/// when it is unset or not a number.
+pub fn count_from_env(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
 /// The stacks described by an outputs file.
 pub fn stacks_from(path: &std::path::Path) -> Result<Vec<Stack>> {
     let text = std::fs::read_to_string(path).with_context(|| {

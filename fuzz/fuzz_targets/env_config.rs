@@ -60,22 +60,20 @@ fuzz_target!(|input: Input| {
         ),
         Err(e) => error_names_something(&e),
     }
-    if let Err(e) = LeaseFunctionConfig::from_env(&env) {
-        error_names_something(&e);
+    // The others: each loads, or its error names the problem.
+    macro_rules! loads_or_says_why {
+        ($($config:ty),*) => {$(
+            if let Err(e) = <$config>::from_env(&env) {
+                error_names_something(&e);
+            }
+        )*};
     }
-    if let Err(e) = RenewerConfig::from_env(&env) {
-        error_names_something(&e);
-    }
-    if let Err(e) = RetryPolicy::from_env(&env) {
-        error_names_something(&e);
-    }
-    if let Err(e) = RemoteFunctionConfig::from_env(&env) {
-        error_names_something(&e);
-    }
-    if let Err(e) = WorkerFunctionConfig::from_env(&env) {
-        error_names_something(&e);
-    }
-    if let Err(e) = QueueSideConfig::from_env(&env) {
-        error_names_something(&e);
-    }
+    loads_or_says_why!(
+        LeaseFunctionConfig,
+        RenewerConfig,
+        RetryPolicy,
+        RemoteFunctionConfig,
+        WorkerFunctionConfig,
+        QueueSideConfig
+    );
 });

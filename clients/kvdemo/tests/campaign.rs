@@ -16,7 +16,7 @@ use kvdemo::cluster::Cluster;
 use kvdemo::fixture::{Fixture, StackAccess, HOSTS};
 use std::time::Duration;
 use tenure::lease::LeaseConfig;
-use tenure_e2e::{invoke_async, set_function_env, stacks};
+use tenure_e2e::{count_from_env, invoke_async, set_function_env, stacks};
 
 /// The functions whose lease-table traffic the campaign sends through a chaos proxy.
 const LEASE_FUNCTIONS: [&str; 2] = ["LeaseCheckFunction", "LeaseRenewerFunction"];
@@ -25,10 +25,7 @@ const STORE_ENDPOINT: &str = "AWS_ENDPOINT_URL_DYNAMODB";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn faults_never_yield_two_writers_or_lose_an_acknowledged_write() -> Result<()> {
-    let failovers: usize = std::env::var("CAMPAIGN_FAILOVERS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(10);
+    let failovers: usize = count_from_env("CAMPAIGN_FAILOVERS", 10);
     let stack = stacks("TENURE_E2E_REGIONS")?
         .into_iter()
         .next()
