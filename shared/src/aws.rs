@@ -94,7 +94,7 @@ pub async fn ensure_table(
 /// A DynamoDB-backed store could not answer, or holds an item it cannot read. Callers of the
 /// lease store cannot tell "lost the lease" from this, and must not: a host that gets it is in
 /// state *unknown* (read-only, keeps polling).
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     #[error("DynamoDB {operation} failed: {message}")]
     Unavailable {

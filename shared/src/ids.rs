@@ -96,6 +96,12 @@ wire_id!(
     HostId,
     "host_id"
 );
+wire_id!(
+    /// One agent process on a host, random at start. A new incarnation never inherits the
+    /// grants recorded for its host (DESIGN "Incarnations").
+    Incarnation,
+    "incarnation"
+);
 
 #[cfg(test)]
 mod tests {

@@ -8,14 +8,18 @@ use tenure::config::ProcessEnv;
 use tenure::lease::api::handle_lambda;
 use tenure::lease::config::LeaseFunctionConfig;
 use tenure::lease::service::LeaseService;
-use tenure::lease::store::LeaseStore;
+use tenure::lease::dynamo::DynamoLeaseStore;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     lambda_http::tracing::init_default_subscriber();
     let config = LeaseFunctionConfig::from_env(&ProcessEnv)?;
     let sdk = load_sdk_config().await;
-    let store = LeaseStore::new(dynamodb_client(&sdk, None), config.leases_table);
+    let store = DynamoLeaseStore::new(
+        dynamodb_client(&sdk, None),
+        config.hosts_table,
+        config.leases_table,
+    );
     let service = LeaseService::new(store, config.lease, SystemClock);
     run(service_fn(|request| handle_lambda(&service, request))).await
 }

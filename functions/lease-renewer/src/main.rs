@@ -1,4 +1,4 @@
-//! lease-renewer: scheduled every minute; loops renewing healthy holders' leases every
+//! lease-renewer: scheduled every minute; loops renewing healthy hosts' leases every
 //! `renew_interval_ms` until shortly before the invocation's deadline.
 //! Wiring only; the loop lives in `tenure::lease::renewer`.
 
@@ -8,7 +8,7 @@ use tenure::clock::SystemClock;
 use tenure::config::ProcessEnv;
 use tenure::lease::config::LeaseFunctionConfig;
 use tenure::lease::renewer::{handle_scheduled, RenewerConfig};
-use tenure::lease::store::LeaseStore;
+use tenure::lease::dynamo::DynamoLeaseStore;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
@@ -16,7 +16,11 @@ async fn main() -> Result<(), Error> {
     let config = LeaseFunctionConfig::from_env(&ProcessEnv)?;
     let renewer = RenewerConfig::from_env(&ProcessEnv)?;
     let sdk = load_sdk_config().await;
-    let store = LeaseStore::new(dynamodb_client(&sdk, None), config.leases_table);
+    let store = DynamoLeaseStore::new(
+        dynamodb_client(&sdk, None),
+        config.hosts_table,
+        config.leases_table,
+    );
     run(service_fn(|event| {
         handle_scheduled(&store, &config.lease, &SystemClock, &renewer, event)
     }))

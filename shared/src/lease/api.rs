@@ -1,23 +1,35 @@
-//! lease-check's HTTP contract (DESIGN "Wire contracts"):
-//! - `POST /v1/groups/{group_id}/check` `{"host_id", "healthy"?, "heartbeat"?}`
-//! - `POST /v1/groups/{group_id}/release` `{"host_id", "epoch"}`
-//! - `GET  /v1/groups/{group_id}`
+//! lease-check's HTTP contract (`docs/protocol.md`, "Wire contract"):
+//! - v2, per host: `POST /v1/hosts/{host_id}/check` `{"healthy"?, "heartbeat"?,
+//!   "incarnation"?, "groups"?: [group_id...], "watch"?: [host_id...]}`; `POST
+//!   /v1/hosts/{host_id}/release` `{"groups": [{"group_id", "epoch"}]}`; `GET
+//!   /v1/hosts/{host_id}`.
+//! - v1, per group (answered by v2): `POST /v1/groups/{group_id}/check` `{"host_id",
+//!   "healthy"?, "heartbeat"?}`; `POST /v1/groups/{group_id}/release` `{"host_id", "epoch"}`;
+//!   `GET /v1/groups/{group_id}`.
 //!
-//! 400 malformed body or bad id, 404 unknown group or non-member, 409 stale release,
-//! 413 oversize body, 503 store unavailable; every error body is `{"error":{"code","message"}}`.
+//! 400 malformed body or bad id, 404 unknown group or non-member, 409 stale release, 413
+//! oversize body or too many ids, 503 store unavailable; every error body is
+//! `{"error":{"code","message"}}`. Inside a host check a bad group fails alone, as an entry
+//! `{"group_id", "error": {...}}`.
 
+use super::host::HostRecord;
+use super::protocol;
 use super::record::Epoch;
-use super::service::{CheckError, CheckRequest, LeaseService};
+use super::service::{
+    CheckError, GroupEntry, GroupError, HostCheck, LeaseService, MAX_GROUPS_PER_CALL,
+    MAX_WATCH_PER_CALL,
+};
+use super::store::LeaseStore;
 use crate::clock::Clock;
 use crate::http::{into_lambda, parse_json, ApiRequest, ApiResponse};
-use crate::ids::{GroupId, HostId};
+use crate::ids::{GroupId, HostId, IdError, Incarnation};
 use lambda_http::{Body, Request, Response};
 use serde::Deserialize;
 use serde_json::json;
 use tracing::warn;
 
 #[derive(Debug, Deserialize)]
-struct CheckBody {
+struct GroupCheckBody {
     host_id: String,
     #[serde(default = "yes")]
     healthy: bool,
@@ -26,9 +38,37 @@ struct CheckBody {
 }
 
 #[derive(Debug, Deserialize)]
-struct ReleaseBody {
+struct GroupReleaseBody {
     host_id: String,
     epoch: u64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HostCheckBody {
+    #[serde(default = "yes")]
+    healthy: bool,
+    #[serde(default = "yes")]
+    heartbeat: bool,
+    #[serde(default)]
+    incarnation: Option<String>,
+    #[serde(default)]
+    groups: Vec<String>,
+    #[serde(default)]
+    watch: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReleaseEntry {
+    group_id: String,
+    epoch: u64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HostReleaseBody {
+    groups: Vec<ReleaseEntry>,
 }
 
 fn yes() -> bool {
@@ -36,52 +76,82 @@ fn yes() -> bool {
 }
 
 enum Route {
-    Check(GroupId),
-    Release(GroupId),
-    Get(GroupId),
+    GroupCheck(GroupId),
+    GroupRelease(GroupId),
+    GroupGet(GroupId),
+    HostCheck(HostId),
+    HostRelease(HostId),
+    HostGet(HostId),
 }
 
-fn bad_id(err: crate::ids::IdError) -> ApiResponse {
+fn bad_id(err: IdError) -> ApiResponse {
     ApiResponse::error(400, "invalid_id", err.to_string())
+}
+
+fn too_many(what: &str, max: usize, got: usize) -> ApiResponse {
+    ApiResponse::error(
+        413,
+        "too_many",
+        format!("at most {max} {what} per call, got {got}"),
+    )
 }
 
 /// Matches the path and method; unknown paths are 404, known paths with another method 405.
 fn route(method: &str, path: &str) -> Result<Route, ApiResponse> {
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
-    let (group, action) = match segments.as_slice() {
-        ["v1", "groups", group] => (*group, None),
-        ["v1", "groups", group, action @ ("check" | "release")] => (*group, Some(*action)),
-        _ => {
-            return Err(ApiResponse::error(
-                404,
-                "not_found",
-                format!("no route for {path}"),
-            ))
-        }
-    };
-    let group = GroupId::parse(group).map_err(bad_id)?;
-    match (method, action) {
-        ("POST", Some("check")) => Ok(Route::Check(group)),
-        ("POST", Some("release")) => Ok(Route::Release(group)),
-        ("GET", None) => Ok(Route::Get(group)),
-        _ => Err(ApiResponse::error(
+    let not_allowed = || {
+        ApiResponse::error(
             405,
             "method_not_allowed",
             format!("{method} is not allowed on {path}"),
-        )),
+        )
+    };
+    match segments.as_slice() {
+        ["v1", "groups", group, rest @ ..] if rest.len() <= 1 => {
+            let action = rest.first().copied();
+            if !matches!(action, None | Some("check" | "release")) {
+                return Err(not_found(path));
+            }
+            let group = GroupId::parse(group).map_err(bad_id)?;
+            match (method, action) {
+                ("POST", Some("check")) => Ok(Route::GroupCheck(group)),
+                ("POST", Some("release")) => Ok(Route::GroupRelease(group)),
+                ("GET", None) => Ok(Route::GroupGet(group)),
+                _ => Err(not_allowed()),
+            }
+        }
+        ["v1", "hosts", host, rest @ ..] if rest.len() <= 1 => {
+            let action = rest.first().copied();
+            if !matches!(action, None | Some("check" | "release")) {
+                return Err(not_found(path));
+            }
+            let host = HostId::parse(host).map_err(bad_id)?;
+            match (method, action) {
+                ("POST", Some("check")) => Ok(Route::HostCheck(host)),
+                ("POST", Some("release")) => Ok(Route::HostRelease(host)),
+                ("GET", None) => Ok(Route::HostGet(host)),
+                _ => Err(not_allowed()),
+            }
+        }
+        _ => Err(not_found(path)),
     }
 }
 
+fn not_found(path: &str) -> ApiResponse {
+    ApiResponse::error(404, "not_found", format!("no route for {path}"))
+}
+
 fn error_response(err: CheckError) -> ApiResponse {
-    match &err {
-        CheckError::UnknownGroup(_) => ApiResponse::error(404, "unknown_group", err.to_string()),
-        CheckError::NotMember { .. } => ApiResponse::error(404, "not_member", err.to_string()),
-        CheckError::StaleRelease { .. } => ApiResponse::error(409, "stale_epoch", err.to_string()),
+    let status = match &err {
+        CheckError::UnknownGroup(_) | CheckError::NotMember { .. } => 404,
+        CheckError::StaleRelease { .. } | CheckError::LeaseHeld { .. } => 409,
+        CheckError::TooMany(_) => 413,
         CheckError::Store(store) => {
             warn!(error = %store, "lease store unavailable");
-            ApiResponse::error(503, "store_unavailable", err.to_string())
+            503
         }
-    }
+    };
+    ApiResponse::error(status, err.code(), err.to_string())
 }
 
 fn to_json<T: serde::Serialize>(value: &T) -> ApiResponse {
@@ -94,62 +164,202 @@ fn to_json<T: serde::Serialize>(value: &T) -> ApiResponse {
 /// A well-formed lease-check request, ready for the store.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LeaseCall {
-    Check(GroupId, CheckRequest),
+    /// v1: a check of one group.
+    Check {
+        group: GroupId,
+        host: HostId,
+        healthy: bool,
+        heartbeat: bool,
+    },
     Release(GroupId, HostId, Epoch),
     Get(GroupId),
+    /// v2: a host check. `invalid` are the group ids that did not parse: each fails alone.
+    HostCheck {
+        check: HostCheck,
+        invalid: Vec<(String, IdError)>,
+    },
+    HostRelease {
+        host: HostId,
+        groups: Vec<(GroupId, Epoch)>,
+        invalid: Vec<(String, IdError)>,
+    },
+    HostGet(HostId),
+}
+
+fn invalid_entry(raw: String, err: IdError) -> GroupEntry {
+    GroupEntry::Error {
+        group_id: raw,
+        error: GroupError {
+            code: "invalid_id",
+            message: err.to_string(),
+        },
+    }
 }
 
 /// Route, body and ids, without touching the store: a [`LeaseCall`], or the 4xx answer for a
 /// malformed request. Pure, so it is property-tested and fuzzed (`fuzz/`) on arbitrary input.
 pub fn parse_request(request: ApiRequest<'_>) -> Result<LeaseCall, ApiResponse> {
     match route(request.method, request.path)? {
-        Route::Check(group) => {
-            let body: CheckBody = parse_json(request.body)?;
+        Route::GroupCheck(group) => {
+            let body: GroupCheckBody = parse_json(request.body)?;
             let host = HostId::parse(&body.host_id).map_err(bad_id)?;
-            Ok(LeaseCall::Check(
+            Ok(LeaseCall::Check {
                 group,
-                CheckRequest {
-                    host,
-                    healthy: body.healthy,
-                    heartbeat: body.heartbeat,
-                },
-            ))
+                host,
+                healthy: body.healthy,
+                heartbeat: body.heartbeat,
+            })
         }
-        Route::Release(group) => {
-            let body: ReleaseBody = parse_json(request.body)?;
+        Route::GroupRelease(group) => {
+            let body: GroupReleaseBody = parse_json(request.body)?;
             let host = HostId::parse(&body.host_id).map_err(bad_id)?;
             Ok(LeaseCall::Release(group, host, Epoch(body.epoch)))
         }
-        Route::Get(group) => Ok(LeaseCall::Get(group)),
+        Route::GroupGet(group) => Ok(LeaseCall::Get(group)),
+        Route::HostCheck(host) => {
+            let body: HostCheckBody = parse_json(request.body)?;
+            if body.groups.len() > MAX_GROUPS_PER_CALL {
+                return Err(too_many("groups", MAX_GROUPS_PER_CALL, body.groups.len()));
+            }
+            if body.watch.len() > MAX_WATCH_PER_CALL {
+                return Err(too_many("watched hosts", MAX_WATCH_PER_CALL, body.watch.len()));
+            }
+            let incarnation = body
+                .incarnation
+                .as_deref()
+                .map(Incarnation::parse)
+                .transpose()
+                .map_err(bad_id)?;
+            let watch = body
+                .watch
+                .iter()
+                .map(|h| HostId::parse(h))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(bad_id)?;
+            let mut groups = Vec::new();
+            let mut invalid = Vec::new();
+            for raw in body.groups {
+                match GroupId::parse(&raw) {
+                    Ok(g) => groups.push(g),
+                    Err(e) => invalid.push((raw, e)),
+                }
+            }
+            Ok(LeaseCall::HostCheck {
+                check: HostCheck {
+                    host,
+                    healthy: body.healthy,
+                    heartbeat: body.heartbeat,
+                    incarnation,
+                    groups,
+                    watch,
+                },
+                invalid,
+            })
+        }
+        Route::HostRelease(host) => {
+            let body: HostReleaseBody = parse_json(request.body)?;
+            if body.groups.len() > MAX_GROUPS_PER_CALL {
+                return Err(too_many("groups", MAX_GROUPS_PER_CALL, body.groups.len()));
+            }
+            let mut groups = Vec::new();
+            let mut invalid = Vec::new();
+            for entry in body.groups {
+                match GroupId::parse(&entry.group_id) {
+                    Ok(g) => groups.push((g, Epoch(entry.epoch))),
+                    Err(e) => invalid.push((entry.group_id, e)),
+                }
+            }
+            Ok(LeaseCall::HostRelease {
+                host,
+                groups,
+                invalid,
+            })
+        }
+        Route::HostGet(host) => Ok(LeaseCall::HostGet(host)),
     }
 }
 
+/// `GET /v1/groups/{group_id}`: the group item, plus the grant's state from its holder's host
+/// record (`expires_in_ms` is the holder's host lease while the grant is live).
+fn group_view(
+    record: &super::record::LeaseRecord,
+    holder: Option<&HostRecord>,
+    now: u64,
+    cfg: &super::config::LeaseConfig,
+) -> serde_json::Value {
+    let state = protocol::grant_state(record, holder, now, cfg);
+    let (live, expires_in_ms) = match (&state, holder) {
+        (protocol::GrantState::Live { .. }, Some(h)) => {
+            (true, h.expires_at_ms.saturating_sub(now))
+        }
+        (protocol::GrantState::V1Held { .. }, _) => {
+            (true, record.expires_at_ms.saturating_sub(now))
+        }
+        _ => (false, 0),
+    };
+    let mut body = json!(record);
+    body["now_ms"] = json!(now);
+    body["grant_live"] = json!(live);
+    body["expires_in_ms"] = json!(expires_in_ms);
+    body["holder_host"] = json!(holder);
+    body
+}
+
 /// Handles one request. Never panics on input: every malformed request gets a 4xx JSON error.
-pub async fn handle<C: Clock>(service: &LeaseService<C>, request: ApiRequest<'_>) -> ApiResponse {
+pub async fn handle<S: LeaseStore, C: Clock>(
+    service: &LeaseService<S, C>,
+    request: ApiRequest<'_>,
+) -> ApiResponse {
     let call = match parse_request(request) {
         Ok(call) => call,
         Err(response) => return response,
     };
     let result = match call {
-        LeaseCall::Check(group, check) => service.check(&group, &check).await.map(|a| to_json(&a)),
+        LeaseCall::Check {
+            group,
+            host,
+            healthy,
+            heartbeat,
+        } => service
+            .check_group(&group, &host, healthy, heartbeat)
+            .await
+            .map(|a| to_json(&a)),
         LeaseCall::Release(group, host, epoch) => service
             .release(&group, &host, epoch)
             .await
             .map(|a| to_json(&a)),
-        LeaseCall::Get(group) => service.get(&group).await.map(|record| {
-            let now = service.now_ms();
-            let mut body = json!(record);
-            body["now_ms"] = json!(now);
-            body["expires_in_ms"] = json!(record.expires_at_ms.saturating_sub(now));
-            ApiResponse::ok(body)
+        LeaseCall::Get(group) => service.get_group(&group).await.map(|(record, holder)| {
+            ApiResponse::ok(group_view(
+                &record,
+                holder.as_ref(),
+                service.now_ms(),
+                service.config(),
+            ))
         }),
+        LeaseCall::HostCheck { check, invalid } => {
+            service.check_host(&check).await.map(|mut answer| {
+                answer
+                    .groups
+                    .extend(invalid.into_iter().map(|(raw, e)| invalid_entry(raw, e)));
+                to_json(&answer)
+            })
+        }
+        LeaseCall::HostRelease {
+            host,
+            groups,
+            invalid,
+        } => service.release_many(&host, &groups).await.map(|mut entries| {
+            entries.extend(invalid.into_iter().map(|(raw, e)| invalid_entry(raw, e)));
+            to_json(&json!({"host_id": host, "groups": entries}))
+        }),
+        LeaseCall::HostGet(host) => service.get_host(&host).await.map(|view| to_json(&view)),
     };
     result.unwrap_or_else(error_response)
 }
 
 /// The Function URL entry point: `lambda_http` request in, JSON response out.
-pub async fn handle_lambda<C: Clock>(
-    service: &LeaseService<C>,
+pub async fn handle_lambda<S: LeaseStore, C: Clock>(
+    service: &LeaseService<S, C>,
     request: Request,
 ) -> Result<Response<Body>, std::convert::Infallible> {
     Ok(into_lambda(
@@ -158,106 +368,5 @@ pub async fn handle_lambda<C: Clock>(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use proptest::prelude::*;
-
-    fn call(method: &str, path: &str, body: &str) -> Result<LeaseCall, ApiResponse> {
-        parse_request(ApiRequest {
-            method,
-            path,
-            body: body.as_bytes(),
-        })
-    }
-
-    #[test]
-    fn the_three_routes_parse() {
-        let group = GroupId::parse("g1").unwrap();
-        let host = HostId::parse("h1").unwrap();
-        assert_eq!(
-            call("POST", "/v1/groups/g1/check", r#"{"host_id":"h1"}"#),
-            Ok(LeaseCall::Check(
-                group.clone(),
-                CheckRequest {
-                    host: host.clone(),
-                    healthy: true,
-                    heartbeat: true
-                }
-            ))
-        );
-        assert_eq!(
-            call(
-                "POST",
-                "/v1/groups/g1/release",
-                r#"{"host_id":"h1","epoch":3}"#
-            ),
-            Ok(LeaseCall::Release(group.clone(), host, Epoch(3)))
-        );
-        assert_eq!(call("GET", "/v1/groups/g1", ""), Ok(LeaseCall::Get(group)));
-    }
-
-    #[test]
-    fn each_mistake_gets_its_status_and_code() {
-        let cases = [
-            ("GET", "/v1/nope", "", 404, "not_found"),
-            ("GET", "/v1/groups/g1/check", "", 405, "method_not_allowed"),
-            ("POST", "/v1/groups/bad%20id/check", "{}", 400, "invalid_id"),
-            ("POST", "/v1/groups/g1/check", "{", 400, "malformed_request"),
-            (
-                "POST",
-                "/v1/groups/g1/check",
-                "{}",
-                400,
-                "malformed_request",
-            ),
-            (
-                "POST",
-                "/v1/groups/g1/check",
-                r#"{"host_id":"a b"}"#,
-                400,
-                "invalid_id",
-            ),
-            (
-                "POST",
-                "/v1/groups/g1/release",
-                r#"{"host_id":"h1","epoch":-1}"#,
-                400,
-                "malformed_request",
-            ),
-        ];
-        for (method, path, body, status, code) in cases {
-            let err = call(method, path, body).unwrap_err();
-            assert_eq!(
-                (err.status, err.body["error"]["code"].as_str()),
-                (status, Some(code)),
-                "{method} {path} {body}"
-            );
-        }
-        let big = format!(
-            r#"{{"host_id":"h1","pad":"{}"}}"#,
-            "x".repeat(crate::http::MAX_BODY_BYTES)
-        );
-        assert_eq!(
-            call("POST", "/v1/groups/g1/check", &big)
-                .unwrap_err()
-                .status,
-            413
-        );
-    }
-
-    proptest! {
-        // Any request: a call or a 4xx with the contract's error shape, never a panic.
-        #[test]
-        fn any_request_gets_a_call_or_a_4xx(
-            method in "(GET|POST|PUT|DELETE|\\PC{0,6})",
-            path in "(/v1/groups/[a-z0-9\\-]{0,8}(/check|/release)?|\\PC{0,40})",
-            body in "(\\{\"host_id\":\"[a-z0-9 ]{0,6}\"(,\"epoch\":-?[0-9]{1,3})?\\}|\\PC{0,60})",
-        ) {
-            match call(&method, &path, &body) {
-                Ok(LeaseCall::Check(_, c)) => prop_assert!(!c.host.as_str().is_empty()),
-                Ok(_) => {}
-                Err(e) => prop_assert!(e.is_client_error(), "{e:?}"),
-            }
-        }
-    }
-}
+#[path = "api_tests.rs"]
+mod tests;

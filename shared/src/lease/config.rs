@@ -324,17 +324,20 @@ mod tests {
     }
 }
 
-/// What the lease functions read at start-up: the table and the timing.
+/// What the lease functions read at start-up: the tables and the timing.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LeaseFunctionConfig {
+    pub hosts_table: String,
     pub leases_table: String,
     pub lease: LeaseConfig,
 }
 
 impl LeaseFunctionConfig {
-    /// `TENURE_LEASES_TABLE` (required) and the timing of [`LeaseConfig::from_env`].
+    /// `TENURE_HOSTS_TABLE` and `TENURE_LEASES_TABLE` (required) and the timing of
+    /// [`LeaseConfig::from_env`].
     pub fn from_env(env: &(impl EnvSource + ?Sized)) -> Result<Self, ConfigError> {
         Ok(Self {
+            hosts_table: crate::config::required(env, "TENURE_HOSTS_TABLE")?,
             leases_table: crate::config::required(env, "TENURE_LEASES_TABLE")?,
             lease: LeaseConfig::from_env(env)?,
         })

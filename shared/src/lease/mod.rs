@@ -1,21 +1,26 @@
-//! Leader election by lease: one DynamoDB item per replica group, changed only by
-//! conditional writes.
+//! Leader election by lease, protocol v2: the lease belongs to the host (table `Hosts`), each
+//! replica group keeps only a grant (table `Leases`); both change only by conditional writes.
+//! `docs/protocol.md` explains the protocol and its safety argument.
 //!
 //! - [`config`]: timing rules, validated once.
-//! - [`record`]: the item.
-//! - [`protocol`]: pure decisions (what a check answers, whether to acquire or renew).
-//! - [`store`]: those decisions executed as single conditional DynamoDB requests.
-//! - [`service`]: the lease use cases: check (heartbeat or read, maybe acquire, answer),
-//!   release, get, create a group.
+//! - [`host`], [`record`]: the host item and the group item.
+//! - [`protocol`]: pure decisions (renew, revoke, acquire, release, best candidate, what a
+//!   check answers), each plan with its condition as a predicate.
+//! - [`store`]: the store trait; [`dynamo`] (DynamoDB) and [`memory`] (the predicates under
+//!   one lock) implement it.
+//! - [`service`]: the use cases: host check, release, reads, group definitions.
 //! - [`client`]: lease-check over its Function URL, SigV4-signed.
-//! - [`api`]: lease-check's HTTP contract.
-//! - [`renewer`]: the scheduled renewal loop.
+//! - [`api`]: lease-check's HTTP contract (v2 host endpoints and v1 group endpoints).
+//! - [`renewer`]: the scheduled renewal loop over hosts.
 //! - [`fence`]: the fencing condition for a primary's own writes.
 
 pub mod api;
 pub mod client;
 pub mod config;
+pub mod dynamo;
 pub mod fence;
+pub mod host;
+pub mod memory;
 pub mod protocol;
 pub mod record;
 pub mod renewer;

@@ -1,11 +1,12 @@
 //! The lease-renewer: runs on a 1-minute schedule and loops inside the invocation, renewing
-//! every `renew_interval_ms` until shortly before the invocation's deadline (EventBridge cannot
+//! every host lease (not group: one write per host per round) every `renew_interval_ms` until
+//! shortly before the invocation's deadline (EventBridge cannot
 //! fire more often than once a minute). Reserved concurrency 1 keeps two loops from
 //! overlapping; even if they did, every renewal is conditional and only moves an expiry
 //! forward, so overlap costs requests, not safety.
 
 use super::config::LeaseConfig;
-use super::protocol::{renew_decision, RenewDecision, RenewSkip};
+use super::protocol::{renew_decision, RenewSkip};
 use super::store::{LeaseStore, RenewOutcome};
 use crate::clock::Clock;
 use crate::config::{u64_or, EnvError, EnvSource};
@@ -63,7 +64,7 @@ impl RenewerConfig {
     }
 }
 
-/// What one pass over the table did.
+/// What one pass over the `Hosts` table did.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct RoundReport {
     pub scanned: u64,
@@ -85,55 +86,56 @@ impl RoundReport {
     }
 }
 
-enum GroupResult {
+enum HostResult {
     Renewed,
     LostRace,
     Skipped(RenewSkip),
     Error,
 }
 
-/// One pass: scan every held lease (parallel segments, paginated) and renew those the
-/// protocol says to, with at most `max_in_flight` writes outstanding.
-pub async fn renew_round<C: Clock>(
-    store: &LeaseStore,
+/// One pass: scan every host (parallel segments, paginated) and renew those the protocol
+/// says to, with at most `max_in_flight` writes outstanding. One write per host, whatever the
+/// number of groups it holds.
+pub async fn renew_round<S: LeaseStore, C: Clock>(
+    store: &S,
     lease: &LeaseConfig,
     clock: &C,
     renewer: &RenewerConfig,
 ) -> RoundReport {
-    let segments = renewer.scan_segments.max(1) as i32;
+    let segments = renewer.scan_segments.max(1);
     let per_segment = (renewer.max_in_flight / segments as usize).max(1);
     let passes = (0..segments).map(|segment| async move {
         let mut report = RoundReport::default();
         let results = store
-            .scan_held(segment, segments)
+            .scan_hosts(segment, segments)
             .map(|item| async move {
-                let record = match item {
-                    Ok(record) => record,
+                let host = match item {
+                    Ok(host) => host,
                     Err(e) => {
                         warn!(error = %e, segment, "renewer scan failed");
-                        return GroupResult::Error;
+                        return HostResult::Error;
                     }
                 };
                 let now = clock.now_ms();
-                let plan = match renew_decision(&record, now, lease) {
-                    RenewDecision::Skip(reason) => {
-                        info!(group_id = %record.group_id, holder = record.holder.as_ref().map(|h| h.as_str()).unwrap_or(""), epoch = record.epoch.0, decision = "skipped", reason = ?reason, "renewer decision");
-                        return GroupResult::Skipped(reason);
+                let plan = match renew_decision(&host, now, lease) {
+                    Err(reason) => {
+                        debug!(host_id = %host.host_id, host_epoch = host.epoch.0, decision = "skipped", reason = ?reason, "renewer decision");
+                        return HostResult::Skipped(reason);
                     }
-                    RenewDecision::Renew(plan) => plan,
+                    Ok(plan) => plan,
                 };
-                match store.renew(&record.group_id, &plan).await {
+                match store.renew(&plan).await {
                     Ok(RenewOutcome::Renewed { expires_at_ms }) => {
-                        debug!(group_id = %record.group_id, holder = %plan.holder, epoch = plan.epoch.0, decision = "renewed", expires_at_ms, "renewer decision");
-                        GroupResult::Renewed
+                        debug!(host_id = %plan.host, host_epoch = plan.epoch.0, decision = "renewed", expires_at_ms, "renewer decision");
+                        HostResult::Renewed
                     }
                     Ok(RenewOutcome::LostRace) => {
-                        info!(group_id = %record.group_id, holder = %plan.holder, epoch = plan.epoch.0, decision = "lost_race", "renewer decision");
-                        GroupResult::LostRace
+                        info!(host_id = %plan.host, host_epoch = plan.epoch.0, decision = "lost_race", "renewer decision");
+                        HostResult::LostRace
                     }
                     Err(e) => {
-                        warn!(group_id = %record.group_id, error = %e, decision = "error", "renewer decision");
-                        GroupResult::Error
+                        warn!(host_id = %plan.host, error = %e, decision = "error", "renewer decision");
+                        HostResult::Error
                     }
                 }
             })
@@ -141,16 +143,16 @@ pub async fn renew_round<C: Clock>(
         futures::pin_mut!(results);
         while let Some(result) = results.next().await {
             match result {
-                GroupResult::Error => report.errors += 1,
+                HostResult::Error => report.errors += 1,
                 other => {
                     report.scanned += 1;
                     match other {
-                        GroupResult::Renewed => report.renewed += 1,
-                        GroupResult::LostRace => report.lost_race += 1,
-                        GroupResult::Skipped(reason) => {
+                        HostResult::Renewed => report.renewed += 1,
+                        HostResult::LostRace => report.lost_race += 1,
+                        HostResult::Skipped(reason) => {
                             *report.skipped.entry(reason).or_default() += 1
                         }
-                        GroupResult::Error => {}
+                        HostResult::Error => {}
                     }
                 }
             }
@@ -167,8 +169,8 @@ pub async fn renew_round<C: Clock>(
 /// The whole invocation: a round every `renew_interval_ms` until less than `stop_margin_ms`
 /// is left before `deadline`. Rounds start on a fixed cadence; a slow round delays the next
 /// one rather than queueing a burst.
-pub async fn run_until<C: Clock>(
-    store: &LeaseStore,
+pub async fn run_until<S: LeaseStore, C: Clock>(
+    store: &S,
     lease: &LeaseConfig,
     clock: &C,
     renewer: &RenewerConfig,
@@ -209,8 +211,8 @@ pub struct RunReport {
 
 /// The scheduled entry point. The event's content is only logged (a SAM `Schedule` sends an
 /// EventBridge envelope, `ScheduleV2` its raw `Input`); any JSON starts a run.
-pub async fn handle_scheduled<C: Clock>(
-    store: &LeaseStore,
+pub async fn handle_scheduled<S: LeaseStore, C: Clock>(
+    store: &S,
     lease: &LeaseConfig,
     clock: &C,
     renewer: &RenewerConfig,

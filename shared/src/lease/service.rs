@@ -1,25 +1,94 @@
-//! The lease use cases. A check is what one host's poll does, end to end. A steady-state
-//! check is one request (a heartbeat UpdateItem, or a consistent GetItem when no heartbeat is due); an
-//! acquisition adds exactly one conditional UpdateItem.
+//! The lease use cases of protocol v2: a host's check (heartbeat or read, keep its own lease,
+//! consume attention, revoke lapsed holders, acquire, answer), release, host and group reads,
+//! and the group definitions operators and the IRC write. The v1 per-group endpoints are
+//! answered by the same code, as a host check asking about one group.
+//!
+//! Steady state, a check is one request: a heartbeat `UpdateItem`, or one consistent
+//! `BatchGetItem` of the host's own item plus the holders it watches. Groups are read only
+//! when asked for (start-up, attention, a watched holder that changed), and written only to
+//! acquire or release.
 
 use super::config::LeaseConfig;
-use super::protocol::{self, AcquireDecision, CheckAnswer, Heartbeat, ReleasePlan};
-use super::record::{Epoch, LeaseRecord};
+use super::host::{default_incarnation, HostRecord};
+use super::protocol::{
+    self, acquire_decision, grant_state, host_valid_for_ms, renew_decision, revoke_decision,
+    self_renewal_due, CheckAnswer, GrantState, HeartbeatPlan, ReleasePlan, Watched,
+};
+use super::record::{Epoch, LeaseRecord, Member};
 use super::store::{
-    AcquireOutcome, CreateOutcome, LeaseStore, MemberUpdate, ReleaseOutcome, StoreError,
+    CreateOutcome, DeleteExpect, DeleteOutcome, DeletePlan, GroupDefinition, HeartbeatOutcome,
+    LeaseStore, MemberUpdate, PutMode, ReleaseOutcome, RenewOutcome, StoreError, Written,
 };
 use crate::clock::Clock;
-use crate::ids::{GroupId, HostId};
-use tracing::info;
+use crate::ids::{GroupId, HostId, Incarnation};
+use crate::Millis;
+use futures::StreamExt;
+use serde::Serialize;
+use std::collections::{BTreeMap, BTreeSet};
+use tracing::{info, warn};
 
-/// One check from a host.
+/// Most group ids one check or release may name (DESIGN's wire contract).
+pub const MAX_GROUPS_PER_CALL: usize = 500;
+/// Most hosts one check may watch.
+pub const MAX_WATCH_PER_CALL: usize = 500;
+/// Most members of one group: a group definition is one transaction with an attention write
+/// per member, and a transaction holds at most 100 items.
+pub const MAX_MEMBERS: usize = 99;
+/// Acquisitions (and revocations) in flight at once inside one check.
+const WRITES_IN_FLIGHT: usize = 16;
+/// Heartbeat attempts when two incarnations keep overwriting each other.
+const HEARTBEAT_ATTEMPTS: usize = 3;
+
+/// One v2 check from a host (`POST /v1/hosts/{host_id}/check`).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CheckRequest {
+pub struct HostCheck {
     pub host: HostId,
-    /// The host's own health verdict; an unhealthy holder is not renewed.
+    /// The host's own health verdict; an unhealthy host is not renewed.
     pub healthy: bool,
-    /// Whether to record a heartbeat (a write) or only read.
+    /// Write a heartbeat now (the agent sends it every `heartbeat_timeout_ms / 3`), or read.
     pub heartbeat: bool,
+    /// The agent process; `None` is the fixed default incarnation (v1 behaviour).
+    pub incarnation: Option<Incarnation>,
+    /// Groups to read (and acquire if the protocol says so).
+    pub groups: Vec<GroupId>,
+    /// Hosts to look at (holders of the caller's groups whose lease may have lapsed).
+    pub watch: Vec<HostId>,
+}
+
+/// One group in a host check's answer: the v1 answer plus `holder_host_epoch`, or an error
+/// for that group alone.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum GroupEntry {
+    Answer(CheckAnswer),
+    Error {
+        /// The id as the caller sent it (it may not be a valid id).
+        group_id: String,
+        error: GroupError,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct GroupError {
+    pub code: &'static str,
+    pub message: String,
+}
+
+/// The v2 check's answer (the wire contract of `POST /v1/hosts/{host_id}/check`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HostAnswer {
+    pub host_id: HostId,
+    pub host_epoch: Epoch,
+    /// The host lease's window, shared by every grant the host holds at `host_epoch`; 0 when
+    /// this incarnation may not use it.
+    pub valid_for_ms: Millis,
+    pub poll_after_ms: Millis,
+    pub healthy: bool,
+    pub draining: bool,
+    /// Groups taken from the host's attention set in this check (each also in `groups`).
+    pub attention: Vec<GroupId>,
+    pub groups: Vec<GroupEntry>,
+    pub watched: Vec<Watched>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -28,7 +97,7 @@ pub enum CheckError {
     UnknownGroup(GroupId),
     #[error("{host} is not a member of group {group}")]
     NotMember { group: GroupId, host: HostId },
-    #[error("host {host} does not hold group {group}'s lease at epoch {epoch} (current epoch {current}, holder {holder})")]
+    #[error("host {host} does not hold group {group} at epoch {epoch} (current epoch {current}, holder {holder})")]
     StaleRelease {
         group: GroupId,
         host: HostId,
@@ -36,8 +105,36 @@ pub enum CheckError {
         current: Epoch,
         holder: String,
     },
+    #[error("group {group} has a live grant (holder {holder}); drain it first")]
+    LeaseHeld { group: GroupId, holder: HostId },
+    #[error("{0}")]
+    TooMany(String),
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+impl CheckError {
+    /// The wire code of this error (also used per group inside a host check).
+    pub fn code(&self) -> &'static str {
+        match self {
+            CheckError::UnknownGroup(_) => "unknown_group",
+            CheckError::NotMember { .. } => "not_member",
+            CheckError::StaleRelease { .. } => "stale_epoch",
+            CheckError::LeaseHeld { .. } => "lease_held",
+            CheckError::TooMany(_) => "too_many",
+            CheckError::Store(_) => "store_unavailable",
+        }
+    }
+
+    fn entry(self, group: &GroupId) -> GroupEntry {
+        GroupEntry::Error {
+            group_id: group.to_string(),
+            error: GroupError {
+                code: self.code(),
+                message: self.to_string(),
+            },
+        }
+    }
 }
 
 /// Why a group definition was refused.
@@ -47,20 +144,49 @@ pub enum CreateGroupError {
     InvalidLease(#[from] super::config::ConfigError),
     #[error("a group needs at least one member")]
     NoMembers,
+    #[error("a group has at most {MAX_MEMBERS} members, got {0}")]
+    TooManyMembers(usize),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
 
+/// A host's record and what it holds, for `GET /v1/hosts/{host_id}` and operators.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HostView {
+    pub host: HostRecord,
+    pub now_ms: Millis,
+    pub expires_in_ms: Millis,
+    /// The host lease has not lapsed past the skew (it cannot be revoked yet).
+    pub live: bool,
+    /// From the `by-holder` index (eventually consistent).
+    pub groups: Vec<HeldGroup>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HeldGroup {
+    pub group_id: GroupId,
+    pub epoch: Epoch,
+    pub holder_host_epoch: Option<Epoch>,
+    /// The grant is at the host's current epoch.
+    pub current: bool,
+}
+
+/// What a check works on: the records it read or wrote, by key.
+struct Working {
+    hosts: BTreeMap<HostId, HostRecord>,
+    groups: BTreeMap<GroupId, LeaseRecord>,
+}
+
 /// The lease service for one region: a store, the region's timing and a clock.
 #[derive(Debug, Clone)]
-pub struct LeaseService<C> {
-    store: LeaseStore,
+pub struct LeaseService<S, C> {
+    store: S,
     config: LeaseConfig,
     clock: C,
 }
 
-impl<C: Clock> LeaseService<C> {
-    pub fn new(store: LeaseStore, config: LeaseConfig, clock: C) -> Self {
+impl<S: LeaseStore, C: Clock> LeaseService<S, C> {
+    pub fn new(store: S, config: LeaseConfig, clock: C) -> Self {
         Self {
             store,
             config,
@@ -68,7 +194,7 @@ impl<C: Clock> LeaseService<C> {
         }
     }
 
-    pub fn store(&self) -> &LeaseStore {
+    pub fn store(&self) -> &S {
         &self.store
     }
 
@@ -76,79 +202,467 @@ impl<C: Clock> LeaseService<C> {
         &self.config
     }
 
-    /// Heartbeat (or read), acquire if the protocol says so, and answer.
-    pub async fn check(
-        &self,
-        group: &GroupId,
-        request: &CheckRequest,
-    ) -> Result<CheckAnswer, CheckError> {
-        let now = self.clock.now_ms();
-        let not_member = || CheckError::NotMember {
-            group: group.clone(),
-            host: request.host.clone(),
-        };
-        let record = if request.heartbeat {
-            let hb = Heartbeat {
-                host: request.host.clone(),
-                healthy: request.healthy,
-                now,
-            };
-            match self.store.heartbeat(group, &hb).await? {
-                MemberUpdate::Recorded(record) => record,
-                MemberUpdate::UnknownGroup => return Err(CheckError::UnknownGroup(group.clone())),
-                MemberUpdate::NotMember(_) => return Err(not_member()),
-            }
-        } else {
-            match self.store.read(group).await? {
-                None => return Err(CheckError::UnknownGroup(group.clone())),
-                Some(record) if record.member(&request.host).is_none() => return Err(not_member()),
-                Some(record) => record,
-            }
-        };
-        let record = self.maybe_acquire(group, record, request, now).await?;
-        // Answer on a fresh reading: a later `now` only shortens the window granted.
-        let answer_now = self.clock.now_ms().max(now);
-        Ok(protocol::answer(
-            &record,
-            &request.host,
-            answer_now,
-            &self.config,
-        ))
+    pub fn now_ms(&self) -> Millis {
+        self.clock.now_ms()
     }
 
-    async fn maybe_acquire(
+    /// The v2 host check.
+    pub async fn check_host(&self, request: &HostCheck) -> Result<HostAnswer, CheckError> {
+        if request.groups.len() > MAX_GROUPS_PER_CALL {
+            return Err(CheckError::TooMany(format!(
+                "at most {MAX_GROUPS_PER_CALL} groups per check, got {}",
+                request.groups.len()
+            )));
+        }
+        if request.watch.len() > MAX_WATCH_PER_CALL {
+            return Err(CheckError::TooMany(format!(
+                "at most {MAX_WATCH_PER_CALL} watched hosts per check, got {}",
+                request.watch.len()
+            )));
+        }
+        let now = self.clock.now_ms();
+        let host = &request.host;
+        let incarnation = request
+            .incarnation
+            .clone()
+            .unwrap_or_else(default_incarnation);
+        let others: Vec<HostId> = request
+            .watch
+            .iter()
+            .filter(|h| *h != host)
+            .cloned()
+            .collect();
+        let (me, reads) = if request.heartbeat {
+            let me = self
+                .heartbeat(host, request.healthy, &incarnation, now)
+                .await?;
+            (me, self.store.read(&others, &request.groups).await?)
+        } else {
+            let mut hosts = others.clone();
+            hosts.push(host.clone());
+            let mut reads = self.store.read(&hosts, &request.groups).await?;
+            let me = reads
+                .hosts
+                .remove(host)
+                .unwrap_or_else(|| HostRecord::absent(host.clone()));
+            (me, reads)
+        };
+        let me = self.keep_own_lease(me, &incarnation, now).await?;
+        let mut work = Working {
+            hosts: reads.hosts,
+            groups: reads.groups,
+        };
+        // Attention is consumed in this order: remove the ids, then read those groups, then
+        // answer them. A change after the removal adds the id again; a change before the read
+        // is in what is read; so no hint is lost.
+        let attention: BTreeSet<GroupId> = if me.speaks_for(&incarnation) {
+            me.attention.clone()
+        } else {
+            BTreeSet::new()
+        };
+        if !attention.is_empty() {
+            self.store.consume_attention(host, &attention, now).await?;
+            let ids: Vec<GroupId> = attention.iter().cloned().collect();
+            work.groups.extend(self.store.read(&[], &ids).await?.groups);
+        }
+        let mut me = me;
+        me.attention.retain(|g| !attention.contains(g));
+        let draining = me.draining;
+        let host_epoch = me.epoch;
+        let usable = me.speaks_for(&incarnation);
+        work.hosts.insert(host.clone(), me);
+        let mut wanted: Vec<GroupId> = request.groups.clone();
+        wanted.extend(attention.iter().cloned());
+        wanted.sort();
+        wanted.dedup();
+        let entries = self.settle(host, &incarnation, &wanted, &mut work, now).await;
+        let answer_now = self.clock.now_ms().max(now);
+        let me = &work.hosts[host];
+        let valid_for_ms = if usable {
+            host_valid_for_ms(me, answer_now, &self.config)
+        } else {
+            0
+        };
+        let unfinished = entries
+            .iter()
+            .any(|e| matches!(e, GroupEntry::Error { error, .. } if error.code == "store_unavailable"));
+        let poll_after_ms = if unfinished {
+            0
+        } else {
+            entries
+                .iter()
+                .filter_map(|e| match e {
+                    GroupEntry::Answer(a) => Some(a.poll_after_ms),
+                    GroupEntry::Error { .. } => None,
+                })
+                .min()
+                .unwrap_or(self.config.poll_interval_ms)
+                .min(self.config.poll_interval_ms)
+        };
+        let watched = request
+            .watch
+            .iter()
+            .map(|h| {
+                let record = work
+                    .hosts
+                    .get(h)
+                    .cloned()
+                    .unwrap_or_else(|| HostRecord::absent(h.clone()));
+                protocol::watched(&record, answer_now, &self.config)
+            })
+            .collect();
+        Ok(HostAnswer {
+            host_id: host.clone(),
+            host_epoch: work.hosts[host].epoch.max(host_epoch),
+            valid_for_ms,
+            poll_after_ms,
+            healthy: work.hosts[host].healthy,
+            draining,
+            attention: attention.into_iter().collect(),
+            groups: entries,
+            watched,
+        })
+    }
+
+    /// The v1 check (`POST /v1/groups/{group_id}/check`): a host check asking for one group,
+    /// with the default incarnation, heartbeating the host only when its heartbeat is due, so
+    /// a host polling many groups through v1 does not make its host item a hot key.
+    pub async fn check_group(
         &self,
         group: &GroupId,
-        record: LeaseRecord,
-        request: &CheckRequest,
-        now: u64,
-    ) -> Result<LeaseRecord, CheckError> {
-        let config = self.config;
-        let AcquireDecision::Attempt(plan) =
-            protocol::acquire_decision(&record, &request.host, request.healthy, now, &config)
-        else {
-            return Ok(record);
+        host: &HostId,
+        healthy: bool,
+        heartbeat: bool,
+    ) -> Result<CheckAnswer, CheckError> {
+        let now = self.clock.now_ms();
+        let incarnation = default_incarnation();
+        let mut reads = self
+            .store
+            .read(std::slice::from_ref(host), std::slice::from_ref(group))
+            .await?;
+        let record = live_group(group, reads.groups.get(group))?;
+        if record.member(host).is_none() && !record.is_held_by(host) {
+            return Err(CheckError::NotMember {
+                group: group.clone(),
+                host: host.clone(),
+            });
+        }
+        let mut me = reads
+            .hosts
+            .remove(host)
+            .unwrap_or_else(|| HostRecord::absent(host.clone()));
+        if heartbeat && self.heartbeat_due(&me, healthy, &incarnation, now) {
+            me = self.heartbeat(host, healthy, &incarnation, now).await?;
+        }
+        let me = self.keep_own_lease(me, &incarnation, now).await?;
+        let mut work = Working {
+            hosts: BTreeMap::from([(host.clone(), me)]),
+            groups: reads.groups,
         };
-        match self.store.acquire(group, &plan).await? {
-            AcquireOutcome::Acquired(next) => {
-                info!(
-                    group_id = %group,
-                    host_id = %request.host,
-                    epoch = next.epoch.0,
-                    previous_holder = record.holder.as_ref().map(|h| h.as_str()).unwrap_or(""),
-                    expires_at_ms = next.expires_at_ms,
-                    "lease acquired"
-                );
-                Ok(next)
-            }
-            AcquireOutcome::LostRace(current) => {
-                info!(group_id = %group, host_id = %request.host, "lease acquisition lost a race");
-                current.ok_or_else(|| CheckError::UnknownGroup(group.clone()))
+        let entries = self
+            .settle(host, &incarnation, std::slice::from_ref(group), &mut work, now)
+            .await;
+        match entries.into_iter().next() {
+            Some(GroupEntry::Answer(answer)) => Ok(answer),
+            _ => {
+                // The one group failed to settle: a store error (the only per-group failure
+                // left after the checks above).
+                Err(CheckError::Store(StoreError::Unavailable {
+                    operation: "check",
+                    message: format!("group {group} could not be settled"),
+                }))
             }
         }
     }
 
-    /// Step-down by the holder (after it has stopped writing).
+    fn heartbeat_due(
+        &self,
+        me: &HostRecord,
+        healthy: bool,
+        incarnation: &Incarnation,
+        now: Millis,
+    ) -> bool {
+        me.version == 0
+            || me.healthy != healthy
+            || me.incarnation.as_ref() != Some(incarnation)
+            || now.saturating_sub(me.last_seen_ms) >= self.config.heartbeat_timeout_ms / 3
+    }
+
+    /// The heartbeat, and the second write when another incarnation is recorded.
+    async fn heartbeat(
+        &self,
+        host: &HostId,
+        healthy: bool,
+        incarnation: &Incarnation,
+        now: Millis,
+    ) -> Result<HostRecord, CheckError> {
+        let plan = HeartbeatPlan {
+            host: host.clone(),
+            healthy,
+            incarnation: incarnation.clone(),
+            now,
+        };
+        for _ in 0..HEARTBEAT_ATTEMPTS {
+            let recorded = match self.store.heartbeat(&plan).await? {
+                HeartbeatOutcome::Recorded(record) => return Ok(record),
+                HeartbeatOutcome::OtherIncarnation(current) => current.incarnation,
+            };
+            let Some(recorded) = recorded else { continue };
+            match self
+                .store
+                .change_incarnation(&plan.change_from(recorded.clone()))
+                .await?
+            {
+                Written::Done(record) => {
+                    info!(host_id = %host, previous = %recorded, incarnation = %incarnation,
+                          "new incarnation: no renewals until the host is revoked");
+                    return Ok(record);
+                }
+                Written::LostRace(_) => continue,
+            }
+        }
+        Err(CheckError::Store(StoreError::Unavailable {
+            operation: "heartbeat",
+            message: format!("host {host}'s incarnation kept changing under {HEARTBEAT_ATTEMPTS} attempts"),
+        }))
+    }
+
+    /// Keeps the caller's own host lease: a new incarnation revokes its own host once the old
+    /// lease lapsed; a host whose renewer is overdue renews itself (one extra request, only
+    /// then).
+    async fn keep_own_lease(
+        &self,
+        mut me: HostRecord,
+        incarnation: &Incarnation,
+        now: Millis,
+    ) -> Result<HostRecord, CheckError> {
+        let cfg = &self.config;
+        if me.incarnation.as_ref() == Some(incarnation) && me.incarnation_changed.is_some() {
+            if let Some(plan) = revoke_decision(&me, now, cfg) {
+                me = match self.store.revoke(&plan).await? {
+                    Written::Done(next) => {
+                        info!(host_id = %me.host_id, host_epoch = next.epoch.0,
+                              "new incarnation revoked its own host");
+                        next
+                    }
+                    Written::LostRace(current) => current.unwrap_or(me),
+                };
+            }
+        }
+        if me.speaks_for(incarnation) && self_renewal_due(&me, now, cfg) {
+            if let Ok(plan) = renew_decision(&me, now, cfg) {
+                if let RenewOutcome::Renewed { .. } = self.store.renew(&plan).await? {
+                    me = plan.apply(&me);
+                }
+            }
+        }
+        Ok(me)
+    }
+
+    /// Reads what deciding the `wanted` groups needs (their holders' and members' host
+    /// records), revokes lapsed holders, acquires what the protocol says to, and answers
+    /// each group. Failures are per group.
+    async fn settle(
+        &self,
+        caller: &HostId,
+        incarnation: &Incarnation,
+        wanted: &[GroupId],
+        work: &mut Working,
+        now: Millis,
+    ) -> Vec<GroupEntry> {
+        let cfg = &self.config;
+        let mut failed: BTreeMap<GroupId, CheckError> = BTreeMap::new();
+        let mut live: Vec<GroupId> = Vec::new();
+        for id in wanted {
+            match live_group(id, work.groups.get(id)) {
+                Err(e) => {
+                    failed.insert(id.clone(), e);
+                }
+                Ok(g) if g.member(caller).is_none() && !g.is_held_by(caller) => {
+                    failed.insert(
+                        id.clone(),
+                        CheckError::NotMember {
+                            group: id.clone(),
+                            host: caller.clone(),
+                        },
+                    );
+                }
+                Ok(_) => live.push(id.clone()),
+            }
+        }
+        // Every host record the decisions need: holders and members. Members are needed only
+        // for a group that may change hands (or a drain), so the steady state reads none.
+        let mut needed: BTreeSet<HostId> = BTreeSet::new();
+        for id in &live {
+            let g = &work.groups[id];
+            if let Some(holder) = &g.holder {
+                needed.insert(holder.clone());
+            }
+            if g.holder.as_ref() != Some(caller) || g.member(caller).is_none_or(|m| m.draining) {
+                needed.extend(g.members.keys().cloned());
+            }
+        }
+        if work.hosts.get(caller).is_some_and(|h| h.draining) {
+            for id in &live {
+                needed.extend(work.groups[id].members.keys().cloned());
+            }
+        }
+        needed.retain(|h| !work.hosts.contains_key(h));
+        if !needed.is_empty() {
+            let ids: Vec<HostId> = needed.into_iter().collect();
+            match self.store.read(&ids, &[]).await {
+                Ok(reads) => work.hosts.extend(reads.hosts),
+                Err(e) => {
+                    warn!(error = %e, "reading member hosts failed");
+                    for id in live.drain(..) {
+                        failed.insert(id, CheckError::Store(e.clone()));
+                    }
+                }
+            }
+        }
+        self.revoke_lapsed_holders(&live, work, now).await;
+        self.acquire_where_due(caller, incarnation, &live, work, &mut failed, now)
+            .await;
+        let answer_now = self.clock.now_ms().max(now);
+        wanted
+            .iter()
+            .map(|id| match failed.remove(id) {
+                Some(e) => e.entry(id),
+                None => GroupEntry::Answer(protocol::answer(
+                    &work.groups[id],
+                    &work.hosts,
+                    caller,
+                    incarnation,
+                    answer_now,
+                    cfg,
+                )),
+            })
+            .collect()
+    }
+
+    /// One revocation per lapsed holder, whatever the number of its groups asked about.
+    async fn revoke_lapsed_holders(&self, live: &[GroupId], work: &mut Working, now: Millis) {
+        let cfg = &self.config;
+        let lapsed: BTreeSet<HostId> = live
+            .iter()
+            .filter_map(|id| {
+                let g = &work.groups[id];
+                let holder_host = g.holder.as_ref().and_then(|h| work.hosts.get(h));
+                match grant_state(g, holder_host, now, cfg) {
+                    GrantState::Lapsed { holder, .. } => Some(holder),
+                    _ => None,
+                }
+            })
+            .collect();
+        let plans: Vec<_> = lapsed
+            .iter()
+            .filter_map(|h| {
+                let record = work
+                    .hosts
+                    .get(h)
+                    .cloned()
+                    .unwrap_or_else(|| HostRecord::absent(h.clone()));
+                revoke_decision(&record, now, cfg)
+            })
+            .collect();
+        let outcomes: Vec<_> = futures::stream::iter(plans)
+            .map(|plan| async move {
+                let outcome = self.store.revoke(&plan).await;
+                (plan, outcome)
+            })
+            .buffer_unordered(WRITES_IN_FLIGHT)
+            .collect()
+            .await;
+        for (plan, outcome) in outcomes {
+            match outcome {
+                Ok(Written::Done(next)) => {
+                    info!(host_id = %plan.host, host_epoch = next.epoch.0, "host lease revoked");
+                    work.hosts.insert(plan.host.clone(), next);
+                }
+                Ok(Written::LostRace(Some(current))) => {
+                    work.hosts.insert(plan.host.clone(), current);
+                }
+                Ok(Written::LostRace(None)) => {}
+                Err(e) => warn!(host_id = %plan.host, error = %e, "revocation failed"),
+            }
+        }
+    }
+
+    async fn acquire_where_due(
+        &self,
+        caller: &HostId,
+        incarnation: &Incarnation,
+        live: &[GroupId],
+        work: &mut Working,
+        failed: &mut BTreeMap<GroupId, CheckError>,
+        now: Millis,
+    ) {
+        let cfg = &self.config;
+        let plans: Vec<_> = live
+            .iter()
+            .filter(|id| !failed.contains_key(*id))
+            .filter_map(|id| {
+                acquire_decision(&work.groups[id], &work.hosts, caller, incarnation, now, cfg)
+                    .ok()
+                    .map(|plan| (id.clone(), plan))
+            })
+            .collect();
+        let outcomes: Vec<_> = futures::stream::iter(plans)
+            .map(|(id, plan)| async move {
+                let outcome = self.store.acquire(&id, &plan).await;
+                (id, plan, outcome)
+            })
+            .buffer_unordered(WRITES_IN_FLIGHT)
+            .collect()
+            .await;
+        for (id, plan, outcome) in outcomes {
+            match outcome {
+                Ok(Written::Done(next)) => {
+                    info!(group_id = %id, host_id = %caller, epoch = next.epoch.0,
+                          host_epoch = plan.host_epoch.0,
+                          previous_holder = work.groups[&id].holder.as_ref().map(|h| h.as_str()).unwrap_or(""),
+                          "group acquired");
+                    work.groups.insert(id, next);
+                }
+                Ok(Written::LostRace(Some(current))) => {
+                    info!(group_id = %id, host_id = %caller, "acquisition lost a race");
+                    work.groups.insert(id, current);
+                }
+                Ok(Written::LostRace(None)) => {
+                    failed.insert(id.clone(), CheckError::UnknownGroup(id));
+                }
+                Err(e) => {
+                    warn!(group_id = %id, error = %e, "acquisition failed");
+                    failed.insert(id, CheckError::Store(e));
+                }
+            }
+        }
+    }
+
+    /// Step-down of several groups by their holder (`POST /v1/hosts/{host_id}/release`), one
+    /// transaction per group; each answers for itself.
+    pub async fn release_many(&self, host: &HostId, groups: &[(GroupId, Epoch)]) -> Result<Vec<GroupEntry>, CheckError> {
+        if groups.len() > MAX_GROUPS_PER_CALL {
+            return Err(CheckError::TooMany(format!(
+                "at most {MAX_GROUPS_PER_CALL} groups per release, got {}",
+                groups.len()
+            )));
+        }
+        Ok(futures::stream::iter(groups.iter().cloned())
+            .map(|(group, epoch)| async move {
+                match self.release(&group, host, epoch).await {
+                    Ok(answer) => GroupEntry::Answer(answer),
+                    Err(e) => e.entry(&group),
+                }
+            })
+            .buffered(WRITES_IN_FLIGHT)
+            .collect()
+            .await)
+    }
+
+    /// Step-down by the holder, after it has closed the group's gate. Every other member is
+    /// told (attention) in the same transaction, and the releaser is no candidate for
+    /// `heartbeat_timeout_ms`, so the next live candidate acquires at its very next check.
     pub async fn release(
         &self,
         group: &GroupId,
@@ -161,13 +675,27 @@ impl<C: Clock> LeaseService<C> {
             epoch,
             now,
         };
-        match self.store.release(group, &plan).await? {
+        let current = self.store.read_group(group).await?;
+        let notify = current
+            .as_ref()
+            .map(|g| plan.notified(g))
+            .unwrap_or_default();
+        match self.store.release(group, &plan, &notify).await? {
             ReleaseOutcome::Released(record) => {
-                info!(group_id = %group, host_id = %host, epoch = epoch.0, "lease released");
-                Ok(protocol::answer(&record, host, now, &self.config))
+                info!(group_id = %group, host_id = %host, epoch = epoch.0, "group released");
+                Ok(protocol::answer(
+                    &record,
+                    &BTreeMap::new(),
+                    host,
+                    &default_incarnation(),
+                    now,
+                    &self.config,
+                ))
             }
             ReleaseOutcome::UnknownGroup => Err(CheckError::UnknownGroup(group.clone())),
-            ReleaseOutcome::NotHolder(record) if record.member(host).is_none() => {
+            ReleaseOutcome::NotHolder(record)
+                if record.member(host).is_none() && !record.is_held_by(host) =>
+            {
                 Err(CheckError::NotMember {
                     group: group.clone(),
                     host: host.clone(),
@@ -186,32 +714,177 @@ impl<C: Clock> LeaseService<C> {
         }
     }
 
-    /// Creates a replica group, free and at epoch 0, after checking its `lease_ms` against
-    /// this region's timing rules (so a group cannot be given a lease the protocol cannot keep
-    /// safe or live).
+    /// The group's record as it stands (one consistent read), with its holder's host record.
+    pub async fn get_group(
+        &self,
+        group: &GroupId,
+    ) -> Result<(LeaseRecord, Option<HostRecord>), CheckError> {
+        let record = live_group(group, self.store.read_group(group).await?.as_ref())?.clone();
+        let holder = match &record.holder {
+            Some(h) => self.store.read_host(h).await?,
+            None => None,
+        };
+        Ok((record, holder))
+    }
+
+    /// The host record (consistent) and the groups it holds (`by-holder`, eventual).
+    pub async fn get_host(&self, host: &HostId) -> Result<HostView, CheckError> {
+        let now = self.clock.now_ms();
+        let record = self
+            .store
+            .read_host(host)
+            .await?
+            .unwrap_or_else(|| HostRecord::absent(host.clone()));
+        let groups = self
+            .store
+            .groups_held_by(host)
+            .await?
+            .into_iter()
+            .map(|g| HeldGroup {
+                current: g.holder_host_epoch == Some(record.epoch),
+                group_id: g.group_id,
+                epoch: g.epoch,
+                holder_host_epoch: g.holder_host_epoch,
+            })
+            .collect();
+        Ok(HostView {
+            expires_in_ms: record.expires_at_ms.saturating_sub(now),
+            live: !protocol::is_revocable(&record, now, &self.config),
+            now_ms: now,
+            host: record,
+            groups,
+        })
+    }
+
+    /// Creates a replica group, free, its epoch continuing from a tombstone if there is one,
+    /// after checking its `lease_ms` against this region's timing rules.
     pub async fn create_group(
         &self,
         group: GroupId,
         lease_ms: u64,
-        members: std::collections::BTreeMap<HostId, super::record::Member>,
+        members: BTreeMap<HostId, Member>,
+    ) -> Result<CreateOutcome, CreateGroupError> {
+        self.put_group(group, lease_ms, members, PutMode::Create)
+            .await
+    }
+
+    /// Creates or redefines a group (`group.put`): `holder` and `epoch` are never touched.
+    pub async fn put_group(
+        &self,
+        group: GroupId,
+        lease_ms: u64,
+        members: BTreeMap<HostId, Member>,
+        mode: PutMode,
     ) -> Result<CreateOutcome, CreateGroupError> {
         self.config.check_group_lease(lease_ms)?;
         if members.is_empty() {
             return Err(CreateGroupError::NoMembers);
         }
-        let record = LeaseRecord::new_group(group, lease_ms, members, self.clock.now_ms());
-        Ok(self.store.create_group(&record).await?)
+        if members.len() > MAX_MEMBERS {
+            return Err(CreateGroupError::TooManyMembers(members.len()));
+        }
+        let definition = GroupDefinition {
+            group_id: group,
+            lease_ms,
+            members,
+        };
+        Ok(self
+            .store
+            .put_group(&definition, mode, self.clock.now_ms())
+            .await?)
     }
 
-    /// The group's record as it stands (one consistent read).
-    pub async fn get(&self, group: &GroupId) -> Result<LeaseRecord, CheckError> {
-        self.store
-            .read(group)
+    /// Deletes a group that has no live grant: a lapsed holder is revoked first; a live one
+    /// is refused (`lease_held`). The item stays as a tombstone that keeps the epoch.
+    pub async fn delete_group(&self, group: &GroupId) -> Result<(), CheckError> {
+        let cfg = &self.config;
+        for _ in 0..3 {
+            let now = self.clock.now_ms();
+            let (record, holder_host) = match self.get_group(group).await {
+                Ok(found) => found,
+                Err(e) => return Err(e),
+            };
+            let mut holder_host = holder_host;
+            let mut state = grant_state(&record, holder_host.as_ref(), now, cfg);
+            if let GrantState::Lapsed { .. } = state {
+                if let Some(plan) = holder_host
+                    .as_ref()
+                    .and_then(|h| revoke_decision(h, now, cfg))
+                {
+                    if let Written::Done(next) | Written::LostRace(Some(next)) =
+                        self.store.revoke(&plan).await?
+                    {
+                        holder_host = Some(next);
+                    }
+                }
+                state = grant_state(&record, holder_host.as_ref(), now, cfg);
+            }
+            let expect = match state {
+                GrantState::Free => DeleteExpect::Free,
+                GrantState::Revoked { .. } => match record.holder_host_epoch {
+                    Some(hhe) => DeleteExpect::RevokedGrant(hhe),
+                    None => DeleteExpect::Free,
+                },
+                GrantState::V1Lapsed { .. } => DeleteExpect::V1Lapsed {
+                    not_after_ms: now.saturating_sub(cfg.clock_skew_ms),
+                },
+                GrantState::Live { holder }
+                | GrantState::V1Held { holder }
+                | GrantState::Lapsed { holder, .. } => {
+                    return Err(CheckError::LeaseHeld {
+                        group: group.clone(),
+                        holder,
+                    })
+                }
+            };
+            let plan = DeletePlan {
+                seen_epoch: record.epoch,
+                expect,
+                now,
+            };
+            match self.store.delete_group(group, &plan).await? {
+                DeleteOutcome::Deleted => {
+                    info!(group_id = %group, epoch = record.epoch.0, "group deleted (tombstone keeps the epoch)");
+                    return Ok(());
+                }
+                DeleteOutcome::UnknownGroup => return Err(CheckError::UnknownGroup(group.clone())),
+                DeleteOutcome::Changed(_) => continue,
+            }
+        }
+        Err(CheckError::Store(StoreError::Unavailable {
+            operation: "delete",
+            message: format!("group {group} kept changing; try again"),
+        }))
+    }
+
+    /// Sets or clears an operator's drain of one member of a group.
+    pub async fn set_draining(
+        &self,
+        group: &GroupId,
+        host: &HostId,
+        draining: bool,
+    ) -> Result<LeaseRecord, CheckError> {
+        match self
+            .store
+            .set_member_draining(group, host, draining, self.clock.now_ms())
             .await?
-            .ok_or_else(|| CheckError::UnknownGroup(group.clone()))
+        {
+            MemberUpdate::Recorded(record) => Ok(record),
+            MemberUpdate::UnknownGroup => Err(CheckError::UnknownGroup(group.clone())),
+            MemberUpdate::NotMember(_) => Err(CheckError::NotMember {
+                group: group.clone(),
+                host: host.clone(),
+            }),
+        }
     }
+}
 
-    pub fn now_ms(&self) -> u64 {
-        self.clock.now_ms()
-    }
+/// A group that exists and is not a tombstone.
+fn live_group<'a>(
+    id: &GroupId,
+    record: Option<&'a LeaseRecord>,
+) -> Result<&'a LeaseRecord, CheckError> {
+    record
+        .filter(|g| !g.deleted)
+        .ok_or_else(|| CheckError::UnknownGroup(id.clone()))
 }

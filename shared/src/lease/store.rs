@@ -1,46 +1,52 @@
-//! The lease protocol's plans executed against DynamoDB. Every change is one conditional
-//! request; a failed condition comes back as a typed outcome (with the item as it stands, via
-//! `ReturnValuesOnConditionCheckFailure`, so no second read is needed), never as an error.
-//! The conditions here are the DynamoDB spelling of the predicates in
-//! [`super::protocol`] (`condition_holds`); keep the two in step.
+//! The lease store: the protocol's plans executed as single conditional writes (or one
+//! transaction where a change must also tell other hosts). A failed condition comes back as a
+//! typed outcome carrying the item as it stands, never as an error, so callers never match on
+//! SDK errors and never act on a second, possibly stale, read.
+//!
+//! Two implementations: [`super::dynamo::DynamoLeaseStore`] (tables `Hosts` and `Leases`) and
+//! [`super::memory::MemoryLeaseStore`], which evaluates the plans' own `condition_holds` and
+//! `apply` under one lock: one item, one outcome, serialised as DynamoDB does. The DynamoDB
+//! conditions are the spelling of those predicates; keep the two in step.
 
-use super::protocol::{AcquirePlan, Heartbeat, ReleasePlan, RenewPlan};
-use super::record::LeaseRecord;
-use crate::ids::GroupId;
+use super::host::HostRecord;
+use super::protocol::{
+    AcquirePlan, HeartbeatPlan, IncarnationChangePlan, ReleasePlan, RenewPlan, RevokePlan,
+};
+use super::record::{Epoch, LeaseRecord, Member};
+use crate::ids::{GroupId, HostId};
 use crate::Millis;
-use aws_sdk_dynamodb::error::SdkError;
-use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, ReturnValuesOnConditionCheckFailure};
-use aws_sdk_dynamodb::Client;
-use futures::Stream;
-use std::collections::HashMap;
+use async_trait::async_trait;
+use futures::stream::BoxStream;
+use std::collections::{BTreeMap, BTreeSet};
 
-type Item = HashMap<String, AttributeValue>;
-
-use crate::aws::is_condition_failure;
 pub use crate::aws::StoreError;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-/// A write to one member's entry (heartbeat, drain flag).
-pub enum MemberUpdate {
-    Recorded(LeaseRecord),
-    UnknownGroup,
-    NotMember(LeaseRecord),
+/// A consistent read of several host and group items (tombstones are returned as such).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Reads {
+    pub hosts: BTreeMap<HostId, HostRecord>,
+    pub groups: BTreeMap<GroupId, LeaseRecord>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum AcquireOutcome {
-    Acquired(LeaseRecord),
-    /// The condition failed: someone acquired or renewed since the read. Carries the item as
-    /// it now stands (absent if the group was deleted meanwhile).
-    LostRace(Option<LeaseRecord>),
+pub enum HeartbeatOutcome {
+    Recorded(HostRecord),
+    /// Another incarnation is recorded: the caller decides whether to make the second write.
+    OtherIncarnation(HostRecord),
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A conditional write's outcome: written (the item after), or refused (the item as it
+/// stands, `None` when there is none).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Written<T> {
+    Done(T),
+    LostRace(Option<T>),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RenewOutcome {
-    Renewed {
-        expires_at_ms: Millis,
-    },
-    /// The holder, epoch or expiry moved since the scan.
+    Renewed { expires_at_ms: Millis },
+    /// The epoch, expiry, health or incarnation moved since the read.
     LostRace,
 }
 
@@ -48,16 +54,24 @@ pub enum RenewOutcome {
 pub enum ReleaseOutcome {
     Released(LeaseRecord),
     UnknownGroup,
-    /// The caller does not hold the lease at that epoch (stale release).
+    /// The caller does not hold the group at that epoch (stale release).
     NotHolder(LeaseRecord),
 }
 
+/// A group definition as tenurectl and the IRC's `group.put` write it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum DeleteOutcome {
-    Deleted,
-    UnknownGroup,
-    /// The lease is live: a group with a working primary is not deleted.
-    LeaseHeld(LeaseRecord),
+pub struct GroupDefinition {
+    pub group_id: GroupId,
+    pub lease_ms: Millis,
+    pub members: BTreeMap<HostId, Member>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PutMode {
+    /// Refuse if the group exists (a tombstone does not count: its epoch continues).
+    Create,
+    /// Create or redefine; `holder` and `epoch` are never touched.
+    Upsert,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,342 +80,167 @@ pub enum CreateOutcome {
     AlreadyExists,
 }
 
-/// The `Leases` table.
-#[derive(Debug, Clone)]
-pub struct LeaseStore {
-    client: Client,
-    table: String,
+/// What a delete expects of the group it tombstones, as read (and revoked) just before.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeleteExpect {
+    /// `attribute_not_exists(holder)`.
+    Free,
+    /// `holder_host_epoch = :hhe`: the grant seen revoked (host epochs never go back).
+    RevokedGrant(Epoch),
+    /// A v1 lease past its expiry: `expires_at_ms < :not_after`.
+    V1Lapsed { not_after_ms: Millis },
 }
 
-fn n(value: u64) -> AttributeValue {
-    AttributeValue::N(value.to_string())
+/// Tombstones a group: `SET deleted = :true REMOVE holder, holder_host_epoch, members` under
+/// `epoch = :seen AND` [`DeleteExpect`]. The item stays, so the epoch continues if the group
+/// is created again and a fence never sees an epoch go back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeletePlan {
+    pub seen_epoch: Epoch,
+    pub expect: DeleteExpect,
+    pub now: Millis,
 }
 
-fn s(value: &str) -> AttributeValue {
-    AttributeValue::S(value.to_owned())
+impl DeletePlan {
+    pub fn condition_holds(&self, current: &LeaseRecord) -> bool {
+        !current.deleted
+            && current.epoch == self.seen_epoch
+            && match self.expect {
+                DeleteExpect::Free => current.holder.is_none(),
+                DeleteExpect::RevokedGrant(hhe) => current.holder_host_epoch == Some(hhe),
+                DeleteExpect::V1Lapsed { not_after_ms } => {
+                    current.holder_host_epoch.is_none() && current.expires_at_ms < not_after_ms
+                }
+            }
+    }
+
+    pub fn apply(&self, current: &LeaseRecord) -> LeaseRecord {
+        let mut next = current.clone();
+        next.deleted = true;
+        next.holder = None;
+        next.holder_host_epoch = None;
+        next.members.clear();
+        next.updated_at_ms = self.now;
+        next.version += 1;
+        next
+    }
 }
 
-/// Attributes the renewer needs (and nothing else): it reads every group every round.
-const RENEWER_PROJECTION: &str = "group_id, holder, epoch, expires_at_ms, lease_ms, members";
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeleteOutcome {
+    Deleted,
+    UnknownGroup,
+    /// The group changed since it was read (acquired, released, renewed under v1).
+    Changed(LeaseRecord),
+}
 
-impl LeaseStore {
-    pub fn new(client: Client, table: impl Into<String>) -> Self {
-        Self {
-            client,
-            table: table.into(),
-        }
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MemberUpdate {
+    Recorded(LeaseRecord),
+    UnknownGroup,
+    NotMember(LeaseRecord),
+}
+
+/// The tables `Hosts` and `Leases`. Reads are strongly consistent unless they say otherwise.
+#[async_trait]
+pub trait LeaseStore: Send + Sync {
+    /// Hosts and groups in as few consistent batch reads as the store allows (100 items each).
+    async fn read(&self, hosts: &[HostId], groups: &[GroupId]) -> Result<Reads, StoreError>;
+
+    async fn read_host(&self, host: &HostId) -> Result<Option<HostRecord>, StoreError> {
+        Ok(self
+            .read(std::slice::from_ref(host), &[])
+            .await?
+            .hosts
+            .remove(host))
     }
 
-    pub fn table(&self) -> &str {
-        &self.table
+    async fn read_group(&self, group: &GroupId) -> Result<Option<LeaseRecord>, StoreError> {
+        Ok(self
+            .read(&[], std::slice::from_ref(group))
+            .await?
+            .groups
+            .remove(group))
     }
 
-    fn key(group: &GroupId) -> Item {
-        HashMap::from([("group_id".to_owned(), s(group.as_str()))])
-    }
+    async fn heartbeat(&self, plan: &HeartbeatPlan) -> Result<HeartbeatOutcome, StoreError>;
 
-    fn parse_opt(group: &GroupId, item: Option<Item>) -> Result<Option<LeaseRecord>, StoreError> {
-        crate::aws::decode_opt_item(group.as_str(), item)
-    }
-
-    /// Creates a group's item (epoch 0, free); refuses to overwrite an existing group.
-    pub async fn create_group(&self, record: &LeaseRecord) -> Result<CreateOutcome, StoreError> {
-        let item: Item = serde_dynamo::to_item(record).map_err(|e| StoreError::Corrupt {
-            item: record.group_id.to_string(),
-            reason: e.to_string(),
-        })?;
-        let result = self
-            .client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(item))
-            .condition_expression("attribute_not_exists(group_id)")
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(CreateOutcome::Created),
-            Err(err) if is_condition_failure(&err) => Ok(CreateOutcome::AlreadyExists),
-            Err(err) => Err(StoreError::from_sdk("PutItem", err)),
-        }
-    }
-
-    /// A strongly consistent read of the whole item (one GetItem).
-    pub async fn read(&self, group: &GroupId) -> Result<Option<LeaseRecord>, StoreError> {
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .set_key(Some(Self::key(group)))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(|e| StoreError::from_sdk("GetItem", e))?;
-        Self::parse_opt(group, out.item)
-    }
-
-    /// Records a member's heartbeat and returns the whole item (one UpdateItem).
-    pub async fn heartbeat(
+    async fn change_incarnation(
         &self,
-        group: &GroupId,
-        hb: &Heartbeat,
-    ) -> Result<MemberUpdate, StoreError> {
-        self.update_member(
-            group,
-            &hb.host,
-            "members.#h.last_seen_ms = :now, members.#h.healthy = :v",
-            AttributeValue::Bool(hb.healthy),
-            hb.now,
-        )
-        .await
-    }
+        plan: &IncarnationChangePlan,
+    ) -> Result<Written<HostRecord>, StoreError>;
 
-    /// Sets or clears an operator's drain request on a member (one UpdateItem). A draining
-    /// primary's agent closes its gate and releases; a draining member never acquires.
-    pub async fn set_draining(
+    async fn renew(&self, plan: &RenewPlan) -> Result<RenewOutcome, StoreError>;
+
+    async fn revoke(&self, plan: &RevokePlan) -> Result<Written<HostRecord>, StoreError>;
+
+    /// `DELETE attention :ids` on the host: removes exactly these ids, so an id added again
+    /// after this write stays for the next check.
+    async fn consume_attention(
         &self,
-        group: &GroupId,
-        host: &crate::ids::HostId,
-        draining: bool,
+        host: &HostId,
+        ids: &BTreeSet<GroupId>,
         now: Millis,
-    ) -> Result<MemberUpdate, StoreError> {
-        self.update_member(
-            group,
-            host,
-            "members.#h.draining = :v, updated_at_ms = :now",
-            AttributeValue::Bool(draining),
-            now,
-        )
-        .await
-    }
+    ) -> Result<(), StoreError>;
 
-    /// `SET <set>, version = version + 1` on an existing member (`#h`), with `:v` and `:now`
-    /// bound, returning the whole item.
-    async fn update_member(
-        &self,
-        group: &GroupId,
-        host: &crate::ids::HostId,
-        set: &str,
-        value: AttributeValue,
-        now: Millis,
-    ) -> Result<MemberUpdate, StoreError> {
-        let result = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .set_key(Some(Self::key(group)))
-            .update_expression(format!(
-                "SET {set}, version = if_not_exists(version, :zero) + :one"
-            ))
-            .condition_expression("attribute_exists(members.#h)")
-            .expression_attribute_names("#h", host.as_str())
-            .expression_attribute_values(":v", value)
-            .expression_attribute_values(":now", n(now))
-            .expression_attribute_values(":zero", n(0))
-            .expression_attribute_values(":one", n(1))
-            .return_values(ReturnValue::AllNew)
-            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
-            .send()
-            .await;
-        Ok(match written_or_current(group, result)? {
-            Ok(record) => MemberUpdate::Recorded(record),
-            Err(Some(record)) => MemberUpdate::NotMember(record),
-            Err(None) => MemberUpdate::UnknownGroup,
-        })
-    }
-
-    /// Takes the lease (epoch + 1) if nobody acquired or renewed it since the caller's read.
-    pub async fn acquire(
+    async fn acquire(
         &self,
         group: &GroupId,
         plan: &AcquirePlan,
-    ) -> Result<AcquireOutcome, StoreError> {
-        let result = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .set_key(Some(Self::key(group)))
-            .update_expression(
-                "SET holder = :h, epoch = epoch + :one, expires_at_ms = :exp, \
-                 members.#h.last_seen_ms = :now, members.#h.healthy = :ok, \
-                 updated_at_ms = :now, version = if_not_exists(version, :zero) + :one",
-            )
-            .condition_expression(
-                "attribute_exists(members.#h) AND epoch = :seen \
-                 AND (attribute_not_exists(holder) OR expires_at_ms < :not_after)",
-            )
-            .expression_attribute_names("#h", plan.host.as_str())
-            .expression_attribute_values(":h", s(plan.host.as_str()))
-            .expression_attribute_values(":one", n(1))
-            .expression_attribute_values(":zero", n(0))
-            .expression_attribute_values(":exp", n(plan.new_expires_at_ms))
-            .expression_attribute_values(":now", n(plan.now))
-            .expression_attribute_values(":ok", AttributeValue::Bool(plan.healthy))
-            .expression_attribute_values(":seen", n(plan.seen_epoch.0))
-            .expression_attribute_values(":not_after", n(plan.not_after_ms))
-            .return_values(ReturnValue::AllNew)
-            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
-            .send()
-            .await;
-        Ok(match written_or_current(group, result)? {
-            Ok(record) => AcquireOutcome::Acquired(record),
-            Err(current) => AcquireOutcome::LostRace(current),
-        })
-    }
+    ) -> Result<Written<LeaseRecord>, StoreError>;
 
-    /// Moves the expiry forward for the same holder and epoch (one UpdateItem, no read back).
-    pub async fn renew(
-        &self,
-        group: &GroupId,
-        plan: &RenewPlan,
-    ) -> Result<RenewOutcome, StoreError> {
-        let result = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .set_key(Some(Self::key(group)))
-            .update_expression(
-                "SET expires_at_ms = :new, updated_at_ms = :now, \
-                 version = if_not_exists(version, :zero) + :one",
-            )
-            .condition_expression("holder = :h AND epoch = :e AND expires_at_ms < :new")
-            .expression_attribute_values(":new", n(plan.new_expires_at_ms))
-            .expression_attribute_values(":now", n(plan.now))
-            .expression_attribute_values(":zero", n(0))
-            .expression_attribute_values(":one", n(1))
-            .expression_attribute_values(":h", s(plan.holder.as_str()))
-            .expression_attribute_values(":e", n(plan.epoch.0))
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(RenewOutcome::Renewed {
-                expires_at_ms: plan.new_expires_at_ms,
-            }),
-            Err(err) if is_condition_failure(&err) => Ok(RenewOutcome::LostRace),
-            Err(err) => Err(StoreError::from_sdk("UpdateItem", err)),
-        }
-    }
-
-    /// Frees the lease if the caller holds it at that epoch (one UpdateItem).
-    pub async fn release(
+    /// The release and `ADD attention` on `notify`'s host items, in one transaction.
+    async fn release(
         &self,
         group: &GroupId,
         plan: &ReleasePlan,
-    ) -> Result<ReleaseOutcome, StoreError> {
-        let result = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .set_key(Some(Self::key(group)))
-            .update_expression(
-                "REMOVE holder SET expires_at_ms = :now, updated_at_ms = :now, \
-                 version = if_not_exists(version, :zero) + :one",
-            )
-            .condition_expression("holder = :h AND epoch = :e")
-            .expression_attribute_values(":now", n(plan.now))
-            .expression_attribute_values(":zero", n(0))
-            .expression_attribute_values(":one", n(1))
-            .expression_attribute_values(":h", s(plan.host.as_str()))
-            .expression_attribute_values(":e", n(plan.epoch.0))
-            .return_values(ReturnValue::AllNew)
-            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
-            .send()
-            .await;
-        Ok(match written_or_current(group, result)? {
-            Ok(record) => ReleaseOutcome::Released(record),
-            Err(Some(record)) => ReleaseOutcome::NotHolder(record),
-            Err(None) => ReleaseOutcome::UnknownGroup,
-        })
-    }
+        notify: &[HostId],
+    ) -> Result<ReleaseOutcome, StoreError>;
 
-    /// Deletes a group whose lease is free or lapsed (`attribute_not_exists(holder) OR
-    /// expires_at_ms < :now - :skew`), so a live primary is never deleted from under it.
-    pub async fn delete_group(
+    /// Writes a group definition and `ADD attention` on each member's host item, in one
+    /// transaction; `epoch` continues (`if_not_exists`), a tombstone is revived.
+    async fn put_group(
+        &self,
+        definition: &GroupDefinition,
+        mode: PutMode,
+        now: Millis,
+    ) -> Result<CreateOutcome, StoreError>;
+
+    async fn delete_group(
         &self,
         group: &GroupId,
-        now: Millis,
-        clock_skew_ms: Millis,
-    ) -> Result<DeleteOutcome, StoreError> {
-        let result = self
-            .client
-            .delete_item()
-            .table_name(&self.table)
-            .set_key(Some(Self::key(group)))
-            .condition_expression(
-                "attribute_exists(group_id) AND \
-                 (attribute_not_exists(holder) OR expires_at_ms < :not_after)",
-            )
-            .expression_attribute_values(":not_after", n(now.saturating_sub(clock_skew_ms)))
-            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(DeleteOutcome::Deleted),
-            Err(SdkError::ServiceError(e)) => match e.err() {
-                aws_sdk_dynamodb::operation::delete_item::DeleteItemError::ConditionalCheckFailedException(ccf) => {
-                    Ok(match Self::parse_opt(group, ccf.item().cloned())? {
-                        Some(record) => DeleteOutcome::LeaseHeld(record),
-                        None => DeleteOutcome::UnknownGroup,
-                    })
-                }
-                _ => Err(StoreError::from_sdk("DeleteItem", SdkError::ServiceError(e))),
-            },
-            Err(err) => Err(StoreError::from_sdk("DeleteItem", err)),
-        }
-    }
+        plan: &DeletePlan,
+    ) -> Result<DeleteOutcome, StoreError>;
 
-    /// Every group, whole, page by page (for operators' listings, not the hot path).
-    pub fn scan_all(&self) -> impl Stream<Item = Result<LeaseRecord, StoreError>> + Send + 'static {
-        scan_records(self.client.scan().table_name(&self.table))
-    }
-
-    /// Every held lease in one parallel-scan segment, page by page (the SDK paginates),
-    /// reading only what the renewer needs. Eventually consistent: a stale `last_seen_ms` only
-    /// makes a renewal shorter or fail its condition, never unsafe.
-    pub fn scan_held(
+    /// Sets or clears an operator's drain of one member, with `ADD attention :g` on that host.
+    async fn set_member_draining(
         &self,
-        segment: i32,
-        total_segments: i32,
-    ) -> impl Stream<Item = Result<LeaseRecord, StoreError>> + Send + 'static {
-        scan_records(
-            self.client
-                .scan()
-                .table_name(&self.table)
-                .segment(segment)
-                .total_segments(total_segments)
-                .projection_expression(RENEWER_PROJECTION)
-                .filter_expression("attribute_exists(holder)"),
-        )
-    }
-}
+        group: &GroupId,
+        host: &HostId,
+        draining: bool,
+        now: Millis,
+    ) -> Result<MemberUpdate, StoreError>;
 
-/// [`crate::aws::written_or_current`] for a lease record, which always exists after a write.
-fn written_or_current<R: std::fmt::Debug>(
-    group: &GroupId,
-    result: Result<
-        aws_sdk_dynamodb::operation::update_item::UpdateItemOutput,
-        SdkError<aws_sdk_dynamodb::operation::update_item::UpdateItemError, R>,
-    >,
-) -> Result<Result<LeaseRecord, Option<LeaseRecord>>, StoreError> {
-    match crate::aws::written_or_current(group.as_str(), "UpdateItem", result)? {
-        Ok(Some(record)) => Ok(Ok(record)),
-        Ok(None) => Err(StoreError::Corrupt {
-            item: group.to_string(),
-            reason: "UpdateItem returned no attributes".into(),
-        }),
-        Err(current) => Ok(Err(current)),
-    }
-}
+    /// Sets or clears the drain of a whole host (creating its item if it has none).
+    async fn set_host_draining(
+        &self,
+        host: &HostId,
+        draining: bool,
+        now: Millis,
+    ) -> Result<HostRecord, StoreError>;
 
-/// Runs a scan to the end, page by page, decoding each item as a lease record.
-fn scan_records(
-    scan: aws_sdk_dynamodb::operation::scan::builders::ScanFluentBuilder,
-) -> impl Stream<Item = Result<LeaseRecord, StoreError>> + Send + 'static {
-    let pages = scan.into_paginator().items().send();
-    futures::stream::unfold(pages, |mut pages| async move {
-        let item = pages.next().await?;
-        let parsed = item
-            .map_err(|e| StoreError::from_sdk("Scan", e))
-            .and_then(|item| crate::aws::decode_keyed("group_id", item));
-        Some((parsed, pages))
-    })
+    /// Every host in one parallel-scan segment (eventually consistent: a stale read only makes
+    /// a renewal fail its condition or come out shorter, never unsafe).
+    fn scan_hosts(
+        &self,
+        segment: u32,
+        total_segments: u32,
+    ) -> BoxStream<'static, Result<HostRecord, StoreError>>;
+
+    /// Every group item, tombstones included (operators' listings, resync; not the hot path).
+    fn scan_groups(&self) -> BoxStream<'static, Result<LeaseRecord, StoreError>>;
+
+    /// The groups `host` holds, from the `by-holder` index: eventually consistent, for `GET`
+    /// and operators, never for a decision.
+    async fn groups_held_by(&self, host: &HostId) -> Result<Vec<LeaseRecord>, StoreError>;
 }
