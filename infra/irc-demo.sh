@@ -17,7 +17,7 @@ east() {
     AWS_REGION=us-east-1 TENURE_WORK_ITEMS_TABLE="$(output us-east-1 WorkItemsTable)" \
         TENURE_IRC_QUEUE_URL="$(output us-east-1 IrcQueueUrl)" "$ctl" "$@"
 }
-west() { AWS_REGION=eu-west-1 TENURE_LEASES_TABLE="$(output eu-west-1 LeasesTable)" "$ctl" "$@"; }
+west() { AWS_REGION=eu-west-1 TENURE_LEASES_TABLE="$(output eu-west-1 LeasesTable)" TENURE_HOSTS_TABLE="$(output eu-west-1 HostsTable)" "$ctl" "$@"; }
 
 group="orders-$(date +%s)"
 echo "1. us-east-1 submits group.put of $group for eu-west-1"

@@ -14,6 +14,7 @@ bin="$CARGO_TARGET_DIR/debug"
 outputs=.local/regions.json
 url="$(.venv/bin/python -c "import json; print(json.load(open('$outputs'))['regions']['us-east-1']['LeaseCheckLocalUrl'])")"
 export TENURE_LEASES_TABLE="$(.venv/bin/python -c "import json; print(json.load(open('$outputs'))['regions']['us-east-1']['LeasesTable'])")"
+export TENURE_HOSTS_TABLE="$(.venv/bin/python -c "import json; print(json.load(open('$outputs'))['regions']['us-east-1']['HostsTable'])")"
 group="kv-$(date +%s)"; table="kvdemo-data"; dir=".local/kv-demo/$group"; mkdir -p "$dir"
 ms() { echo $(( $(date +%s%N) / 1000000 )); }
 

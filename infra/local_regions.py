@@ -200,7 +200,7 @@ def teardown(args):
                 break
             time.sleep(0.5)
         # The template retains tables (DeletionPolicy: Retain); a local teardown removes them.
-        for key in ("LeasesTable", "WorkItemsTable", "InboundOpsTable"):
+        for key in ("LeasesTable", "HostsTable", "WorkItemsTable", "InboundOpsTable"):
             table = outs.get(key)
             if table:
                 try:

@@ -143,6 +143,7 @@ impl Irc {
             self.target_dynamodb.clone(),
             self.target.output("InboundOpsTable")?,
             self.target.output("LeasesTable")?,
+            self.target.output("HostsTable")?,
             LeaseConfig::default(),
             Kinds::shipped(),
         );

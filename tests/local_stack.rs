@@ -7,9 +7,9 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tenure::clock::SystemClock;
 use tenure::ids::{GroupId, HostId};
+use tenure::lease::dynamo::DynamoLeaseStore;
 use tenure::lease::record::Member;
 use tenure::lease::service::LeaseService;
-use tenure::lease::store::LeaseStore;
 use tenure::lease::LeaseConfig;
 use tenure::sigv4::SigV4Client;
 use tenure_e2e::{stacks, Stack};
@@ -22,10 +22,21 @@ fn unique_group(prefix: &str) -> GroupId {
     GroupId::parse(&format!("{prefix}-{ms}")).unwrap()
 }
 
+/// A host id of this test's own: in protocol v2 the lease belongs to the host, so tests that
+/// run at once must not share host ids (one test's live host would keep another's alive).
+fn unique_host(prefix: &str) -> String {
+    format!(
+        "{}-{}",
+        prefix,
+        unique_group("h").as_str().trim_start_matches("h-")
+    )
+}
+
 async fn create_group(stack: &Stack, group: &GroupId, hosts: &[&str]) -> Result<()> {
     let sdk = stack.sdk().await;
-    let store = LeaseStore::new(
+    let store = DynamoLeaseStore::new(
         tenure::aws::dynamodb_client(&sdk, None),
+        stack.output("HostsTable")?,
         stack.output("LeasesTable")?,
     );
     let service = LeaseService::new(store, LeaseConfig::default(), SystemClock);
@@ -47,7 +58,8 @@ async fn create_group(stack: &Stack, group: &GroupId, hosts: &[&str]) -> Result<
 async fn a_check_through_the_function_url_returns_the_contract_json() -> Result<()> {
     for stack in stacks("TENURE_E2E_REGIONS")? {
         let group = unique_group("e2e-check");
-        create_group(&stack, &group, &["host-a", "host-b"]).await?;
+        let (host_a, host_b) = (unique_host("check-a"), unique_host("check-b"));
+        create_group(&stack, &group, &[&host_a, &host_b]).await?;
         let http = SigV4Client::for_function_urls(&stack.sdk().await)?;
         let base = stack
             .output("LeaseCheckLocalUrl")?
@@ -70,7 +82,7 @@ async fn a_check_through_the_function_url_returns_the_contract_json() -> Result<
         };
         let (status, body) = post(
             format!("/v1/groups/{group}/check"),
-            json!({"host_id": "host-a"}),
+            json!({"host_id": host_a}),
         )
         .await?;
         assert_eq!(status, 200, "{}: {body}", stack.region);
@@ -103,12 +115,14 @@ async fn a_check_through_the_function_url_returns_the_contract_json() -> Result<
             ),
             (json!("primary"), json!(true), json!(1))
         );
+        // A new host's first check renews its own lease (lease_ms from now), so the window is
+        // the lease less the skew and the time the check took.
         let valid = body["valid_for_ms"].as_u64().unwrap();
         assert!((9_000..=9_800).contains(&valid), "valid_for_ms {valid}");
 
         let (status, body) = post(
             format!("/v1/groups/{group}/check"),
-            json!({"host_id": "host-b", "heartbeat": false}),
+            json!({"host_id": host_b, "heartbeat": false}),
         )
         .await?;
         assert_eq!((status, body["role"].clone()), (200, json!("secondary")));
@@ -123,7 +137,7 @@ async fn a_check_through_the_function_url_returns_the_contract_json() -> Result<
         );
         let (status, body) = post(
             format!("/v1/groups/{group}/release"),
-            json!({"host_id": "host-a", "epoch": 0}),
+            json!({"host_id": host_a, "epoch": 0}),
         )
         .await?;
         assert_eq!(
@@ -148,10 +162,11 @@ async fn a_check_through_the_function_url_returns_the_contract_json() -> Result<
     Ok(())
 }
 
-/// The renewer is scheduled every minute and loops inside each invocation. A host that only
-/// heartbeats never moves `expires_at`; the renewer does, with the epoch unchanged. Renewals
-/// seen continuously over more than 60 s, with the lease never lapsing and the epoch never
-/// moving, span at least two invocations (ticks), since each invocation lasts under 60 s.
+/// The renewer is scheduled every minute and loops inside each invocation, renewing the host
+/// lease about every `renew_interval_ms` (2 s); a host's own check renews it only when it is
+/// within two renew intervals of its end (about every 6 s). So 30 or more renewals over more
+/// than 60 s, with the grant never lapsing and neither epoch moving, are the renewer's, and span
+/// at least two invocations (ticks), since each invocation lasts under 60 s.
 #[tokio::test]
 async fn the_scheduled_renewer_keeps_a_lease_across_two_ticks() -> Result<()> {
     let all = stacks("TENURE_E2E_REGIONS")?;
@@ -159,9 +174,9 @@ async fn the_scheduled_renewer_keeps_a_lease_across_two_ticks() -> Result<()> {
     for stack in all {
         runs.push(tokio::spawn(async move {
             let group = unique_group("e2e-renew");
-            create_group(&stack, &group, &["host-a"]).await?;
+            let host = HostId::parse(&unique_host("renew"))?;
+            create_group(&stack, &group, &[host.as_str()]).await?;
             let lease = stack.lease_check().await?;
-            let host = HostId::parse("host-a")?;
             let first = lease.check(&group, &host, true, true).await?;
             assert!(first.writable);
             let started = Instant::now();
@@ -170,6 +185,13 @@ async fn the_scheduled_renewer_keeps_a_lease_across_two_ticks() -> Result<()> {
             loop {
                 let answer = lease.check(&group, &host, true, true).await?;
                 let record = lease.get(&group).await?;
+                let host_view = lease.get_host(&host).await?;
+                let expires_at_ms = host_view["host"]["expires_at_ms"].as_u64().unwrap_or(0);
+                assert_eq!(
+                    host_view["host"]["epoch"], 0,
+                    "{}: the host was revoked",
+                    stack.region
+                );
                 if !renewals.is_empty() {
                     assert_eq!(
                         record.epoch, last.0,
@@ -182,10 +204,10 @@ async fn the_scheduled_renewer_keeps_a_lease_across_two_ticks() -> Result<()> {
                         stack.region
                     );
                 }
-                if record.epoch == last.0 && record.expires_at_ms > last.1 && last.1 != 0 {
+                if record.epoch == last.0 && expires_at_ms > last.1 && last.1 != 0 {
                     renewals.push(Instant::now());
                 }
-                last = (record.epoch, record.expires_at_ms);
+                last = (record.epoch, expires_at_ms);
                 if let (Some(a), Some(b)) = (renewals.first(), renewals.last()) {
                     if b.duration_since(*a) > Duration::from_secs(62) {
                         return anyhow::Ok(renewals.len());
@@ -226,7 +248,8 @@ async fn lease_gates_fail_over_through_the_deployed_stack() -> Result<()> {
         .next()
         .expect("a stack");
     let group = unique_group("e2e-gate");
-    create_group(&stack, &group, &["host-a", "host-b"]).await?;
+    let (host_a, host_b) = (unique_host("gate-a"), unique_host("gate-b"));
+    create_group(&stack, &group, &[&host_a, &host_b]).await?;
     let cfg = LeaseConfig::default();
     let gate = |host: &str| {
         let stack = stack.clone();
@@ -244,7 +267,7 @@ async fn lease_gates_fail_over_through_the_deployed_stack() -> Result<()> {
             ))
         }
     };
-    let a = gate("host-a").await?;
+    let a = gate(&host_a).await?;
     let started = Instant::now();
     while a.write_permit().is_none() {
         assert!(
@@ -253,7 +276,7 @@ async fn lease_gates_fail_over_through_the_deployed_stack() -> Result<()> {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let b = gate("host-b").await?;
+    let b = gate(&host_b).await?;
     tokio::time::sleep(Duration::from_millis(1_500)).await;
     assert!(
         matches!(b.state(), GateState::Secondary { .. }),
@@ -302,11 +325,12 @@ async fn one_host_holds_a_gate_per_group() -> Result<()> {
         .next()
         .expect("a stack");
     let (g1, g2) = (unique_group("e2e-multi-1"), unique_group("e2e-multi-2"));
-    create_group(&stack, &g1, &["host-a"]).await?;
-    create_group(&stack, &g2, &["host-a", "host-b"]).await?;
+    let (host_a, host_b) = (unique_host("multi-a"), unique_host("multi-b"));
+    create_group(&stack, &g1, &[&host_a]).await?;
+    create_group(&stack, &g2, &[&host_a, &host_b]).await?;
     let gates = LeaseGates::start(
         &stack.lease_check().await?,
-        &HostId::parse("host-a")?,
+        &HostId::parse(&host_a)?,
         [g1.clone(), g2.clone()],
         || true,
         GateConfig::from_lease(&LeaseConfig::default()),

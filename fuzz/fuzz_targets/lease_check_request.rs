@@ -18,13 +18,16 @@ struct Input<'a> {
 }
 
 fuzz_target!(|input: Input| {
-    let path = match input.route % 4 {
+    let path = match input.route % 7 {
         0 => format!("/v1/groups/{}/check", input.group),
         1 => format!("/v1/groups/{}/release", input.group),
         2 => format!("/v1/groups/{}", input.group),
+        3 => format!("/v1/hosts/{}/check", input.group),
+        4 => format!("/v1/hosts/{}/release", input.group),
+        5 => format!("/v1/hosts/{}", input.group),
         _ => input.path.to_owned(),
     };
-    let method = match input.route / 4 % 3 {
+    let method = match input.route / 7 % 3 {
         0 => "POST",
         1 => "GET",
         _ => input.method,
@@ -35,13 +38,21 @@ fuzz_target!(|input: Input| {
         body: input.body,
     };
     match parse_request(request) {
-        Ok(LeaseCall::Check(group, check)) => {
-            assert!(!group.as_str().is_empty() && !check.host.as_str().is_empty())
+        Ok(LeaseCall::Check { group, host, .. }) => {
+            assert!(!group.as_str().is_empty() && !host.as_str().is_empty())
         }
         Ok(LeaseCall::Release(group, host, _)) => {
             assert!(!group.as_str().is_empty() && !host.as_str().is_empty())
         }
         Ok(LeaseCall::Get(group)) => assert!(!group.as_str().is_empty()),
+        Ok(LeaseCall::HostCheck { check, invalid }) => {
+            assert!(check.groups.len() + invalid.len() <= 500 && check.watch.len() <= 500);
+            assert!(invalid.iter().all(|(raw, _)| tenure::ids::GroupId::parse(raw).is_err()));
+        }
+        Ok(LeaseCall::HostRelease { groups, invalid, .. }) => {
+            assert!(groups.len() + invalid.len() <= 500)
+        }
+        Ok(LeaseCall::HostGet(host)) => assert!(!host.as_str().is_empty()),
         Err(response) => assert!(response.is_client_error(), "{response:?}"),
     }
 });

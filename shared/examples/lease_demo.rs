@@ -10,13 +10,14 @@ use std::time::{Duration, Instant};
 use tenure::aws::{dynamodb_client, load_sdk_config};
 use tenure::clock::{Clock, SystemClock};
 use tenure::ids::{GroupId, HostId};
-use tenure::lease::record::{LeaseRecord, Member};
+use tenure::lease::dynamo::DynamoLeaseStore;
+use tenure::lease::record::Member;
 use tenure::lease::renewer::{renew_round, RenewerConfig};
-use tenure::lease::service::{CheckRequest, LeaseService};
-use tenure::lease::store::LeaseStore;
+use tenure::lease::service::LeaseService;
 use tenure::lease::{CheckAnswer, LeaseConfig};
 
 const TABLE: &str = "tenure-demo-leases";
+const HOSTS_TABLE: &str = "tenure-demo-hosts";
 
 fn show(t0: Instant, answer: &CheckAnswer) {
     println!(
@@ -35,12 +36,14 @@ fn show(t0: Instant, answer: &CheckAnswer) {
 async fn main() -> Result<()> {
     let sdk = load_sdk_config().await;
     let client = dynamodb_client(&sdk, None);
-    tenure::aws::ensure_table(&client, TABLE, "group_id")
-        .await
-        .map_err(|e| anyhow!("{e} (is MiniStack running? infra/ministack.sh start)"))?;
+    for (table, key) in [(TABLE, "group_id"), (HOSTS_TABLE, "host_id")] {
+        tenure::aws::ensure_table(&client, table, key)
+            .await
+            .map_err(|e| anyhow!("{e} (is MiniStack running? infra/ministack.sh start)"))?;
+    }
     // A 2 s lease so the takeover is quick to watch; the protocol is the same at 10 s.
     let cfg = LeaseConfig::new(2_000, 500, 100, 600, 200)?;
-    let store = LeaseStore::new(client, TABLE);
+    let store = DynamoLeaseStore::new(client, HOSTS_TABLE, TABLE);
     let service = LeaseService::new(store.clone(), cfg, SystemClock);
     let group = GroupId::parse(&format!("demo-{}", SystemClock.now_ms()))?;
     let hosts: Vec<HostId> = ["host-a", "host-b", "host-c"]
@@ -53,13 +56,8 @@ async fn main() -> Result<()> {
         .enumerate()
         .map(|(i, (h, az))| (h.clone(), Member::new(az, 3 - i as u32)))
         .collect();
-    store
-        .create_group(&LeaseRecord::new_group(
-            group.clone(),
-            cfg.lease_ms,
-            members,
-            SystemClock.now_ms(),
-        ))
+    service
+        .create_group(group.clone(), cfg.lease_ms, members)
         .await?;
     println!(
         "group {group}: lease {} ms, skew {} ms, poll {} ms",
@@ -67,16 +65,14 @@ async fn main() -> Result<()> {
     );
 
     let t0 = Instant::now();
-    let check = |host: &HostId| CheckRequest {
-        host: host.clone(),
-        healthy: true,
-        heartbeat: true,
-    };
+
     println!("\n1. three hosts check in (host-a has the highest priority and checks first)");
     for host in &hosts {
-        show(t0, &service.check(&group, &check(host)).await?);
+        show(t0, &service.check_group(&group, host, true, true).await?);
     }
-    println!("\n2. steady state: hosts poll, the renewer extends host-a's lease");
+    println!(
+        "\n2. steady state: hosts poll, the renewer extends the hosts' leases (one write per host)"
+    );
     let renewer = RenewerConfig {
         scan_segments: 1,
         max_in_flight: 4,
@@ -85,25 +81,25 @@ async fn main() -> Result<()> {
     for _ in 0..3 {
         tokio::time::sleep(Duration::from_millis(cfg.renew_interval_ms)).await;
         for host in &hosts {
-            service.check(&group, &check(host)).await?;
+            service.check_group(&group, host, true, true).await?;
         }
         let round = renew_round(&store, &cfg, &SystemClock, &renewer).await;
-        let record = service.get(&group).await?;
+        let (record, holder) = service.get_group(&group).await?;
         println!(
-            "  {:>7.3}s  renewer: renewed {} group(s); host-a epoch {} expires in {} ms",
+            "  {:>7.3}s  renewer: renewed {} host lease(s); group epoch {}, holder's host lease ends in {} ms",
             t0.elapsed().as_secs_f64(),
             round.renewed,
             record.epoch,
-            record.expires_at_ms.saturating_sub(SystemClock.now_ms())
+            holder.map_or(0, |h| h.expires_at_ms.saturating_sub(SystemClock.now_ms()))
         );
     }
     println!("\n3. host-a dies (stops checking); host-b and host-c keep polling");
     let last_heartbeat = Instant::now();
-    service.check(&group, &check(&hosts[0])).await?;
+    service.check_group(&group, &hosts[0], true, true).await?;
     let new_primary = loop {
         let mut writable = None;
         for host in &hosts[1..] {
-            let answer = service.check(&group, &check(host)).await?;
+            let answer = service.check_group(&group, host, true, true).await?;
             if answer.writable {
                 show(t0, &answer);
                 writable = Some(answer);
@@ -130,11 +126,13 @@ async fn main() -> Result<()> {
         new_primary.host_id
     );
     let drain_at = Instant::now();
-    store
-        .set_draining(&group, &new_primary.host_id, true, SystemClock.now_ms())
+    service
+        .set_draining(&group, &new_primary.host_id, true)
         .await?;
     // The primary's next poll sees `draining`; it stops writing, then releases.
-    let seen = service.check(&group, &check(&new_primary.host_id)).await?;
+    let seen = service
+        .check_group(&group, &new_primary.host_id, true, true)
+        .await?;
     show(t0, &seen);
     if !seen.draining {
         bail!("the drain request did not reach the primary");
@@ -147,7 +145,7 @@ async fn main() -> Result<()> {
         .iter()
         .find(|h| **h != new_primary.host_id)
         .context("a third host")?;
-    let answer = service.check(&group, &check(successor)).await?;
+    let answer = service.check_group(&group, successor, true, true).await?;
     show(t0, &answer);
     if !answer.writable {
         bail!("{successor} did not take over after the release");
@@ -160,7 +158,7 @@ async fn main() -> Result<()> {
         answer.epoch,
         cfg.poll_interval_ms
     );
-    let record = service.get(&group).await?;
+    let (record, _) = service.get_group(&group).await?;
     println!(
         "\nfinal record: holder {:?}, epoch {} (one per acquisition, never reset)",
         record.holder.map(String::from),

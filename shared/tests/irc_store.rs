@@ -304,10 +304,12 @@ async fn inbound() -> (InboundStore, aws_sdk_dynamodb::Client, String) {
     let client = dynamodb(None).await;
     let inbound_table = create_table(&client, "op_id").await;
     let leases_table = create_table(&client, "group_id").await;
+    let hosts_table = create_table(&client, "host_id").await;
     let store = InboundStore::new(
         client.clone(),
         inbound_table,
         leases_table.clone(),
+        hosts_table,
         LeaseConfig::default(),
         Kinds::shipped(),
     );
@@ -455,5 +457,32 @@ async fn group_delete_waits_for_a_free_or_lapsed_lease() {
         store.apply(&delete(3), T0 + 10_300).await.unwrap().outcome,
         "applied"
     );
-    assert!(group_item(&client, &leases, "g").await.is_none());
+    // A tombstone that keeps the epoch: no holder, no members.
+    let tombstone = group_item(&client, &leases, "g").await.unwrap();
+    assert_eq!(tombstone["deleted"], true, "{tombstone}");
+    assert!(tombstone.get("holder").is_none() && tombstone.get("members").is_none());
+    // Put again: the group is back, its epoch continuing from the tombstone's.
+    client
+        .update_item()
+        .table_name(&leases)
+        .key(
+            "group_id",
+            aws_sdk_dynamodb::types::AttributeValue::S("g".into()),
+        )
+        .update_expression("SET epoch = :e")
+        .expression_attribute_values(":e", aws_sdk_dynamodb::types::AttributeValue::N("7".into()))
+        .send()
+        .await
+        .unwrap();
+    store
+        .apply(&put_request(&OpId::new(), "g", 4, 10_000), T0 + 20_000)
+        .await
+        .unwrap();
+    let back = group_item(&client, &leases, "g").await.unwrap();
+    assert!(back.get("deleted").is_none(), "{back}");
+    assert_eq!(
+        (back["epoch"].as_u64(), back["members"]["a"]["az"].as_str()),
+        (Some(7), Some("az1")),
+        "{back}"
+    );
 }

@@ -149,10 +149,7 @@ async fn tenure_cycles(
         let primary = cluster.wait_for_primary(&all, within).await?;
         let host = HostId::parse(HOSTS[primary])?;
         let started = Instant::now();
-        service
-            .store()
-            .set_draining(group, &host, true, service.now_ms())
-            .await?;
+        service.set_draining(group, &host, true).await?;
         let others: Vec<usize> = all.iter().copied().filter(|&i| i != primary).collect();
         let next = cluster.wait_for_primary(&others, within).await?;
         let took = started.elapsed();
@@ -163,10 +160,7 @@ async fn tenure_cycles(
             HOSTS[primary],
             HOSTS[next]
         );
-        service
-            .store()
-            .set_draining(group, &host, false, service.now_ms())
-            .await?;
+        service.set_draining(group, &host, false).await?;
     }
 
     let found = kvdemo::checker::violations(&cluster.writable_intervals()?);

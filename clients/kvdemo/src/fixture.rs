@@ -8,9 +8,9 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use tenure::clock::{Clock, SystemClock};
 use tenure::ids::{GroupId, HostId};
+use tenure::lease::dynamo::DynamoLeaseStore;
 use tenure::lease::record::Member;
 use tenure::lease::service::LeaseService;
-use tenure::lease::store::LeaseStore;
 use tenure::lease::LeaseConfig;
 
 /// The hosts of every fixture group, highest priority first.
@@ -23,6 +23,7 @@ pub struct StackAccess {
     pub endpoint: String,
     pub region: String,
     pub leases_table: String,
+    pub hosts_table: String,
     pub lease_check_url: String,
 }
 
@@ -43,6 +44,7 @@ impl StackAccess {
             endpoint: endpoint.to_owned(),
             region: region.to_owned(),
             leases_table: output("LeasesTable")?,
+            hosts_table: output("HostsTable")?,
             lease_check_url: output("LeaseCheckLocalUrl")?,
         })
     }
@@ -50,7 +52,7 @@ impl StackAccess {
 
 pub struct Fixture {
     pub group: GroupId,
-    pub service: LeaseService<SystemClock>,
+    pub service: LeaseService<DynamoLeaseStore, SystemClock>,
     pub dynamodb: aws_sdk_dynamodb::Client,
     /// The hosts' data table.
     pub table: String,
@@ -84,7 +86,11 @@ impl Fixture {
             .map_err(setup_error)?;
         let group = GroupId::parse(&format!("kv-{suffix}")).map_err(setup_error)?;
         let service = LeaseService::new(
-            LeaseStore::new(dynamodb.clone(), stack.leases_table.clone()),
+            DynamoLeaseStore::new(
+                dynamodb.clone(),
+                stack.hosts_table.clone(),
+                stack.leases_table.clone(),
+            ),
             lease,
             SystemClock,
         );

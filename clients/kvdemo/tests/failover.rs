@@ -264,10 +264,7 @@ async fn a_drained_primary_hands_over_within_two_polls() -> Result<()> {
     let host = HostId::parse(HOSTS[old])?;
     let started = Instant::now();
     let f = &s.fixture;
-    f.service
-        .store()
-        .set_draining(&f.group, &host, true, f.service.now_ms())
-        .await?;
+    f.service.set_draining(&f.group, &host, true).await?;
     let new = s
         .cluster
         .wait_for_primary(&s.others(old), Duration::from_secs(10))
@@ -293,10 +290,7 @@ async fn a_drained_primary_hands_over_within_two_polls() -> Result<()> {
     acked.extend(s.put_many(new, 5..10).await?);
     ensure!(acked.len() == 10);
     let f = &s.fixture;
-    f.service
-        .store()
-        .set_draining(&f.group, &host, false, f.service.now_ms())
-        .await?;
+    f.service.set_draining(&f.group, &host, false).await?;
     s.assert_readable(new, &acked).await?;
     s.assert_never_two_writable()?;
     s.cleanup().await;

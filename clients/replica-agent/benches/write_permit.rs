@@ -26,6 +26,7 @@ impl LeaseSource for AlwaysPrimary {
             valid_for_ms: 3_600_000,
             poll_after_ms: 500,
             draining: false,
+            holder_host_epoch: None,
         })
     }
     async fn release(&self, _epoch: Epoch) -> Result<(), SourceError> {

@@ -63,6 +63,7 @@ fn answer(writable: bool, valid_for_ms: u64, epoch: u64, draining: bool) -> Chec
         valid_for_ms,
         poll_after_ms: 500,
         draining,
+        holder_host_epoch: None,
     }
 }
 

@@ -1,9 +1,9 @@
 //! tenurectl: the operator's view of replica groups, their leases, and inter-region operations.
 //!
 //! Region, credentials and endpoint come from the usual AWS settings (`AWS_REGION`,
-//! `AWS_PROFILE`, `AWS_ENDPOINT_URL`, ...). The table comes from `--table` or
-//! `TENURE_LEASES_TABLE` (the stack's `LeasesTable` output). Human tables by default,
-//! `--json` for scripts.
+//! `AWS_PROFILE`, `AWS_ENDPOINT_URL`, ...). The tables come from `--table` or
+//! `TENURE_LEASES_TABLE` (the stack's `LeasesTable` output) and `--hosts-table` or
+//! `TENURE_HOSTS_TABLE` (`HostsTable`). Human tables by default, `--json` for scripts.
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Parser, Subcommand};
@@ -12,9 +12,12 @@ use serde_json::json;
 use std::collections::BTreeMap;
 use tenure::clock::{Clock, SystemClock};
 use tenure::ids::{GroupId, HostId};
+use tenure::lease::dynamo::DynamoLeaseStore;
+use tenure::lease::host::HostRecord;
+use tenure::lease::protocol::{grant_state, GrantState};
 use tenure::lease::record::{LeaseRecord, Member};
-use tenure::lease::service::LeaseService;
-use tenure::lease::store::{CreateOutcome, DeleteOutcome, LeaseStore, MemberUpdate};
+use tenure::lease::service::{CheckError, LeaseService};
+use tenure::lease::store::{CreateOutcome, LeaseStore};
 use tenure::lease::LeaseConfig;
 
 mod ops;
@@ -29,6 +32,9 @@ struct Cli {
     /// The Leases table (the stack's LeasesTable output).
     #[arg(long, env = "TENURE_LEASES_TABLE", global = true)]
     table: Option<String>,
+    /// The Hosts table (the stack's HostsTable output).
+    #[arg(long, env = "TENURE_HOSTS_TABLE", global = true)]
+    hosts_table: Option<String>,
     /// Print JSON instead of tables.
     #[arg(long, global = true)]
     json: bool,
@@ -66,13 +72,14 @@ enum GroupsCommand {
     Show { group: String },
     /// Every group with its holder and epoch.
     List,
-    /// Delete a group; refused while its lease is held.
+    /// Delete a group; refused while it has a live grant (a lapsed holder is revoked first).
+    /// The item stays as a tombstone, so the epoch continues if the group is created again.
     Delete { group: String },
 }
 
 #[derive(Subcommand)]
 enum LeaseCommand {
-    /// Holder, epoch, expiry and members (last seen, health, draining).
+    /// Holder, epochs, the holder's host lease and the members.
     Show { group: String },
     /// Ask a host to hand over: a draining primary stops writing and releases.
     Drain { group: String, host: String },
@@ -117,49 +124,82 @@ fn host_id(raw: &str) -> Result<HostId> {
     HostId::parse(raw).map_err(|e| anyhow!("host {raw:?}: {e}"))
 }
 
-fn lease_view(record: &LeaseRecord, now: u64) -> serde_json::Value {
+/// Whether the grant is live and how long its holder's host lease has left.
+fn grant(
+    record: &LeaseRecord,
+    holder: Option<&HostRecord>,
+    cfg: &LeaseConfig,
+    now: u64,
+) -> (bool, i64) {
+    match grant_state(record, holder, now, cfg) {
+        GrantState::Live { .. } => (
+            true,
+            holder.map_or(0, |h| h.expires_at_ms as i64 - now as i64),
+        ),
+        GrantState::V1Held { .. } => (true, record.expires_at_ms as i64 - now as i64),
+        _ => (false, 0),
+    }
+}
+
+fn lease_view(
+    record: &LeaseRecord,
+    holder: Option<&HostRecord>,
+    cfg: &LeaseConfig,
+    now: u64,
+) -> serde_json::Value {
+    let (live, expires_in) = grant(record, holder, cfg, now);
     let mut view = json!(record);
-    view["expires_in_ms"] = json!(record.expires_at_ms as i64 - now as i64);
-    view["lease_live"] = json!(record.holder.is_some() && record.expires_at_ms > now);
+    view["expires_in_ms"] = json!(expires_in);
+    view["lease_live"] = json!(live);
+    view["holder_host"] = json!(holder);
     view
 }
 
-fn print_lease(record: &LeaseRecord, now: u64) {
-    let expires_in = record.expires_at_ms as i64 - now as i64;
-    println!("group      {}", record.group_id);
+fn print_lease(record: &LeaseRecord, holder: Option<&HostRecord>, cfg: &LeaseConfig, now: u64) {
+    let (live, expires_in) = grant(record, holder, cfg, now);
+    println!("group        {}", record.group_id);
     println!(
-        "holder     {}",
+        "holder       {}",
         record
             .holder
             .as_ref()
             .map(|h| h.as_str())
             .unwrap_or("(none)")
     );
-    println!("epoch      {}", record.epoch);
+    println!("epoch        {}", record.epoch);
     println!(
-        "expires    {}",
+        "host epoch   {}",
+        match (record.holder_host_epoch, holder) {
+            (Some(e), Some(h)) => format!("{e} (holder now at {})", h.epoch),
+            (Some(e), None) => e.to_string(),
+            (None, _) if record.holder.is_some() => "(v1 lease)".into(),
+            (None, _) => "-".into(),
+        }
+    );
+    println!(
+        "grant        {}",
         match &record.holder {
-            Some(_) if expires_in > 0 => format!("in {expires_in} ms"),
-            Some(_) => format!("lapsed {} ms ago", -expires_in),
+            Some(_) if live && expires_in > 0 =>
+                format!("live, host lease ends in {expires_in} ms"),
+            Some(_) if live => "live, host lease ending".to_owned(),
+            Some(_) => "not live (holder lapsed or revoked)".to_owned(),
             None => "free".to_owned(),
         }
     );
-    println!("lease_ms   {}", record.lease_ms);
-    println!("version    {}", record.version);
+    println!("version      {}", record.version);
     println!();
     println!(
-        "{:<24} {:<14} {:>8} {:>14} {:>8} {:>9}",
-        "MEMBER", "AZ", "PRIORITY", "LAST SEEN", "HEALTHY", "DRAINING"
+        "{:<24} {:<14} {:>8} {:>9} {:>14}",
+        "MEMBER", "AZ", "PRIORITY", "DRAINING", "RELEASED"
     );
     for (host, m) in &record.members {
-        let seen = if m.last_seen_ms == 0 {
-            "never".to_owned()
-        } else {
-            format!("{} ms ago", now.saturating_sub(m.last_seen_ms))
-        };
+        let released = m
+            .released_at_ms
+            .map(|t| format!("{} ms ago", now.saturating_sub(t)))
+            .unwrap_or_else(|| "-".into());
         println!(
-            "{:<24} {:<14} {:>8} {:>14} {:>8} {:>9}",
-            host, m.az, m.priority, seen, m.healthy, m.draining
+            "{:<24} {:<14} {:>8} {:>9} {:>14}",
+            host, m.az, m.priority, m.draining, released
         );
     }
 }
@@ -192,8 +232,11 @@ async fn run(cli: Cli) -> Result<()> {
     let table = cli.table.clone().context(
         "no table: pass --table or set TENURE_LEASES_TABLE (the stack's LeasesTable output)",
     )?;
+    let hosts_table = cli.hosts_table.clone().context(
+        "no hosts table: pass --hosts-table or set TENURE_HOSTS_TABLE (the stack's HostsTable output)",
+    )?;
     require_region(&sdk)?;
-    let store = LeaseStore::new(tenure::aws::dynamodb_client(&sdk, None), table);
+    let store = DynamoLeaseStore::new(tenure::aws::dynamodb_client(&sdk, None), hosts_table, table);
     let lease = LeaseConfig::from_env(&tenure::config::ProcessEnv)?;
     let service = LeaseService::new(store.clone(), lease, SystemClock);
     let now = SystemClock.now_ms();
@@ -221,33 +264,44 @@ async fn run(cli: Cli) -> Result<()> {
         }
         LeaseSide::Groups(GroupsCommand::Show { group })
         | LeaseSide::Lease(LeaseCommand::Show { group }) => {
-            let record = service.get(&group_id(&group)?).await?;
+            let (record, holder) = service.get_group(&group_id(&group)?).await?;
             if cli.json {
-                println!("{}", lease_view(&record, now));
+                println!("{}", lease_view(&record, holder.as_ref(), &lease, now));
             } else {
-                print_lease(&record, now);
+                print_lease(&record, holder.as_ref(), &lease, now);
             }
         }
         LeaseSide::Groups(GroupsCommand::List) => {
-            let records: Vec<LeaseRecord> = store.scan_all().try_collect().await?;
+            let records: Vec<LeaseRecord> = store
+                .scan_groups()
+                .try_filter(|g| futures::future::ready(!g.deleted))
+                .try_collect()
+                .await?;
+            let holders: Vec<HostId> = records.iter().filter_map(|r| r.holder.clone()).collect();
+            let hosts = store.read(&holders, &[]).await?.hosts;
+            let holder_of = |r: &LeaseRecord| r.holder.as_ref().and_then(|h| hosts.get(h));
             if cli.json {
-                let all: Vec<_> = records.iter().map(|r| lease_view(r, now)).collect();
+                let all: Vec<_> = records
+                    .iter()
+                    .map(|r| lease_view(r, holder_of(r), &lease, now))
+                    .collect();
                 println!("{}", json!(all));
             } else {
                 println!(
-                    "{:<32} {:<24} {:>8} {:>12} {:>8}",
-                    "GROUP", "HOLDER", "EPOCH", "EXPIRES IN", "MEMBERS"
+                    "{:<32} {:<24} {:>8} {:>14} {:>8}",
+                    "GROUP", "HOLDER", "EPOCH", "GRANT", "MEMBERS"
                 );
                 for r in &records {
+                    let (live, expires_in) = grant(r, holder_of(r), &lease, now);
                     println!(
-                        "{:<32} {:<24} {:>8} {:>12} {:>8}",
+                        "{:<32} {:<24} {:>8} {:>14} {:>8}",
                         r.group_id,
                         r.holder.as_ref().map(|h| h.as_str()).unwrap_or("-"),
                         r.epoch,
-                        if r.holder.is_some() {
-                            format!("{} ms", r.expires_at_ms as i64 - now as i64)
-                        } else {
-                            "free".into()
+                        match (&r.holder, live) {
+                            (None, _) => "free".to_owned(),
+                            (Some(_), true) => format!("live {expires_in} ms"),
+                            (Some(_), false) => "lapsed".to_owned(),
                         },
                         r.members.len()
                     );
@@ -256,51 +310,45 @@ async fn run(cli: Cli) -> Result<()> {
         }
         LeaseSide::Groups(GroupsCommand::Delete { group }) => {
             let group = group_id(&group)?;
-            match store.delete_group(&group, now, lease.clock_skew_ms).await? {
-                DeleteOutcome::Deleted if cli.json => {
+            match service.delete_group(&group).await {
+                Ok(()) if cli.json => {
                     println!("{}", json!({"group_id": group, "deleted": true}))
                 }
-                DeleteOutcome::Deleted => println!("deleted group {group}"),
-                DeleteOutcome::UnknownGroup => bail!("unknown group {group}"),
-                DeleteOutcome::LeaseHeld(r) => bail!(
-                    "group {group} has a live lease (holder {}, epoch {}): drain the holder first",
-                    r.holder.as_ref().map(|h| h.as_str()).unwrap_or("?"),
-                    r.epoch
+                Ok(()) => println!("deleted group {group}"),
+                Err(CheckError::LeaseHeld { holder, .. }) => bail!(
+                    "group {group} has a live grant (holder {holder}): drain the holder first"
                 ),
+                Err(e) => return Err(e.into()),
             }
         }
         LeaseSide::Lease(LeaseCommand::Drain { group, host }) => {
-            set_draining(&store, &group, &host, true, now, cli.json).await?
+            set_draining(&service, &group, &host, true, cli.json).await?
         }
         LeaseSide::Lease(LeaseCommand::Undrain { group, host }) => {
-            set_draining(&store, &group, &host, false, now, cli.json).await?
+            set_draining(&service, &group, &host, false, cli.json).await?
         }
     }
     Ok(())
 }
 
 async fn set_draining(
-    store: &LeaseStore,
+    service: &LeaseService<DynamoLeaseStore, SystemClock>,
     group: &str,
     host: &str,
     draining: bool,
-    now: u64,
     json_output: bool,
 ) -> Result<()> {
     let (group, host) = (group_id(group)?, host_id(host)?);
-    match store.set_draining(&group, &host, draining, now).await? {
-        MemberUpdate::Recorded(_) if json_output => {
-            println!(
-                "{}",
-                json!({"group_id": group, "host_id": host, "draining": draining})
-            )
-        }
-        MemberUpdate::Recorded(_) if draining => {
-            println!("{host} in {group}: draining (a primary hands over at its next poll)")
-        }
-        MemberUpdate::Recorded(_) => println!("{host} in {group}: no longer draining"),
-        MemberUpdate::UnknownGroup => bail!("unknown group {group}"),
-        MemberUpdate::NotMember(_) => bail!("{host} is not a member of {group}"),
+    service.set_draining(&group, &host, draining).await?;
+    if json_output {
+        println!(
+            "{}",
+            json!({"group_id": group, "host_id": host, "draining": draining})
+        );
+    } else if draining {
+        println!("{host} in {group}: draining (a primary hands over at its next poll once another member can take it)");
+    } else {
+        println!("{host} in {group}: no longer draining");
     }
     Ok(())
 }

@@ -13,6 +13,7 @@ fn endpoint() -> String {
     })
 }
 
+/// A Leases and a Hosts table of the test's own, as `"leases hosts"`.
 async fn leases_table() -> String {
     let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
         .endpoint_url(endpoint())
@@ -28,7 +29,11 @@ async fn leases_table() -> String {
         std::process::id(),
         SEQ.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
     );
-    tenure::aws::ensure_table(&aws_sdk_dynamodb::Client::new(&sdk), &name, "group_id")
+    let client = aws_sdk_dynamodb::Client::new(&sdk);
+    tenure::aws::ensure_table(&client, &name, "group_id")
+        .await
+        .unwrap();
+    tenure::aws::ensure_table(&client, &format!("{name}-hosts"), "host_id")
         .await
         .unwrap();
     name
@@ -38,6 +43,7 @@ fn tenurectl(table: &str, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_tenurectl"))
         .args(args)
         .env("TENURE_LEASES_TABLE", table)
+        .env("TENURE_HOSTS_TABLE", format!("{table}-hosts"))
         .env("AWS_ENDPOINT_URL", endpoint())
         .env("AWS_REGION", "us-east-1")
         .env("AWS_ACCESS_KEY_ID", "test")
@@ -94,7 +100,7 @@ async fn groups_and_leases_round_trip() {
     let human = tenurectl(&table, &["lease", "show", "orders"]);
     let text = String::from_utf8_lossy(&human.stdout);
     assert!(
-        text.contains("holder     (none)") && text.contains("host-b"),
+        text.contains("holder       (none)") && text.contains("host-b"),
         "{text}"
     );
 
@@ -129,6 +135,21 @@ async fn groups_and_leases_round_trip() {
         stderr_of_failure(tenurectl(&table, &["groups", "delete", "orders"]))
             .contains("unknown group")
     );
+    // A deleted group is a tombstone: listing skips it, and creating it again works.
+    let listed = ok_json(tenurectl(&table, &["groups", "list", "--json"]));
+    assert_eq!(listed.as_array().map(Vec::len), Some(0));
+    let again = tenurectl(
+        &table,
+        &[
+            "groups",
+            "create",
+            "orders",
+            "--member",
+            "host-a:az-a:3",
+            "--json",
+        ],
+    );
+    assert_eq!(ok_json(again)["created"], true);
 }
 
 #[tokio::test]

@@ -19,6 +19,7 @@ async fn main() -> Result<(), Error> {
         dynamodb_client(&sdk, None),
         config.inbound_table,
         config.leases_table,
+        config.hosts_table,
         config.lease,
         Kinds::shipped(),
     );

@@ -7,8 +7,8 @@ use tenure::clock::SystemClock;
 use tenure::config::ProcessEnv;
 use tenure::lease::api::handle_lambda;
 use tenure::lease::config::LeaseFunctionConfig;
-use tenure::lease::service::LeaseService;
 use tenure::lease::dynamo::DynamoLeaseStore;
+use tenure::lease::service::LeaseService;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {

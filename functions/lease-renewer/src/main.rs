@@ -7,8 +7,8 @@ use tenure::aws::{dynamodb_client, load_sdk_config};
 use tenure::clock::SystemClock;
 use tenure::config::ProcessEnv;
 use tenure::lease::config::LeaseFunctionConfig;
-use tenure::lease::renewer::{handle_scheduled, RenewerConfig};
 use tenure::lease::dynamo::DynamoLeaseStore;
+use tenure::lease::renewer::{handle_scheduled, RenewerConfig};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {

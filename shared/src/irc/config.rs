@@ -193,6 +193,7 @@ fn flag(env: &(impl EnvSource + ?Sized), name: &'static str) -> Result<bool, Env
 pub struct RemoteFunctionConfig {
     pub inbound_table: String,
     pub leases_table: String,
+    pub hosts_table: String,
     pub lease: crate::lease::LeaseConfig,
     pub peers: BTreeSet<Region>,
 }
@@ -204,6 +205,7 @@ impl RemoteFunctionConfig {
         Ok(Self {
             inbound_table: required(env, "TENURE_INBOUND_OPS_TABLE")?,
             leases_table: required(env, "TENURE_LEASES_TABLE")?,
+            hosts_table: required(env, "TENURE_HOSTS_TABLE")?,
             lease: crate::lease::LeaseConfig::from_env(env)?,
             peers: peer_regions(env)?,
         })

@@ -81,6 +81,7 @@ pub struct InboundStore {
     client: Client,
     inbound_table: String,
     leases_table: String,
+    hosts_table: String,
     lease: LeaseConfig,
     kinds: std::sync::Arc<Kinds>,
 }
@@ -90,6 +91,7 @@ impl InboundStore {
         client: Client,
         inbound_table: impl Into<String>,
         leases_table: impl Into<String>,
+        hosts_table: impl Into<String>,
         lease: LeaseConfig,
         kinds: Kinds,
     ) -> Self {
@@ -97,6 +99,7 @@ impl InboundStore {
             client,
             inbound_table: inbound_table.into(),
             leases_table: leases_table.into(),
+            hosts_table: hosts_table.into(),
             lease,
             kinds: std::sync::Arc::new(kinds),
         }
@@ -143,6 +146,7 @@ impl InboundStore {
         let kind = self.kinds.get(&request.kind)?;
         let ctx = EffectContext {
             leases_table: &self.leases_table,
+            hosts_table: &self.hosts_table,
             lease: &self.lease,
             now_ms: now,
         };
@@ -161,14 +165,17 @@ impl InboundStore {
             .expression_attribute_values(":now", n(now))
             .build()
             .map_err(|e| KindError::Internal(e.to_string()))?;
-        let result = self
+        // The effect is the third item: the cancellation reasons below are read by position.
+        let mut transaction = self
             .client
             .transact_write_items()
             .transact_items(TransactWriteItem::builder().put(record).build())
             .transact_items(TransactWriteItem::builder().update(sequence).build())
-            .transact_items(effect.write)
-            .send()
-            .await;
+            .transact_items(effect.write);
+        for notify in effect.notify {
+            transaction = transaction.transact_items(notify);
+        }
+        let result = transaction.send().await;
         let err = match result {
             Ok(_) => {
                 return Ok(Applied {

@@ -7,7 +7,7 @@ use crate::ids::{GroupId, HostId};
 use crate::lease::record::Member;
 use crate::lease::LeaseConfig;
 use crate::Millis;
-use aws_sdk_dynamodb::types::{AttributeValue, Delete, TransactWriteItem, Update};
+use aws_sdk_dynamodb::types::{AttributeValue, TransactWriteItem, Update};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
@@ -29,6 +29,7 @@ pub enum KindError {
 #[derive(Debug, Clone, Copy)]
 pub struct EffectContext<'a> {
     pub leases_table: &'a str,
+    pub hosts_table: &'a str,
     /// The target region's lease rules (a group's lease must satisfy them).
     pub lease: &'a LeaseConfig,
     pub now_ms: Millis,
@@ -39,6 +40,9 @@ pub struct EffectContext<'a> {
 #[derive(Debug, Clone)]
 pub struct Effect {
     pub write: TransactWriteItem,
+    /// Unconditional writes that join the same transaction after `write` (e.g. `ADD
+    /// attention` on the hosts a group change concerns).
+    pub notify: Vec<TransactWriteItem>,
     pub on_condition_failed: KindError,
     pub result: Value,
 }
@@ -124,10 +128,16 @@ struct GroupPutPayload {
     members: Vec<MemberSpec>,
 }
 
+/// Members a `group.put` may list: the remote's transaction holds the op record, the sequence,
+/// the group and one attention write per member, and DynamoDB allows 100 items.
+pub const MAX_PUT_MEMBERS: usize = 97;
+
 /// `group.put`: creates or redefines a replica group (lease length, members). It never
-/// touches `holder` or `epoch`, so a live lease keeps running. The member list is replaced as
-/// a whole: runtime fields (last seen, health, drain) start afresh and the hosts' next
-/// heartbeats fill them in.
+/// touches `holder` or `epoch`, so a live grant keeps running and a group deleted before
+/// continues from its tombstone's epoch. The member list is replaced as a whole (drain flags
+/// start afresh), and every member is told (`ADD attention`) in the same transaction, so it
+/// reads the group at its next poll. A holder dropped from the members keeps its grant and is
+/// answered `draining` (it hears of it at its next group read; see `docs/protocol.md`).
 pub struct GroupPut;
 
 impl GroupPut {
@@ -156,6 +166,12 @@ impl GroupPut {
         }
         if p.lease_ms == 0 {
             return Err(KindError::Invalid("group.put: lease_ms must be > 0".into()));
+        }
+        if p.members.len() > MAX_PUT_MEMBERS {
+            return Err(KindError::Invalid(format!(
+                "group.put: at most {MAX_PUT_MEMBERS} members (one transaction), got {}",
+                p.members.len()
+            )));
         }
         Ok(p)
     }
@@ -186,6 +202,18 @@ impl OperationKind for GroupPut {
             .map(|m| (m.host_id, Member::new(m.az, m.priority)))
             .collect();
         let count = members.len();
+        let notify = members
+            .keys()
+            .map(|host| {
+                crate::lease::dynamo::attention_write(
+                    ctx.hosts_table,
+                    host,
+                    &p.group_id,
+                    ctx.now_ms,
+                )
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(internal)?;
         let members = serde_dynamo::to_attribute_value(&members).map_err(internal)?;
         let n = |v: u64| AttributeValue::N(v.to_string());
         let update = Update::builder()
@@ -195,7 +223,8 @@ impl OperationKind for GroupPut {
                 "SET lease_ms = :lease, members = :members, updated_at_ms = :now, \
                  version = if_not_exists(version, :zero) + :one, \
                  epoch = if_not_exists(epoch, :zero), \
-                 expires_at_ms = if_not_exists(expires_at_ms, :zero)",
+                 expires_at_ms = if_not_exists(expires_at_ms, :zero), \
+                 free_since_ms = if_not_exists(free_since_ms, :now) REMOVE deleted",
             )
             .expression_attribute_values(":lease", n(p.lease_ms))
             .expression_attribute_values(":members", members)
@@ -206,6 +235,7 @@ impl OperationKind for GroupPut {
             .map_err(internal)?;
         Ok(Effect {
             write: TransactWriteItem::builder().update(update).build(),
+            notify,
             on_condition_failed: KindError::Internal("group.put has no condition".into()),
             result: json!({"group_id": p.group_id, "lease_ms": p.lease_ms, "members": count}),
         })
@@ -218,9 +248,17 @@ struct GroupDeletePayload {
     group_id: GroupId,
 }
 
-/// `group.delete`: removes a replica group, only while its lease is free or lapsed (by more
-/// than the clock skew, the same margin an acquisition waits).
+/// `group.delete`: tombstones a replica group, only while it has no live grant: free, or a
+/// v1 lease lapsed by more than the clock skew. The item stays with its epoch (`deleted`, no
+/// members, no holder), so a group created again under the same id continues from it and a
+/// fence never sees an epoch go back. A group held under v2 is refused (`lease_held`) even if
+/// its holder was revoked: telling that needs the holder's host record, which this one-write
+/// effect cannot read; `tenurectl groups delete` revokes a lapsed holder and deletes.
 pub struct GroupDelete;
+
+/// The condition of `group.delete`'s tombstone.
+pub const GROUP_DELETE_CONDITION: &str = "attribute_exists(group_id) AND attribute_not_exists(deleted) \
+     AND (attribute_not_exists(holder) OR (attribute_not_exists(holder_host_epoch) AND expires_at_ms < :cutoff))";
 
 impl OperationKind for GroupDelete {
     fn name(&self) -> &'static str {
@@ -241,18 +279,32 @@ impl OperationKind for GroupDelete {
         let p: GroupDeletePayload = parse("group.delete", payload)?;
         same_group("group.delete", resource, &p.group_id)?;
         let cutoff = ctx.now_ms.saturating_sub(ctx.lease.clock_skew_ms);
-        let delete = Delete::builder()
+        let n = |v: u64| AttributeValue::N(v.to_string());
+        let tombstone = Update::builder()
             .table_name(ctx.leases_table)
             .key("group_id", AttributeValue::S(p.group_id.to_string()))
-            .condition_expression("attribute_not_exists(holder) OR expires_at_ms < :cutoff")
-            .expression_attribute_values(":cutoff", AttributeValue::N(cutoff.to_string()))
+            .update_expression(
+                "SET deleted = :true, updated_at_ms = :now, \
+                 version = if_not_exists(version, :zero) + :one \
+                 REMOVE holder, holder_host_epoch, members",
+            )
+            .condition_expression(GROUP_DELETE_CONDITION)
+            .expression_attribute_values(":cutoff", n(cutoff))
+            .expression_attribute_values(":true", AttributeValue::Bool(true))
+            .expression_attribute_values(":now", n(ctx.now_ms))
+            .expression_attribute_values(":zero", n(0))
+            .expression_attribute_values(":one", n(1))
             .build()
             .map_err(internal)?;
         Ok(Effect {
-            write: TransactWriteItem::builder().delete(delete).build(),
+            write: TransactWriteItem::builder().update(tombstone).build(),
+            notify: Vec::new(),
             on_condition_failed: KindError::Conflict {
                 code: "lease_held",
-                message: format!("group {} has a live lease; drain it first", p.group_id),
+                message: format!(
+                    "group {} has a live grant (or does not exist); drain it first",
+                    p.group_id
+                ),
             },
             result: json!({"group_id": p.group_id, "deleted": true}),
         })
@@ -266,6 +318,7 @@ mod tests {
     fn ctx(lease: &LeaseConfig) -> EffectContext<'_> {
         EffectContext {
             leases_table: "Leases",
+            hosts_table: "Hosts",
             lease,
             now_ms: 1_000_000,
         }
@@ -312,20 +365,22 @@ mod tests {
     }
 
     #[test]
-    fn group_delete_is_conditional_on_a_free_or_lapsed_lease() {
+    fn group_delete_tombstones_only_a_free_or_lapsed_v1_group() {
         let lease = LeaseConfig::default();
         let kinds = Kinds::shipped();
         let k = kinds.get("group.delete").unwrap();
         let effect = k
             .effect(&ctx(&lease), "g1", &json!({"group_id": "g1"}))
             .unwrap();
-        let delete = effect.write.delete().unwrap();
-        assert_eq!(
-            delete.condition_expression(),
-            Some("attribute_not_exists(holder) OR expires_at_ms < :cutoff")
+        let update = effect.write.update().unwrap();
+        assert!(update.update_expression().contains("SET deleted = :true"));
+        assert!(
+            !update.update_expression().contains("epoch ="),
+            "the tombstone keeps the epoch"
         );
+        assert_eq!(update.condition_expression(), Some(GROUP_DELETE_CONDITION));
         assert_eq!(
-            delete.expression_attribute_values().unwrap()[":cutoff"],
+            update.expression_attribute_values().unwrap()[":cutoff"],
             AttributeValue::N((1_000_000 - lease.clock_skew_ms).to_string())
         );
         assert!(matches!(
@@ -335,6 +390,21 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    #[test]
+    fn group_put_tells_every_member_in_the_same_transaction() {
+        let lease = LeaseConfig::default();
+        let kinds = Kinds::shipped();
+        let effect = kinds
+            .get("group.put")
+            .unwrap()
+            .effect(&ctx(&lease), "g1", &put(10_000))
+            .unwrap();
+        assert_eq!(effect.notify.len(), 2);
+        let first = effect.notify[0].update().unwrap();
+        assert_eq!(first.table_name(), "Hosts");
+        assert!(first.update_expression().starts_with("ADD attention :g"));
     }
 
     #[test]

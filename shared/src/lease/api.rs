@@ -13,7 +13,7 @@
 //! `{"group_id", "error": {...}}`.
 
 use super::host::HostRecord;
-use super::protocol;
+use super::protocol::{self, CheckAnswer};
 use super::record::Epoch;
 use super::service::{
     CheckError, GroupEntry, GroupError, HostCheck, LeaseService, MAX_GROUPS_PER_CALL,
@@ -190,7 +190,7 @@ fn invalid_entry(raw: String, err: IdError) -> GroupEntry {
     GroupEntry::Error {
         group_id: raw,
         error: GroupError {
-            code: "invalid_id",
+            code: "invalid_id".to_owned(),
             message: err.to_string(),
         },
     }
@@ -222,7 +222,11 @@ pub fn parse_request(request: ApiRequest<'_>) -> Result<LeaseCall, ApiResponse> 
                 return Err(too_many("groups", MAX_GROUPS_PER_CALL, body.groups.len()));
             }
             if body.watch.len() > MAX_WATCH_PER_CALL {
-                return Err(too_many("watched hosts", MAX_WATCH_PER_CALL, body.watch.len()));
+                return Err(too_many(
+                    "watched hosts",
+                    MAX_WATCH_PER_CALL,
+                    body.watch.len(),
+                ));
             }
             let incarnation = body
                 .incarnation
@@ -289,9 +293,7 @@ fn group_view(
 ) -> serde_json::Value {
     let state = protocol::grant_state(record, holder, now, cfg);
     let (live, expires_in_ms) = match (&state, holder) {
-        (protocol::GrantState::Live { .. }, Some(h)) => {
-            (true, h.expires_at_ms.saturating_sub(now))
-        }
+        (protocol::GrantState::Live { .. }, Some(h)) => (true, h.expires_at_ms.saturating_sub(now)),
         (protocol::GrantState::V1Held { .. }, _) => {
             (true, record.expires_at_ms.saturating_sub(now))
         }
@@ -303,6 +305,12 @@ fn group_view(
     body["expires_in_ms"] = json!(expires_in_ms);
     body["holder_host"] = json!(holder);
     body
+}
+
+/// A v1 answer has exactly v1's fields: `holder_host_epoch` is v2's.
+fn v1_shape(mut answer: CheckAnswer) -> CheckAnswer {
+    answer.holder_host_epoch = None;
+    answer
 }
 
 /// Handles one request. Never panics on input: every malformed request gets a 4xx JSON error.
@@ -323,11 +331,11 @@ pub async fn handle<S: LeaseStore, C: Clock>(
         } => service
             .check_group(&group, &host, healthy, heartbeat)
             .await
-            .map(|a| to_json(&a)),
+            .map(|a| to_json(&v1_shape(a))),
         LeaseCall::Release(group, host, epoch) => service
             .release(&group, &host, epoch)
             .await
-            .map(|a| to_json(&a)),
+            .map(|a| to_json(&v1_shape(a))),
         LeaseCall::Get(group) => service.get_group(&group).await.map(|(record, holder)| {
             ApiResponse::ok(group_view(
                 &record,
@@ -348,10 +356,13 @@ pub async fn handle<S: LeaseStore, C: Clock>(
             host,
             groups,
             invalid,
-        } => service.release_many(&host, &groups).await.map(|mut entries| {
-            entries.extend(invalid.into_iter().map(|(raw, e)| invalid_entry(raw, e)));
-            to_json(&json!({"host_id": host, "groups": entries}))
-        }),
+        } => service
+            .release_many(&host, &groups)
+            .await
+            .map(|mut entries| {
+                entries.extend(invalid.into_iter().map(|(raw, e)| invalid_entry(raw, e)));
+                to_json(&json!({"host_id": host, "groups": entries}))
+            }),
         LeaseCall::HostGet(host) => service.get_host(&host).await.map(|view| to_json(&view)),
     };
     result.unwrap_or_else(error_response)

@@ -57,14 +57,19 @@ fn the_v2_routes_parse_and_a_bad_group_fails_alone() {
     assert_eq!(check.watch, vec![HostId::parse("h2").unwrap()]);
     assert_eq!(invalid.len(), 1);
     assert_eq!(invalid[0].0, "bad id");
-    assert_eq!(call("GET", "/v1/hosts/h1", ""), Ok(LeaseCall::HostGet(host)));
+    assert_eq!(
+        call("GET", "/v1/hosts/h1", ""),
+        Ok(LeaseCall::HostGet(host))
+    );
     let release = call(
         "POST",
         "/v1/hosts/h1/release",
         r#"{"groups":[{"group_id":"g1","epoch":4}]}"#,
     )
     .unwrap();
-    assert!(matches!(release, LeaseCall::HostRelease { groups, .. } if groups == vec![(GroupId::parse("g1").unwrap(), Epoch(4))]));
+    assert!(
+        matches!(release, LeaseCall::HostRelease { groups, .. } if groups == vec![(GroupId::parse("g1").unwrap(), Epoch(4))])
+    );
 }
 
 #[test]
@@ -74,7 +79,13 @@ fn each_mistake_gets_its_status_and_code() {
         ("GET", "/v1/groups/g1/check", "", 405, "method_not_allowed"),
         ("POST", "/v1/groups/bad%20id/check", "{}", 400, "invalid_id"),
         ("POST", "/v1/groups/g1/check", "{", 400, "malformed_request"),
-        ("POST", "/v1/groups/g1/check", "{}", 400, "malformed_request"),
+        (
+            "POST",
+            "/v1/groups/g1/check",
+            "{}",
+            400,
+            "malformed_request",
+        ),
         (
             "POST",
             "/v1/groups/g1/check",
@@ -91,11 +102,35 @@ fn each_mistake_gets_its_status_and_code() {
         ),
         ("GET", "/v1/hosts/h1/check", "", 405, "method_not_allowed"),
         ("POST", "/v1/hosts/h 1/check", "{}", 400, "invalid_id"),
-        ("POST", "/v1/hosts/h1/check", r#"{"group":["g1"]}"#, 400, "malformed_request"),
-        ("POST", "/v1/hosts/h1/check", r#"{"watch":["a b"]}"#, 400, "invalid_id"),
-        ("POST", "/v1/hosts/h1/check", r#"{"incarnation":""}"#, 400, "invalid_id"),
+        (
+            "POST",
+            "/v1/hosts/h1/check",
+            r#"{"group":["g1"]}"#,
+            400,
+            "malformed_request",
+        ),
+        (
+            "POST",
+            "/v1/hosts/h1/check",
+            r#"{"watch":["a b"]}"#,
+            400,
+            "invalid_id",
+        ),
+        (
+            "POST",
+            "/v1/hosts/h1/check",
+            r#"{"incarnation":""}"#,
+            400,
+            "invalid_id",
+        ),
         ("POST", "/v1/hosts/h1/other", "{}", 404, "not_found"),
-        ("POST", "/v1/hosts/h1/release", r#"{"groups":[{"group_id":"g1"}]}"#, 400, "malformed_request"),
+        (
+            "POST",
+            "/v1/hosts/h1/release",
+            r#"{"groups":[{"group_id":"g1"}]}"#,
+            400,
+            "malformed_request",
+        ),
     ];
     for (method, path, body, status, code) in cases {
         let err = call(method, path, body).unwrap_err();
@@ -110,13 +145,18 @@ fn each_mistake_gets_its_status_and_code() {
         "x".repeat(crate::http::MAX_BODY_BYTES)
     );
     assert_eq!(
-        call("POST", "/v1/groups/g1/check", &big).unwrap_err().status,
+        call("POST", "/v1/groups/g1/check", &big)
+            .unwrap_err()
+            .status,
         413
     );
     let groups: Vec<String> = (0..501).map(|i| format!("\"g{i}\"")).collect();
     let body = format!(r#"{{"groups":[{}]}}"#, groups.join(","));
     let err = call("POST", "/v1/hosts/h1/check", &body).unwrap_err();
-    assert_eq!((err.status, err.body["error"]["code"].as_str()), (413, Some("too_many")));
+    assert_eq!(
+        (err.status, err.body["error"]["code"].as_str()),
+        (413, Some("too_many"))
+    );
 }
 
 fn service() -> (LeaseService<MemoryLeaseStore, FakeClock>, FakeClock) {
@@ -173,12 +213,27 @@ async fn a_host_check_answers_each_group_and_fails_bad_ones_alone() {
     assert_eq!(groups[2]["error"]["code"], "invalid_id");
     assert!(answer.body["valid_for_ms"].as_u64().unwrap() > 0);
     // The v1 endpoint answers the other member in v1's shape.
-    let v1 = request(&service, "POST", "/v1/groups/g1/check", r#"{"host_id":"h2"}"#).await;
+    let v1 = request(
+        &service,
+        "POST",
+        "/v1/groups/g1/check",
+        r#"{"host_id":"h2"}"#,
+    )
+    .await;
     assert_eq!(v1.status, 200, "{}", v1.body);
     assert_eq!(v1.body["role"], "secondary");
     assert_eq!(v1.body["holder"], "h1");
-    let not_member = request(&service, "POST", "/v1/groups/g1/check", r#"{"host_id":"h9"}"#).await;
-    assert_eq!((not_member.status, not_member.body["error"]["code"].as_str()), (404, Some("not_member")));
+    let not_member = request(
+        &service,
+        "POST",
+        "/v1/groups/g1/check",
+        r#"{"host_id":"h9"}"#,
+    )
+    .await;
+    assert_eq!(
+        (not_member.status, not_member.body["error"]["code"].as_str()),
+        (404, Some("not_member"))
+    );
     let get = request(&service, "GET", "/v1/hosts/h1", "").await;
     assert_eq!(get.status, 200);
     assert_eq!(get.body["groups"][0]["group_id"], "g1");
@@ -189,7 +244,10 @@ async fn a_host_check_answers_each_group_and_fails_bad_ones_alone() {
         r#"{"host_id":"h1","epoch":7}"#,
     )
     .await;
-    assert_eq!((stale.status, stale.body["error"]["code"].as_str()), (409, Some("stale_epoch")));
+    assert_eq!(
+        (stale.status, stale.body["error"]["code"].as_str()),
+        (409, Some("stale_epoch"))
+    );
 }
 
 proptest! {

@@ -5,7 +5,8 @@
 
 use super::protocol::CheckAnswer;
 use super::record::{Epoch, LeaseRecord};
-use crate::ids::{GroupId, HostId};
+use super::service::HostAnswer;
+use crate::ids::{GroupId, HostId, Incarnation};
 use crate::sigv4::{SigV4Client, SigV4Error};
 use serde_json::{json, Value};
 use std::time::Duration;
@@ -106,4 +107,60 @@ impl LeaseCheckClient {
     pub async fn get(&self, group: &GroupId) -> Result<LeaseRecord, LeaseClientError> {
         self.call("GET", &format!("/v1/groups/{group}"), None).await
     }
+
+    /// `GET /v1/groups/{group}` as sent: the record plus `grant_live`, `expires_in_ms` (the
+    /// holder's host lease) and `holder_host`.
+    pub async fn get_view(&self, group: &GroupId) -> Result<Value, LeaseClientError> {
+        self.call("GET", &format!("/v1/groups/{group}"), None).await
+    }
+
+    /// `POST /v1/hosts/{host}/check`: one call for all of a host's groups.
+    pub async fn check_host(
+        &self,
+        host: &HostId,
+        request: &HostCheckBody,
+    ) -> Result<HostAnswer, LeaseClientError> {
+        let body = serde_json::to_value(request).map_err(|e| LeaseClientError::BadAnswer {
+            status: 0,
+            reason: format!("cannot encode the request: {e}"),
+        })?;
+        self.call("POST", &format!("/v1/hosts/{host}/check"), Some(body))
+            .await
+    }
+
+    /// `POST /v1/hosts/{host}/release`: per group, the answer or the group's own error.
+    pub async fn release_host(
+        &self,
+        host: &HostId,
+        groups: &[(GroupId, Epoch)],
+    ) -> Result<Value, LeaseClientError> {
+        let groups: Vec<Value> = groups
+            .iter()
+            .map(|(g, e)| json!({"group_id": g, "epoch": e}))
+            .collect();
+        self.call(
+            "POST",
+            &format!("/v1/hosts/{host}/release"),
+            Some(json!({ "groups": groups })),
+        )
+        .await
+    }
+
+    /// `GET /v1/hosts/{host}`: the host record and the groups it holds.
+    pub async fn get_host(&self, host: &HostId) -> Result<Value, LeaseClientError> {
+        self.call("GET", &format!("/v1/hosts/{host}"), None).await
+    }
+}
+
+/// The body of a v2 host check, as a client sends it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct HostCheckBody {
+    pub healthy: bool,
+    pub heartbeat: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub incarnation: Option<Incarnation>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<GroupId>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub watch: Vec<HostId>,
 }

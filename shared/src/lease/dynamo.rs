@@ -95,19 +95,13 @@ impl DynamoLeaseStore {
         HashMap::from([("group_id".to_owned(), s(group.as_str()))])
     }
 
-    /// `ADD attention :g` on a host item, as one transaction item.
-    fn notify_item(&self, host: &HostId, group: &GroupId, now: Millis) -> Result<TransactWriteItem, StoreError> {
-        let update = Update::builder()
-            .table_name(&self.hosts_table)
-            .set_key(Some(Self::host_key(host)))
-            .update_expression(format!("ADD attention :g SET updated_at_ms = :now, {HOST_DEFAULTS}"))
-            .expression_attribute_values(":g", AttributeValue::Ss(vec![group.to_string()]))
-            .expression_attribute_values(":now", n(now))
-            .expression_attribute_values(":zero", n(0))
-            .expression_attribute_values(":one", n(1))
-            .build()
-            .map_err(|e| internal("Update", e))?;
-        Ok(TransactWriteItem::builder().update(update).build())
+    fn notify_item(
+        &self,
+        host: &HostId,
+        group: &GroupId,
+        now: Millis,
+    ) -> Result<TransactWriteItem, StoreError> {
+        attention_write(&self.hosts_table, host, group, now)
     }
 
     /// Runs a transaction, retrying conflicts with concurrent writes. `Ok(Err(reasons))` when
@@ -130,7 +124,8 @@ impl DynamoLeaseStore {
                 Err(err) => err,
             };
             if let SdkError::ServiceError(service) = &err {
-                if let TransactWriteItemsError::TransactionCanceledException(cancel) = service.err() {
+                if let TransactWriteItemsError::TransactionCanceledException(cancel) = service.err()
+                {
                     let reasons: Vec<Option<Option<Item>>> = cancel
                         .cancellation_reasons()
                         .iter()
@@ -234,6 +229,30 @@ impl DynamoLeaseStore {
     }
 }
 
+/// `ADD attention :g` on a host item (with the host defaults), as one transaction item: how a
+/// change that a host must react to quickly reaches it at its next poll. Also used by the IRC's
+/// `group.put`, whose effect joins the remote's idempotency transaction.
+pub fn attention_write(
+    hosts_table: &str,
+    host: &HostId,
+    group: &GroupId,
+    now: Millis,
+) -> Result<TransactWriteItem, StoreError> {
+    let update = Update::builder()
+        .table_name(hosts_table)
+        .set_key(Some(DynamoLeaseStore::host_key(host)))
+        .update_expression(format!(
+            "ADD attention :g SET updated_at_ms = :now, {HOST_DEFAULTS}"
+        ))
+        .expression_attribute_values(":g", AttributeValue::Ss(vec![group.to_string()]))
+        .expression_attribute_values(":now", n(now))
+        .expression_attribute_values(":zero", n(0))
+        .expression_attribute_values(":one", n(1))
+        .build()
+        .map_err(|e| internal("Update", e))?;
+    Ok(TransactWriteItem::builder().update(update).build())
+}
+
 fn internal(operation: &'static str, e: impl std::fmt::Display) -> StoreError {
     StoreError::Unavailable {
         operation,
@@ -254,16 +273,18 @@ fn host_written(
         SdkError<aws_sdk_dynamodb::operation::update_item::UpdateItemError, impl std::fmt::Debug>,
     >,
 ) -> Result<Written<HostRecord>, StoreError> {
-    Ok(match written_or_current(host.as_str(), "UpdateItem", result)? {
-        Ok(Some(record)) => Written::Done(record),
-        Ok(None) => {
-            return Err(StoreError::Corrupt {
-                item: host.to_string(),
-                reason: "UpdateItem returned no attributes".into(),
-            })
-        }
-        Err(current) => Written::LostRace(current),
-    })
+    Ok(
+        match written_or_current(host.as_str(), "UpdateItem", result)? {
+            Ok(Some(record)) => Written::Done(record),
+            Ok(None) => {
+                return Err(StoreError::Corrupt {
+                    item: host.to_string(),
+                    reason: "UpdateItem returned no attributes".into(),
+                })
+            }
+            Err(current) => Written::LostRace(current),
+        },
+    )
 }
 
 fn group_written(
@@ -273,16 +294,18 @@ fn group_written(
         SdkError<aws_sdk_dynamodb::operation::update_item::UpdateItemError, impl std::fmt::Debug>,
     >,
 ) -> Result<Written<LeaseRecord>, StoreError> {
-    Ok(match written_or_current(group.as_str(), "UpdateItem", result)? {
-        Ok(Some(record)) => Written::Done(record),
-        Ok(None) => {
-            return Err(StoreError::Corrupt {
-                item: group.to_string(),
-                reason: "UpdateItem returned no attributes".into(),
-            })
-        }
-        Err(current) => Written::LostRace(current),
-    })
+    Ok(
+        match written_or_current(group.as_str(), "UpdateItem", result)? {
+            Ok(Some(record)) => Written::Done(record),
+            Ok(None) => {
+                return Err(StoreError::Corrupt {
+                    item: group.to_string(),
+                    reason: "UpdateItem returned no attributes".into(),
+                })
+            }
+            Err(current) => Written::LostRace(current),
+        },
+    )
 }
 
 #[async_trait]
@@ -290,10 +313,8 @@ impl LeaseStore for DynamoLeaseStore {
     async fn read(&self, hosts: &[HostId], groups: &[GroupId]) -> Result<Reads, StoreError> {
         let hosts: BTreeSet<&HostId> = hosts.iter().collect();
         let groups: BTreeSet<&GroupId> = groups.iter().collect();
-        let mut keys: Vec<(Option<HostId>, Option<GroupId>)> = hosts
-            .into_iter()
-            .map(|h| (Some(h.clone()), None))
-            .collect();
+        let mut keys: Vec<(Option<HostId>, Option<GroupId>)> =
+            hosts.into_iter().map(|h| (Some(h.clone()), None)).collect();
         keys.extend(groups.into_iter().map(|g| (None, Some(g.clone()))));
         if keys.is_empty() {
             return Ok(Reads::default());
@@ -448,7 +469,9 @@ impl LeaseStore for DynamoLeaseStore {
             .update_item()
             .table_name(&self.hosts_table)
             .set_key(Some(Self::host_key(host)))
-            .update_expression(format!("DELETE attention :ids SET updated_at_ms = :now, {HOST_DEFAULTS}"))
+            .update_expression(format!(
+                "DELETE attention :ids SET updated_at_ms = :now, {HOST_DEFAULTS}"
+            ))
             .expression_attribute_values(
                 ":ids",
                 AttributeValue::Ss(ids.iter().map(|g| g.to_string()).collect()),
@@ -519,7 +542,10 @@ impl LeaseStore for DynamoLeaseStore {
         }
         let member = current.members.contains_key(&plan.host);
         let (set_member, member_condition) = if member {
-            (", members.#h.released_at_ms = :now", " AND attribute_exists(members.#h)")
+            (
+                ", members.#h.released_at_ms = :now",
+                " AND attribute_exists(members.#h)",
+            )
         } else {
             ("", " AND attribute_not_exists(members.#h)")
         };
@@ -548,10 +574,12 @@ impl LeaseStore for DynamoLeaseStore {
             Ok(()) => Ok(ReleaseOutcome::Released(plan.apply(&current))),
             Err(reasons) => {
                 let item = reasons.into_iter().next().flatten().flatten();
-                Ok(match decode_opt_item::<LeaseRecord>(group.as_str(), item)? {
-                    Some(now) if !now.deleted => ReleaseOutcome::NotHolder(now),
-                    _ => ReleaseOutcome::UnknownGroup,
-                })
+                Ok(
+                    match decode_opt_item::<LeaseRecord>(group.as_str(), item)? {
+                        Some(now) if !now.deleted => ReleaseOutcome::NotHolder(now),
+                        _ => ReleaseOutcome::UnknownGroup,
+                    },
+                )
             }
         }
     }
@@ -607,8 +635,9 @@ impl LeaseStore for DynamoLeaseStore {
         group: &GroupId,
         plan: &DeletePlan,
     ) -> Result<DeleteOutcome, StoreError> {
-        let mut condition =
-            String::from("attribute_exists(group_id) AND attribute_not_exists(deleted) AND epoch = :seen");
+        let mut condition = String::from(
+            "attribute_exists(group_id) AND attribute_not_exists(deleted) AND epoch = :seen",
+        );
         let mut update = self
             .client
             .update_item()
@@ -684,10 +713,12 @@ impl LeaseStore for DynamoLeaseStore {
             }),
             Err(reasons) => {
                 let item = reasons.into_iter().next().flatten().flatten();
-                Ok(match decode_opt_item::<LeaseRecord>(group.as_str(), item)? {
-                    Some(record) if !record.deleted => MemberUpdate::NotMember(record),
-                    _ => MemberUpdate::UnknownGroup,
-                })
+                Ok(
+                    match decode_opt_item::<LeaseRecord>(group.as_str(), item)? {
+                        Some(record) if !record.deleted => MemberUpdate::NotMember(record),
+                        _ => MemberUpdate::UnknownGroup,
+                    },
+                )
             }
         }
     }
@@ -703,7 +734,9 @@ impl LeaseStore for DynamoLeaseStore {
             .update_item()
             .table_name(&self.hosts_table)
             .set_key(Some(Self::host_key(host)))
-            .update_expression(format!("SET draining = :v, updated_at_ms = :now, {HOST_DEFAULTS}"))
+            .update_expression(format!(
+                "SET draining = :v, updated_at_ms = :now, {HOST_DEFAULTS}"
+            ))
             .expression_attribute_values(":v", AttributeValue::Bool(draining))
             .expression_attribute_values(":now", n(now))
             .expression_attribute_values(":zero", n(0))
@@ -759,8 +792,8 @@ impl LeaseStore for DynamoLeaseStore {
             Some((item.map_err(|e| StoreError::from_sdk("Query", e)), pages))
         })
         .and_then(|item| async move { decode_keyed("group_id", item) })
-            .try_collect()
-            .await
+        .try_collect()
+        .await
     }
 }
 
@@ -772,7 +805,10 @@ mod tests {
     fn jitter_stays_under_its_ceiling() {
         for attempt in 1..10 {
             let d = jitter(attempt);
-            assert!(d >= Duration::from_millis(1) && d <= Duration::from_millis(640), "{d:?}");
+            assert!(
+                d >= Duration::from_millis(1) && d <= Duration::from_millis(640),
+                "{d:?}"
+            );
         }
     }
 }

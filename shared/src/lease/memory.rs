@@ -96,7 +96,9 @@ impl LeaseStore for MemoryLeaseStore {
         let current = t.hosts.get(&plan.host);
         if !plan.condition_holds(current) {
             return Ok(HeartbeatOutcome::OtherIncarnation(
-                current.cloned().unwrap_or_else(|| HostRecord::absent(plan.host.clone())),
+                current
+                    .cloned()
+                    .unwrap_or_else(|| HostRecord::absent(plan.host.clone())),
             ));
         }
         let next = plan.apply(current);

@@ -95,7 +95,10 @@ pub enum GrantState {
     /// revoked before anyone acquires.
     Lapsed { holder: HostId, host_epoch: Epoch },
     /// The holder's host epoch moved past the grant's: the grant can never be live again.
-    Revoked { holder: HostId, revoked_at_ms: Millis },
+    Revoked {
+        holder: HostId,
+        revoked_at_ms: Millis,
+    },
     /// Taken under v1 (no `holder_host_epoch`), live until its own `expires_at + skew`.
     V1Held { holder: HostId },
     /// A v1 lease past `expires_at + skew`: acquirable with v1's expiry condition.
@@ -178,9 +181,7 @@ pub fn eligibility(
     now: Millis,
     cfg: &LeaseConfig,
 ) -> Result<(), Ineligible> {
-    let member = group
-        .member(&host.host_id)
-        .ok_or(Ineligible::NotMember)?;
+    let member = group.member(&host.host_id).ok_or(Ineligible::NotMember)?;
     if member.draining || host.draining {
         return Err(Ineligible::Draining);
     }
@@ -281,13 +282,15 @@ pub fn acquire_decision(
     let state = grant_state(group, holder_host, now, cfg);
     match &state {
         GrantState::Live { holder } | GrantState::V1Held { holder } => {
-            return Err(if holder == caller && is_writable(group, me, incarnation, now, cfg) {
-                Wait::AlreadyHolder
-            } else {
-                Wait::HeldByOther {
-                    holder: holder.clone(),
-                }
-            });
+            return Err(
+                if holder == caller && is_writable(group, me, incarnation, now, cfg) {
+                    Wait::AlreadyHolder
+                } else {
+                    Wait::HeldByOther {
+                        holder: holder.clone(),
+                    }
+                },
+            );
         }
         GrantState::Lapsed { holder, host_epoch } => {
             return Err(Wait::NeedsRevocation {
@@ -304,7 +307,8 @@ pub fn acquire_decision(
         });
     }
     if let Some(best) = best_candidate(group, hosts, now, cfg).filter(|b| *b != caller) {
-        let until_ms = takeable_since_ms(group, &state, cfg).saturating_add(cfg.heartbeat_timeout_ms);
+        let until_ms =
+            takeable_since_ms(group, &state, cfg).saturating_add(cfg.heartbeat_timeout_ms);
         if now < until_ms {
             return Err(Wait::BetterCandidate {
                 best: best.clone(),
@@ -666,11 +670,10 @@ pub fn answer(
     } else {
         0
     };
-    let asked_to_hand_over = me.draining
-        || group
-            .member(caller)
-            .is_none_or(|m: &Member| m.draining);
-    let draining = asked_to_hand_over && (!writable || has_successor(group, hosts, caller, now, cfg));
+    let asked_to_hand_over =
+        me.draining || group.member(caller).is_none_or(|m: &Member| m.draining);
+    let draining =
+        asked_to_hand_over && (!writable || has_successor(group, hosts, caller, now, cfg));
     CheckAnswer {
         group_id: group.group_id.clone(),
         host_id: caller.clone(),
@@ -751,7 +754,8 @@ fn poll_after_ms(
         _ => now,
     };
     if best_candidate(group, hosts, now, cfg) != Some(caller) {
-        chance = chance.max(takeable_since_ms(group, &state, cfg).saturating_add(cfg.heartbeat_timeout_ms));
+        chance = chance
+            .max(takeable_since_ms(group, &state, cfg).saturating_add(cfg.heartbeat_timeout_ms));
     }
     chance.saturating_sub(now).clamp(floor, poll)
 }

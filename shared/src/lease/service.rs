@@ -23,7 +23,7 @@ use crate::clock::Clock;
 use crate::ids::{GroupId, HostId, Incarnation};
 use crate::Millis;
 use futures::StreamExt;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use tracing::{info, warn};
 
@@ -57,7 +57,7 @@ pub struct HostCheck {
 
 /// One group in a host check's answer: the v1 answer plus `holder_host_epoch`, or an error
 /// for that group alone.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum GroupEntry {
     Answer(CheckAnswer),
@@ -68,14 +68,14 @@ pub enum GroupEntry {
     },
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GroupError {
-    pub code: &'static str,
+    pub code: String,
     pub message: String,
 }
 
 /// The v2 check's answer (the wire contract of `POST /v1/hosts/{host_id}/check`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HostAnswer {
     pub host_id: HostId,
     pub host_epoch: Epoch,
@@ -130,7 +130,7 @@ impl CheckError {
         GroupEntry::Error {
             group_id: group.to_string(),
             error: GroupError {
-                code: self.code(),
+                code: self.code().to_owned(),
                 message: self.to_string(),
             },
         }
@@ -275,7 +275,9 @@ impl<S: LeaseStore, C: Clock> LeaseService<S, C> {
         wanted.extend(attention.iter().cloned());
         wanted.sort();
         wanted.dedup();
-        let entries = self.settle(host, &incarnation, &wanted, &mut work, now).await;
+        let entries = self
+            .settle(host, &incarnation, &wanted, &mut work, now)
+            .await;
         let answer_now = self.clock.now_ms().max(now);
         let me = &work.hosts[host];
         let valid_for_ms = if usable {
@@ -283,9 +285,9 @@ impl<S: LeaseStore, C: Clock> LeaseService<S, C> {
         } else {
             0
         };
-        let unfinished = entries
-            .iter()
-            .any(|e| matches!(e, GroupEntry::Error { error, .. } if error.code == "store_unavailable"));
+        let unfinished = entries.iter().any(
+            |e| matches!(e, GroupEntry::Error { error, .. } if error.code == "store_unavailable"),
+        );
         let poll_after_ms = if unfinished {
             0
         } else {
@@ -360,7 +362,13 @@ impl<S: LeaseStore, C: Clock> LeaseService<S, C> {
             groups: reads.groups,
         };
         let entries = self
-            .settle(host, &incarnation, std::slice::from_ref(group), &mut work, now)
+            .settle(
+                host,
+                &incarnation,
+                std::slice::from_ref(group),
+                &mut work,
+                now,
+            )
             .await;
         match entries.into_iter().next() {
             Some(GroupEntry::Answer(answer)) => Ok(answer),
@@ -423,7 +431,9 @@ impl<S: LeaseStore, C: Clock> LeaseService<S, C> {
         }
         Err(CheckError::Store(StoreError::Unavailable {
             operation: "heartbeat",
-            message: format!("host {host}'s incarnation kept changing under {HEARTBEAT_ATTEMPTS} attempts"),
+            message: format!(
+                "host {host}'s incarnation kept changing under {HEARTBEAT_ATTEMPTS} attempts"
+            ),
         }))
     }
 
@@ -641,7 +651,11 @@ impl<S: LeaseStore, C: Clock> LeaseService<S, C> {
 
     /// Step-down of several groups by their holder (`POST /v1/hosts/{host_id}/release`), one
     /// transaction per group; each answers for itself.
-    pub async fn release_many(&self, host: &HostId, groups: &[(GroupId, Epoch)]) -> Result<Vec<GroupEntry>, CheckError> {
+    pub async fn release_many(
+        &self,
+        host: &HostId,
+        groups: &[(GroupId, Epoch)],
+    ) -> Result<Vec<GroupEntry>, CheckError> {
         if groups.len() > MAX_GROUPS_PER_CALL {
             return Err(CheckError::TooMany(format!(
                 "at most {MAX_GROUPS_PER_CALL} groups per release, got {}",

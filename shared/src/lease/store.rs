@@ -45,7 +45,9 @@ pub enum Written<T> {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RenewOutcome {
-    Renewed { expires_at_ms: Millis },
+    Renewed {
+        expires_at_ms: Millis,
+    },
     /// The epoch, expiry, health or incarnation moved since the read.
     LostRace,
 }
