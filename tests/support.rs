@@ -3,6 +3,7 @@
 //! `TENURE_E2E_REGIONS`) and clients pointed at them.
 
 pub mod fault_proxy;
+pub mod wire_counter;
 
 use anyhow::{anyhow, Context, Result};
 use serde_json::Value;

@@ -301,7 +301,7 @@ impl<S: LeaseStore, C: Clock> LeaseService<S, C> {
                 .unwrap_or(self.config.poll_interval_ms)
                 .min(self.config.poll_interval_ms)
         };
-        let watched = request
+        let watched: Vec<Watched> = request
             .watch
             .iter()
             .map(|h| {
@@ -313,6 +313,13 @@ impl<S: LeaseStore, C: Clock> LeaseService<S, C> {
                 protocol::watched(&record, answer_now, &self.config)
             })
             .collect();
+        // A watched holder found lapsed: the caller comes back at once with that holder's
+        // groups, so the check that revokes and acquires follows without a poll's wait.
+        let poll_after_ms = if watched.iter().any(|w| !w.live) {
+            0
+        } else {
+            poll_after_ms
+        };
         Ok(HostAnswer {
             host_id: host.clone(),
             host_epoch: work.hosts[host].epoch.max(host_epoch),
@@ -500,34 +507,37 @@ impl<S: LeaseStore, C: Clock> LeaseService<S, C> {
                 Ok(_) => live.push(id.clone()),
             }
         }
-        // Every host record the decisions need: holders and members. Members are needed only
-        // for a group that may change hands (or a drain), so the steady state reads none.
-        let mut needed: BTreeSet<HostId> = BTreeSet::new();
-        for id in &live {
-            let g = &work.groups[id];
-            if let Some(holder) = &g.holder {
-                needed.insert(holder.clone());
-            }
-            if g.holder.as_ref() != Some(caller) || g.member(caller).is_none_or(|m| m.draining) {
-                needed.extend(g.members.keys().cloned());
-            }
-        }
-        if work.hosts.get(caller).is_some_and(|h| h.draining) {
-            for id in &live {
-                needed.extend(work.groups[id].members.keys().cloned());
+        // The host records the decisions need, in two rounds: the holders first; then the
+        // members, only of groups that may change hands (no live grant) or are being drained,
+        // so a steady-state check reads none.
+        let holders: BTreeSet<HostId> = live
+            .iter()
+            .filter_map(|id| work.groups[id].holder.clone())
+            .collect();
+        if let Err(e) = self.read_missing_hosts(holders, work).await {
+            for id in live.drain(..) {
+                failed.insert(id, CheckError::Store(e.clone()));
             }
         }
-        needed.retain(|h| !work.hosts.contains_key(h));
-        if !needed.is_empty() {
-            let ids: Vec<HostId> = needed.into_iter().collect();
-            match self.store.read(&ids, &[]).await {
-                Ok(reads) => work.hosts.extend(reads.hosts),
-                Err(e) => {
-                    warn!(error = %e, "reading member hosts failed");
-                    for id in live.drain(..) {
-                        failed.insert(id, CheckError::Store(e.clone()));
-                    }
-                }
+        let caller_draining = work.hosts.get(caller).is_some_and(|h| h.draining);
+        let members: BTreeSet<HostId> = live
+            .iter()
+            .filter(|id| {
+                let g = &work.groups[*id];
+                let holder_host = g.holder.as_ref().and_then(|h| work.hosts.get(h));
+                let settled = matches!(
+                    grant_state(g, holder_host, now, cfg),
+                    GrantState::Live { .. } | GrantState::V1Held { .. }
+                );
+                let drained = g.is_held_by(caller)
+                    && (caller_draining || g.member(caller).is_none_or(|m| m.draining));
+                !settled || drained
+            })
+            .flat_map(|id| work.groups[id].members.keys().cloned())
+            .collect();
+        if let Err(e) = self.read_missing_hosts(members, work).await {
+            for id in live.drain(..) {
+                failed.insert(id, CheckError::Store(e.clone()));
             }
         }
         self.revoke_lapsed_holders(&live, work, now).await;
@@ -548,6 +558,30 @@ impl<S: LeaseStore, C: Clock> LeaseService<S, C> {
                 )),
             })
             .collect()
+    }
+
+    /// Reads the host records among `ids` that `work` does not have yet (absent items stay
+    /// absent: decisions read them as [`HostRecord::absent`]).
+    async fn read_missing_hosts(
+        &self,
+        mut ids: BTreeSet<HostId>,
+        work: &mut Working,
+    ) -> Result<(), StoreError> {
+        ids.retain(|h| !work.hosts.contains_key(h));
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<HostId> = ids.into_iter().collect();
+        match self.store.read(&ids, &[]).await {
+            Ok(reads) => {
+                work.hosts.extend(reads.hosts);
+                Ok(())
+            }
+            Err(e) => {
+                warn!(error = %e, "reading host records failed");
+                Err(e)
+            }
+        }
     }
 
     /// One revocation per lapsed holder, whatever the number of its groups asked about.
@@ -902,3 +936,7 @@ fn live_group<'a>(
         .filter(|g| !g.deleted)
         .ok_or_else(|| CheckError::UnknownGroup(id.clone()))
 }
+
+#[cfg(test)]
+#[path = "service_tests.rs"]
+mod tests;
