@@ -173,7 +173,8 @@ pub fn charge(operation: &str, request: &Value, response: &Value) -> Vec<(String
                 out.push((
                     name,
                     Usage {
-                        requests: 1,
+                        // One call, however many tables it reads: counted on the first.
+                        requests: u64::from(out.is_empty()),
                         read_units: read * consistent(&spec),
                         items: keys as u64,
                         ..Usage::default()
@@ -314,6 +315,13 @@ mod tests {
         assert_eq!(charged[0].0, "Hosts");
         assert_eq!(charged[0].1.read_units, 2.0);
         assert_eq!(charged[0].1.items, 2);
+        // Two tables in one call: one request.
+        let two = json!({"RequestItems": {
+            "Hosts": {"Keys": [{"host_id": {"S": "a"}}], "ConsistentRead": true},
+            "Leases": {"Keys": [{"group_id": {"S": "g"}}], "ConsistentRead": true}}});
+        let charged = charge("BatchGetItem", &two, &Value::Null);
+        assert_eq!(charged.iter().map(|(_, u)| u.requests).sum::<u64>(), 1);
+        assert_eq!(charged.iter().map(|(_, u)| u.read_units).sum::<f64>(), 2.0);
     }
 
     #[test]

@@ -31,7 +31,9 @@ async fn faults_never_yield_two_writers_or_lose_an_acknowledged_write() -> Resul
         .next()
         .context("a deployed stack")?;
     let cfg = LeaseConfig::default();
-    let lease_ms = 6_000;
+    // Protocol v2: the host lease (the region's lease_ms) decides a failover, whatever the
+    // group's own lease_ms.
+    let lease_ms = cfg.lease_ms;
     let mut fixture = Fixture::create(
         &StackAccess::from_outputs(&stack.endpoint, &stack.region, &stack.outputs)?,
         &stack.sdk().await,

@@ -777,6 +777,8 @@ impl LeaseStore for DynamoLeaseStore {
     }
 
     async fn groups_held_by(&self, host: &HostId) -> Result<Vec<LeaseRecord>, StoreError> {
+        // The index keeps keys only; the groups it names are then read (consistently) and
+        // kept if they are still held by `host`.
         let pages = self
             .client
             .query()
@@ -787,13 +789,23 @@ impl LeaseStore for DynamoLeaseStore {
             .into_paginator()
             .items()
             .send();
-        futures::stream::unfold(pages, |mut pages| async move {
+        let ids: Vec<GroupId> = futures::stream::unfold(pages, |mut pages| async move {
             let item = pages.next().await?;
             Some((item.map_err(|e| StoreError::from_sdk("Query", e)), pages))
         })
-        .and_then(|item| async move { decode_keyed("group_id", item) })
+        .try_filter_map(|item| async move {
+            Ok(match item.get("group_id") {
+                Some(AttributeValue::S(id)) => GroupId::parse(id).ok(),
+                _ => None,
+            })
+        })
         .try_collect()
-        .await
+        .await?;
+        let groups = self.read(&[], &ids).await?.groups;
+        Ok(groups
+            .into_values()
+            .filter(|g| g.is_held_by(host) && !g.deleted)
+            .collect())
     }
 }
 

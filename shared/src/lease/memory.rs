@@ -153,6 +153,9 @@ impl LeaseStore for MemoryLeaseStore {
         ids: &BTreeSet<GroupId>,
         now: Millis,
     ) -> Result<(), StoreError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
         let mut t = self.lock();
         let record = t
             .hosts
@@ -195,7 +198,7 @@ impl LeaseStore for MemoryLeaseStore {
         }
         let next = plan.apply(current);
         t.groups.insert(group.clone(), next.clone());
-        for host in notify {
+        for host in notify.iter().filter(|h| **h != plan.host) {
             t.notify(host, group, plan.now);
         }
         Ok(ReleaseOutcome::Released(next))

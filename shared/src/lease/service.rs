@@ -460,7 +460,12 @@ impl<S: LeaseStore, C: Clock> LeaseService<S, C> {
                     Written::Done(next) => {
                         info!(host_id = %me.host_id, host_epoch = next.epoch.0,
                               "new incarnation revoked its own host");
-                        next
+                        // A renewal needs a heartbeat after the revocation (`last_seen_ms >
+                        // revoked_at_ms`): one more write, only on a restart, so this check can
+                        // already take its groups again.
+                        let after = self.clock.now_ms().max(now + 1);
+                        self.heartbeat(&next.host_id, next.healthy, incarnation, after)
+                            .await?
                     }
                     Written::LostRace(current) => current.unwrap_or(me),
                 };
