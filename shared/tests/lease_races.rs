@@ -90,6 +90,7 @@ fn check(host_id: &str, heartbeat: bool) -> HostCheck {
         incarnation: None,
         groups: Vec::new(),
         watch: Vec::new(),
+        watch_groups: Vec::new(),
     }
 }
 
@@ -609,6 +610,7 @@ impl Interleaving {
             incarnation: self.incarnation_id(i, n),
             groups,
             watch,
+            watch_groups: Vec::new(),
         }
     }
 

@@ -44,6 +44,7 @@ fn check(host_id: &str, heartbeat: bool) -> HostCheck {
         incarnation: None,
         groups: Vec::new(),
         watch: Vec::new(),
+        watch_groups: Vec::new(),
     }
 }
 

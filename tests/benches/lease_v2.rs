@@ -1,9 +1,9 @@
 //! Protocol v2 figures on the deployed local stack (`infra/bench-lease.sh` deploys it and runs
 //! this). A bench client plays three hosts through lease-check's Function URL (SigV4), polling
 //! as DESIGN's agent does: one host check per poll for all its groups, a heartbeat every
-//! `heartbeat_timeout_ms / 3`, secondaries watching each holder once its lease could have
-//! lapsed and asking for that holder's groups only when the look finds it lapsed or at another
-//! epoch. lease-check's and the renewer's DynamoDB traffic goes through counting proxies
+//! `heartbeat_timeout_ms / 3`, secondaries looking at each holder once its lease could have
+//! lapsed, with that holder's groups in `watch_groups` (read by lease-check only if the look
+//! finds the holder lapsed or at another epoch). lease-check's and the renewer's DynamoDB traffic goes through counting proxies
 //! (`tenure_e2e::wire_counter`), so the cost is counted on the wire in request units.
 //!
 //! ```text
@@ -20,7 +20,7 @@ use tenure::ids::{GroupId, HostId, Incarnation};
 use tenure::lease::client::{HostCheckBody, LeaseCheckClient};
 use tenure::lease::dynamo::DynamoLeaseStore;
 use tenure::lease::record::{Epoch, Member};
-use tenure::lease::service::{GroupEntry, HostAnswer, LeaseService};
+use tenure::lease::service::{GroupEntry, HostAnswer, LeaseService, WatchGroups};
 use tenure::lease::store::LeaseStore;
 use tenure::lease::LeaseConfig;
 use tenure_e2e::wire_counter::{table_usage, total_usage, Counts, Usage, WireCounter};
@@ -79,11 +79,28 @@ impl BenchHost {
         let heartbeat = self.last_heartbeat.is_none_or(|t| {
             now.duration_since(t) >= Duration::from_millis(self.cfg.heartbeat_timeout_ms / 3)
         });
-        let watch: Vec<HostId> = self
+        // Looks that are due carry the holder's groups (at most 500 in all), read by
+        // lease-check only if the holder is found lapsed: a live holder costs one item.
+        let mut budget = MAX_PER_CALL;
+        let watch_groups: Vec<WatchGroups> = self
             .watch
             .iter()
             .filter(|(_, (due, _))| *due <= now)
-            .map(|(h, _)| h.clone())
+            .map(|(h, (_, epoch))| {
+                let groups: Vec<GroupId> = self
+                    .holders
+                    .iter()
+                    .filter(|(_, holder)| holder.as_ref() == Some(h))
+                    .map(|(g, _)| g.clone())
+                    .take(budget)
+                    .collect();
+                budget -= groups.len();
+                WatchGroups {
+                    host_id: h.clone(),
+                    host_epoch: (epoch.0 != u64::MAX).then_some(*epoch),
+                    groups,
+                }
+            })
             .collect();
         let ask: Vec<GroupId> = self.ask.iter().cloned().collect();
         let mut chunks: Vec<Vec<GroupId>> =
@@ -99,7 +116,12 @@ impl BenchHost {
                 heartbeat: heartbeat && i == 0,
                 incarnation: Some(self.incarnation.clone()),
                 groups,
-                watch: if i == 0 { watch.clone() } else { Vec::new() },
+                watch: Vec::new(),
+                watch_groups: if i == 0 {
+                    watch_groups.clone()
+                } else {
+                    Vec::new()
+                },
             };
             let answer = self.client.check_host(&self.id, &body).await?;
             self.calls += 1;
@@ -374,6 +396,7 @@ async fn cost(bench: &Bench, seconds: u64) -> Result<()> {
                             incarnation: Some(host.incarnation.clone()),
                             groups: chunk.to_vec(),
                             watch: Vec::new(),
+                            watch_groups: Vec::new(),
                         },
                     )
                     .await?;

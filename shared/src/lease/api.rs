@@ -1,6 +1,7 @@
 //! lease-check's HTTP contract (`docs/protocol.md`, "Wire contract"):
 //! - v2, per host: `POST /v1/hosts/{host_id}/check` `{"healthy"?, "heartbeat"?,
-//!   "incarnation"?, "groups"?: [group_id...], "watch"?: [host_id...]}`; `POST
+//!   "incarnation"?, "groups"?: [group_id...], "watch"?: [host_id...], "watch_groups"?:
+//!   [{"host_id", "host_epoch"?, "groups": [group_id...]}]}`; `POST
 //!   /v1/hosts/{host_id}/release` `{"groups": [{"group_id", "epoch"}]}`; `GET
 //!   /v1/hosts/{host_id}`.
 //! - v1, per group (answered by v2): `POST /v1/groups/{group_id}/check` `{"host_id",
@@ -16,7 +17,7 @@ use super::host::HostRecord;
 use super::protocol::{self, CheckAnswer};
 use super::record::Epoch;
 use super::service::{
-    CheckError, GroupEntry, GroupError, HostCheck, LeaseService, MAX_GROUPS_PER_CALL,
+    CheckError, GroupEntry, GroupError, HostCheck, LeaseService, WatchGroups, MAX_GROUPS_PER_CALL,
     MAX_WATCH_PER_CALL,
 };
 use super::store::LeaseStore;
@@ -56,6 +57,17 @@ struct HostCheckBody {
     groups: Vec<String>,
     #[serde(default)]
     watch: Vec<String>,
+    #[serde(default)]
+    watch_groups: Vec<WatchGroupsBody>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WatchGroupsBody {
+    host_id: String,
+    #[serde(default)]
+    host_epoch: Option<u64>,
+    groups: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -221,13 +233,36 @@ pub fn parse_request(request: ApiRequest<'_>) -> Result<LeaseCall, ApiResponse> 
             if body.groups.len() > MAX_GROUPS_PER_CALL {
                 return Err(too_many("groups", MAX_GROUPS_PER_CALL, body.groups.len()));
             }
-            if body.watch.len() > MAX_WATCH_PER_CALL {
+            let watched = body.watch.len() + body.watch_groups.len();
+            if watched > MAX_WATCH_PER_CALL {
+                return Err(too_many("watched hosts", MAX_WATCH_PER_CALL, watched));
+            }
+            let conditional: usize = body.watch_groups.iter().map(|w| w.groups.len()).sum();
+            if conditional > MAX_GROUPS_PER_CALL {
                 return Err(too_many(
-                    "watched hosts",
-                    MAX_WATCH_PER_CALL,
-                    body.watch.len(),
+                    "groups in watch_groups",
+                    MAX_GROUPS_PER_CALL,
+                    conditional,
                 ));
             }
+            // A bad id in a conditional list is the request's mistake: no answer entry would
+            // carry it, so the whole request is refused.
+            let watch_groups = body
+                .watch_groups
+                .iter()
+                .map(|w| {
+                    Ok(WatchGroups {
+                        host_id: HostId::parse(&w.host_id)?,
+                        host_epoch: w.host_epoch.map(Epoch),
+                        groups: w
+                            .groups
+                            .iter()
+                            .map(|g| GroupId::parse(g))
+                            .collect::<Result<_, _>>()?,
+                    })
+                })
+                .collect::<Result<Vec<_>, IdError>>()
+                .map_err(bad_id)?;
             let incarnation = body
                 .incarnation
                 .as_deref()
@@ -256,6 +291,7 @@ pub fn parse_request(request: ApiRequest<'_>) -> Result<LeaseCall, ApiResponse> 
                     incarnation,
                     groups,
                     watch,
+                    watch_groups,
                 },
                 invalid,
             })

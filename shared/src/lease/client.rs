@@ -163,4 +163,6 @@ pub struct HostCheckBody {
     pub groups: Vec<GroupId>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub watch: Vec<HostId>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub watch_groups: Vec<super::service::WatchGroups>,
 }

@@ -53,6 +53,21 @@ pub struct HostCheck {
     pub groups: Vec<GroupId>,
     /// Hosts to look at (holders of the caller's groups whose lease may have lapsed).
     pub watch: Vec<HostId>,
+    /// Holders to look at together with the caller's groups they hold: those groups are read
+    /// and settled in this same check only if the holder turns out lapsed (or at another
+    /// epoch than the one given), so a look at a live holder reads one item and a dead one's
+    /// groups are taken over without another round trip.
+    pub watch_groups: Vec<WatchGroups>,
+}
+
+/// One entry of [`HostCheck::watch_groups`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WatchGroups {
+    pub host_id: HostId,
+    /// The holder's host epoch as the caller last saw it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_epoch: Option<Epoch>,
+    pub groups: Vec<GroupId>,
 }
 
 /// One group in a host check's answer: the v1 answer plus `holder_host_epoch`, or an error
@@ -214,10 +229,16 @@ impl<S: LeaseStore, C: Clock> LeaseService<S, C> {
                 request.groups.len()
             )));
         }
-        if request.watch.len() > MAX_WATCH_PER_CALL {
+        let watched_hosts = request.watch.len() + request.watch_groups.len();
+        if watched_hosts > MAX_WATCH_PER_CALL {
             return Err(CheckError::TooMany(format!(
-                "at most {MAX_WATCH_PER_CALL} watched hosts per check, got {}",
-                request.watch.len()
+                "at most {MAX_WATCH_PER_CALL} watched hosts per check, got {watched_hosts}"
+            )));
+        }
+        let conditional: usize = request.watch_groups.iter().map(|w| w.groups.len()).sum();
+        if conditional > MAX_GROUPS_PER_CALL {
+            return Err(CheckError::TooMany(format!(
+                "at most {MAX_GROUPS_PER_CALL} groups in watch_groups per check, got {conditional}"
             )));
         }
         let now = self.clock.now_ms();
@@ -226,12 +247,13 @@ impl<S: LeaseStore, C: Clock> LeaseService<S, C> {
             .incarnation
             .clone()
             .unwrap_or_else(default_incarnation);
-        let others: Vec<HostId> = request
+        let looked_at: Vec<HostId> = request
             .watch
             .iter()
-            .filter(|h| *h != host)
+            .chain(request.watch_groups.iter().map(|w| &w.host_id))
             .cloned()
             .collect();
+        let others: Vec<HostId> = looked_at.iter().filter(|h| *h != host).cloned().collect();
         let (me, reads) = if request.heartbeat {
             let me = self
                 .heartbeat(host, request.healthy, &incarnation, now)
@@ -273,6 +295,27 @@ impl<S: LeaseStore, C: Clock> LeaseService<S, C> {
         work.hosts.insert(host.clone(), me);
         let mut wanted: Vec<GroupId> = request.groups.clone();
         wanted.extend(attention.iter().cloned());
+        // The groups of watched holders found lapsed or at another epoch.
+        let triggered: Vec<GroupId> = request
+            .watch_groups
+            .iter()
+            .filter(|w| {
+                let record = work
+                    .hosts
+                    .get(&w.host_id)
+                    .cloned()
+                    .unwrap_or_else(|| HostRecord::absent(w.host_id.clone()));
+                protocol::is_revocable(&record, now, &self.config)
+                    || w.host_epoch.is_some_and(|e| e != record.epoch)
+            })
+            .flat_map(|w| w.groups.iter().cloned())
+            .filter(|g| !work.groups.contains_key(g))
+            .collect();
+        if !triggered.is_empty() {
+            work.groups
+                .extend(self.store.read(&[], &triggered).await?.groups);
+            wanted.extend(triggered);
+        }
         wanted.sort();
         wanted.dedup();
         let entries = self
@@ -301,8 +344,7 @@ impl<S: LeaseStore, C: Clock> LeaseService<S, C> {
                 .unwrap_or(self.config.poll_interval_ms)
                 .min(self.config.poll_interval_ms)
         };
-        let watched: Vec<Watched> = request
-            .watch
+        let watched: Vec<Watched> = looked_at
             .iter()
             .map(|h| {
                 let record = work

@@ -51,6 +51,7 @@ fn request(h: &str, incarnation: &str, heartbeat: bool, groups: &[GroupId]) -> H
         incarnation: Some(inc(incarnation)),
         groups: groups.to_vec(),
         watch: Vec::new(),
+        watch_groups: Vec::new(),
     }
 }
 
@@ -442,4 +443,47 @@ async fn a_check_may_name_at_most_500_groups() {
         .await
         .unwrap_err();
     assert!(matches!(err, CheckError::TooMany(_)), "{err}");
+}
+
+#[tokio::test]
+async fn a_look_at_a_live_holder_reads_no_group_and_a_lapsed_ones_groups_move_in_that_check() {
+    let (service, clock) = setup();
+    let ids = groups(20);
+    create(&service, &ids).await;
+    service
+        .check_host(&request("a", "a", true, &ids))
+        .await
+        .unwrap();
+    service
+        .check_host(&request("b", "b", true, &ids))
+        .await
+        .unwrap();
+    let look = |epoch: Option<Epoch>| HostCheck {
+        watch_groups: vec![WatchGroups {
+            host_id: host("a"),
+            host_epoch: epoch,
+            groups: ids.clone(),
+        }],
+        ..request("b", "b", true, &[])
+    };
+    // a is live: the look answers only the watched entry, no group is read or answered.
+    let live = service.check_host(&look(Some(Epoch(0)))).await.unwrap();
+    assert!(live.groups.is_empty(), "{live:?}");
+    assert_eq!(live.watched.len(), 1);
+    assert!(live.watched[0].live);
+    // a dies; past its lease and the skew the same look revokes it and takes every group.
+    let cfg = *service.config();
+    let mut now = T0;
+    while now < T0 + cfg.lease_ms + cfg.clock_skew_ms {
+        now += 1_000;
+        clock.set(now);
+        service
+            .check_host(&request("b", "b", true, &[]))
+            .await
+            .unwrap();
+    }
+    clock.set(T0 + cfg.lease_ms + cfg.clock_skew_ms + 1);
+    let taken = service.check_host(&look(Some(Epoch(0)))).await.unwrap();
+    assert_eq!(writable_count(&taken), 20, "{taken:?}");
+    assert!(!taken.watched[0].live);
 }
