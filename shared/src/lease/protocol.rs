@@ -332,7 +332,7 @@ pub fn acquire_decision(
 }
 
 /// What an acquisition expects of the group besides its epoch.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum AcquireExpect {
     /// `attribute_not_exists(holder)`.
     Free,
@@ -346,7 +346,7 @@ pub enum AcquireExpect {
 /// epoch = epoch + 1` under `epoch = :seen AND attribute_exists(members.#h)` (and
 /// [`AcquireExpect`]). The epoch condition stops two contenders who read the same group from
 /// both winning.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct AcquirePlan {
     pub host: HostId,
     /// The caller's host epoch: the grant is live exactly while the host stays at it.
