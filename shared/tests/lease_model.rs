@@ -47,7 +47,8 @@ use tenure::lease::store::{DeleteExpect, DeletePlan};
 use tenure::lease::LeaseConfig;
 
 const T0: u64 = 100;
-const HOSTS: [&str; 2] = ["a", "b"];
+/// Host names; a model uses the first `LeaseModel::hosts` of them (priorities n, n-1, ..).
+const HOSTS: [&str; 3] = ["a", "b", "c"];
 const GROUPS: [&str; 2] = ["g0", "g1"];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -135,6 +136,8 @@ enum Action {
 
 struct LeaseModel {
     cfg: LeaseConfig,
+    /// How many hosts (members of both groups): 2 in the test command, 3 in the long runs.
+    hosts: usize,
     max_t: u64,
     mutant: Mutant,
     renewer: &'static [bool],
@@ -155,12 +158,13 @@ fn incarnation(n: u8) -> Incarnation {
     Incarnation::parse(&format!("i{n}")).expect("valid incarnation")
 }
 
-fn members() -> BTreeMap<HostId, Member> {
-    (0..HOSTS.len())
+/// The first `hosts` hosts, one per zone, the first with the highest priority.
+fn members(hosts: usize) -> BTreeMap<HostId, Member> {
+    (0..hosts)
         .map(|i| {
             (
                 host_id(i),
-                Member::new(format!("az{i}"), (HOSTS.len() - i) as u32),
+                Member::new(format!("az{i}"), (hosts - i) as u32),
             )
         })
         .collect()
@@ -173,7 +177,19 @@ fn writable(s: &State, i: usize, g: usize) -> bool {
 
 impl LeaseModel {
     fn new(mutant: Mutant, ticks: u64, renewer: &'static [bool], faults: bool) -> Self {
+        Self::with_hosts(2, mutant, ticks, renewer, faults)
+    }
+
+    fn with_hosts(
+        hosts: usize,
+        mutant: Mutant,
+        ticks: u64,
+        renewer: &'static [bool],
+        faults: bool,
+    ) -> Self {
+        assert!((2..=HOSTS.len()).contains(&hosts), "2 to 3 hosts");
         Self {
+            hosts,
             faults,
             // lease 9, renew every 3, skew 2, heartbeat timeout 2, poll 1: the smallest timing
             // the rules accept with a skew of two ticks (with one tick, whole-tick clocks
@@ -372,8 +388,9 @@ impl Model for LeaseModel {
             .map(|&renewer_up| State {
                 t: T0,
                 hosts: BTreeMap::new(),
-                groups: [0, 1].map(|g| LeaseRecord::new_group(group_id(g), 9, members(), T0)),
-                agents: vec![Agent::default(); HOSTS.len()],
+                groups: [0, 1]
+                    .map(|g| LeaseRecord::new_group(group_id(g), 9, members(self.hosts), T0)),
+                agents: vec![Agent::default(); self.hosts],
                 renewer_up,
                 crashes: 1,
                 restarts: 1,
@@ -579,7 +596,7 @@ impl Model for LeaseModel {
                 // As the store's put_group: members back, epoch kept, free since now.
                 let mut next = n.groups[g].clone();
                 next.deleted = false;
-                next.members = members();
+                next.members = members(self.hosts);
                 next.free_since_ms = Some(s.t);
                 next.version += 1;
                 n.groups[g] = next;
@@ -598,7 +615,7 @@ impl Model for LeaseModel {
         vec![
             Property::always("at most one host may write a group", |_, s: &State| {
                 (0..GROUPS.len())
-                    .all(|g| (0..HOSTS.len()).filter(|&i| writable(s, i, g)).count() <= 1)
+                    .all(|g| (0..s.agents.len()).filter(|&i| writable(s, i, g)).count() <= 1)
             }),
             Property::always(
                 "group epochs rise by one and never go back",
@@ -608,7 +625,7 @@ impl Model for LeaseModel {
                 !s.host_epoch_went_back
             }),
             Property::sometimes("someone becomes primary", |_, s: &State| {
-                (0..HOSTS.len()).any(|i| writable(s, i, 0))
+                (0..s.agents.len()).any(|i| writable(s, i, 0))
             }),
         ]
     }
@@ -695,24 +712,27 @@ fn the_shipped_protocol_never_has_two_writers() {
 
 /// Random walks through the whole model, every fault enabled, far deeper than the exhaustive
 /// search: lapses, revocations, takeovers, restarts, deletes, the renewer up and down. Checks
-/// the same properties on every state it visits, for `LEASE_MODEL_SIMULATION_S` seconds.
-#[test]
-#[cfg_attr(debug_assertions, ignore = "run with --release (infra/test.sh does)")]
-fn random_deep_walks_never_find_two_writers() {
-    let seconds = tenure_depth("LEASE_MODEL_SIMULATION_S", 45) as u64;
+/// the same properties on every state it visits, for `seconds`.
+fn simulate(hosts: usize, seconds: u64, seed: u64) {
     let started = std::time::Instant::now();
-    let checker = LeaseModel::new(Mutant::None, 40, &[false, true], true)
+    let checker = LeaseModel::with_hosts(hosts, Mutant::None, 40, &[false, true], true)
         .checker()
         .threads(2)
         .target_max_depth(400)
         .timeout(std::time::Duration::from_secs(seconds))
-        .spawn_simulation(7, stateright::UniformChooser)
+        .spawn_simulation(seed, stateright::UniformChooser)
         .join();
     report(
-        "simulation, walks to depth 400 over 40 ticks",
+        &format!("{hosts} hosts, simulation, walks to depth 400 over 40 ticks"),
         &checker,
         started,
     );
+    assert_safe(&checker);
+    assert!(checker.discovery("someone becomes primary").is_some());
+}
+
+/// The safety properties hold on every state the checker visited (with the path if not).
+fn assert_safe(checker: &impl Checker<LeaseModel>) {
     for name in [
         "at most one host may write a group",
         "group epochs rise by one and never go back",
@@ -724,7 +744,45 @@ fn random_deep_walks_never_find_two_writers() {
             checker.discovery(name).map(|p| p.into_actions())
         );
     }
-    assert!(checker.discovery("someone becomes primary").is_some());
+}
+
+#[test]
+#[cfg_attr(debug_assertions, ignore = "run with --release (infra/test.sh does)")]
+fn random_deep_walks_never_find_two_writers() {
+    simulate(2, tenure_depth("LEASE_MODEL_SIMULATION_S", 30) as u64, 7);
+}
+
+#[test]
+#[cfg_attr(debug_assertions, ignore = "run with --release (infra/test.sh does)")]
+fn random_deep_walks_of_three_hosts_never_find_two_writers() {
+    simulate(3, tenure_depth("LEASE_MODEL_SIMULATION_S", 30) as u64, 11);
+}
+
+/// The long run for three hosts (`--ignored`): random walks for `LEASE_MODEL_LONG_S` seconds.
+#[test]
+#[ignore = "long run: cargo test --release -p tenure --test lease_model -- --ignored"]
+fn three_hosts_long_simulation() {
+    simulate(3, tenure_depth("LEASE_MODEL_LONG_S", 600) as u64, 13);
+}
+
+/// The long run for three hosts (`--ignored`): depth-first to `LEASE_MODEL_DFS_DEPTH` steps,
+/// every fault enabled, the renewer up and down. Depth first keeps only fingerprints of the
+/// states it has seen (BFS keeps whole states queued and runs out of memory a level deeper);
+/// the price is that a state first met deep is not expanded again when met shallower, so this
+/// is a bounded search, not an exhaustive one to the depth.
+#[test]
+#[ignore = "long run: cargo test --release -p tenure --test lease_model -- --ignored"]
+fn three_hosts_bounded_depth_first_search() {
+    let depth = tenure_depth("LEASE_MODEL_DFS_DEPTH", 10);
+    let started = std::time::Instant::now();
+    let checker = LeaseModel::with_hosts(3, Mutant::None, depth as u64, &[false, true], true)
+        .checker()
+        .threads(2)
+        .target_max_depth(depth)
+        .spawn_dfs()
+        .join();
+    report(&format!("3 hosts, DFS to depth {depth}"), &checker, started);
+    checker.assert_properties();
 }
 
 /// The long run: deeper, still exhaustive to its depth (`--ignored`).
@@ -755,8 +813,8 @@ fn two_writers_on(mutant: Mutant, script: &[Action]) -> bool {
         s = model
             .next_state(&s, action.clone())
             .unwrap_or_else(|| panic!("{action:?} is not enabled in {s:?}"));
-        violated |=
-            (0..GROUPS.len()).any(|g| (0..HOSTS.len()).filter(|&i| writable(&s, i, g)).count() > 1);
+        violated |= (0..GROUPS.len())
+            .any(|g| (0..s.agents.len()).filter(|&i| writable(&s, i, g)).count() > 1);
     }
     violated
 }
@@ -831,51 +889,153 @@ fn acquiring_without_the_revocation_is_caught() {
     assert!(!two_writers_on(Mutant::None, &steps));
 }
 
-/// Liveness under a fair schedule, the renewer down: every live host checks each tick (send,
-/// process on a correct clock, commit, receive); after `a` becomes primary of both groups and
-/// crashes, `b` holds both within lease + skew + poll (+ one tick for the round) of `a`'s
+/// One round of a fair schedule: every live host checks (send, process on a clock one tick
+/// ahead, commit, receive), then time advances a tick.
+fn fair_round(model: &LeaseModel, s: &mut State) {
+    let step = |s: &State, a: Action| model.next_state(s, a).expect("enabled");
+    for i in 0..s.agents.len() {
+        if !s.agents[i].crashed {
+            *s = step(s, Action::Send(i, true));
+            *s = step(s, Action::Process(i, 0, 1));
+            *s = step(s, Action::Commit(i, 0));
+            *s = step(s, Action::Receive(i, 0));
+        }
+    }
+    *s = step(s, Action::Tick);
+}
+
+/// Runs fair rounds until host `i` may write both groups; fails if that is later than `bound`.
+fn rounds_until_primary_of_both(model: &LeaseModel, s: &mut State, i: usize, bound: u64) {
+    while !(writable(s, i, 0) && writable(s, i, 1)) {
+        assert!(s.t <= bound, "host {i} did not take over by {bound}: {s:?}");
+        fair_round(model, s);
+    }
+}
+
+/// Liveness under a fair schedule, the renewer down: after `a` becomes primary of both groups
+/// and crashes, `b` holds both within lease + skew + poll (+ one tick for the round) of `a`'s
 /// last heartbeat.
 #[test]
 fn with_fair_scheduling_a_survivor_takes_over_within_the_bound() {
     let model = LeaseModel::new(Mutant::None, 60, &[false], true);
     let mut s = model.init_states().remove(0);
-    let step = |s: &State, a: Action| model.next_state(s, a).expect("enabled");
-    let round = |s: &mut State| {
-        for i in 0..HOSTS.len() {
-            if !s.agents[i].crashed {
-                *s = step(s, Action::Send(i, true));
-                *s = step(s, Action::Process(i, 0, 1));
-                *s = step(s, Action::Commit(i, 0));
-                *s = step(s, Action::Receive(i, 0));
-            }
-        }
-        *s = step(s, Action::Tick);
-    };
-    round(&mut s);
+    fair_round(&model, &mut s);
     assert!(
         writable(&s, 0, 0) && writable(&s, 0, 1),
         "a (priority 2) is primary of both after one round: {s:?}"
     );
     for _ in 0..8 {
-        round(&mut s);
+        fair_round(&model, &mut s);
         assert!(
             writable(&s, 0, 0) && writable(&s, 0, 1),
             "a keeps both with the renewer down: {s:?}"
         );
     }
     let last_heartbeat = s.t - 1;
-    s = step(&s, Action::Crash(0));
+    s = model.next_state(&s, Action::Crash(0)).expect("enabled");
     let c = model.cfg;
-    while !(writable(&s, 1, 0) && writable(&s, 1, 1)) {
-        assert!(
-            s.t <= last_heartbeat + c.lease_ms + c.clock_skew_ms + c.poll_interval_ms + 1,
-            "b did not take over in time: {s:?}"
-        );
-        round(&mut s);
-    }
+    let bound = last_heartbeat + c.lease_ms + c.clock_skew_ms + c.poll_interval_ms + 1;
+    rounds_until_primary_of_both(&model, &mut s, 1, bound);
     assert_eq!(
         s.hosts[&host_id(0)].epoch,
         Epoch(1),
         "one revocation for both groups"
     );
+}
+
+/// Three hosts, the renewer up: `a` crashes, `b` (next in priority) takes both groups within
+/// the bound and `c` stays secondary; then `b` crashes and `c` takes both within the bound.
+/// Each failover revokes the dead host once, and the epochs rise by one per acquisition.
+#[test]
+fn with_three_hosts_each_survivor_takes_over_in_turn() {
+    let model = LeaseModel::with_hosts(3, Mutant::None, 80, &[true], true);
+    let mut s = model.init_states().remove(0);
+    s.crashes = 2;
+    let c = model.cfg;
+    let takeover = c.lease_ms + c.clock_skew_ms + c.poll_interval_ms + 1;
+    let renew = |s: &mut State| {
+        *s = model.next_state(s, Action::Renew(0)).expect("enabled");
+    };
+    for _ in 0..6 {
+        renew(&mut s);
+        fair_round(&model, &mut s);
+    }
+    assert!(
+        writable(&s, 0, 0) && writable(&s, 0, 1),
+        "a holds both: {s:?}"
+    );
+    for dead in [0, 1] {
+        let last_heartbeat = s.t - 1;
+        s = model.next_state(&s, Action::Crash(dead)).expect("enabled");
+        let heir = dead + 1;
+        while !(writable(&s, heir, 0) && writable(&s, heir, 1)) {
+            assert!(
+                s.t <= last_heartbeat + takeover,
+                "host {heir} did not take over from {dead} in time: {s:?}"
+            );
+            renew(&mut s);
+            fair_round(&model, &mut s);
+            assert!(
+                (0..2).all(|g| (0..3).filter(|&i| writable(&s, i, g)).count() <= 1),
+                "two writers: {s:?}"
+            );
+            if dead == 0 {
+                assert!(
+                    !writable(&s, 2, 0) && !writable(&s, 2, 1),
+                    "c stays secondary"
+                );
+            }
+        }
+        assert_eq!(
+            s.hosts[&host_id(dead)].epoch,
+            Epoch(1),
+            "one revocation of {dead}"
+        );
+        for g in 0..2 {
+            assert_eq!(
+                s.groups[g].epoch,
+                Epoch(heir as u64 + 1),
+                "epoch per acquisition"
+            );
+            assert_eq!(s.groups[g].holder, Some(host_id(heir)));
+        }
+    }
+}
+
+/// The random walks have teeth: with every fault enabled they find each mutant's two
+/// writers, at two and at three hosts, well within the time the shipped protocol is walked
+/// for. Stops at the first failure and reports how long the search took.
+#[test]
+#[cfg_attr(debug_assertions, ignore = "run with --release (infra/test.sh does)")]
+fn random_deep_walks_find_every_mutant() {
+    for hosts in [2, 3] {
+        for mutant in [
+            Mutant::NoSkewMargins,
+            Mutant::DeadlineFromReceipt,
+            Mutant::AcquireWithoutRevocation,
+        ] {
+            let started = std::time::Instant::now();
+            let checker = LeaseModel::with_hosts(hosts, mutant, 40, &[false, true], true)
+                .checker()
+                .threads(2)
+                .target_max_depth(400)
+                .finish_when(stateright::HasDiscoveries::AnyOf(
+                    ["at most one host may write a group"].into(),
+                ))
+                .timeout(std::time::Duration::from_secs(60))
+                .spawn_simulation(5, stateright::UniformChooser)
+                .join();
+            report(
+                &format!("{hosts} hosts, {mutant:?}, simulation"),
+                &checker,
+                started,
+            );
+            assert!(
+                checker
+                    .discovery("at most one host may write a group")
+                    .is_some(),
+                "{mutant:?} not found by random walks of {hosts} hosts in 60 s"
+            );
+        }
+    }
 }
