@@ -3,10 +3,10 @@
 //! self_renewal_due, grant_state}` and the plans' own `condition_holds`/`apply`, which are the
 //! store's conditions), not a copy of them.
 //!
-//! The model: two hosts (priorities 2 and 1) in two groups, host and group items written
-//! linearizably, a renewer that is up or down for the whole run. Time is discrete; true time
-//! `t` advances by `Tick`. Every function instance reads a clock `t + offset`, the offset
-//! chosen by the checker from `0..=clock_skew_ms` (so any two instances differ by at most the
+//! The model: two or three hosts (the first with the highest priority) in two groups, host and
+//! group items written linearizably, a renewer that is up or down for the whole run. Time is
+//! discrete; true time `t` advances by `Tick`. Every function instance reads a clock
+//! `t + offset`, the offset chosen by the checker from `0..=clock_skew_ms` (so any two instances differ by at most the
 //! skew, the protocol's assumption). A check is three steps, as lease-check runs it:
 //! - `Process`: heartbeat (with the incarnation change when another one is recorded), keep
 //!   the host's own lease (a new incarnation revokes its own host once the old lease lapsed;
@@ -31,8 +31,11 @@
 //! without the revocation, decisions without skew margins, and a deadline counted from
 //! receipt.
 //!
-//! The exhaustive runs need an optimised build, so they are ignored in debug builds; the test
-//! command runs them with `cargo test --release -p tenure --test lease_model`.
+//! Runs: two hosts exhaustively (BFS) to `DEPTH` steps and random deep walks of two and three
+//! hosts in the test command; bounded depth-first searches of two and three hosts and a long
+//! three-host walk as long runs (`--ignored`). The searches need an optimised build, so they
+//! are ignored in debug builds; the test command runs them with
+//! `cargo test --release -p tenure --test lease_model`.
 
 use stateright::{Checker, Model, Property};
 use std::collections::BTreeMap;
@@ -141,9 +144,6 @@ struct LeaseModel {
     max_t: u64,
     mutant: Mutant,
     renewer: &'static [bool],
-    /// Losses, read-only checks, two checks in flight, releases, crashes, restarts, deletes.
-    /// Off for the mutant hunts, which then reach a takeover in few enough steps for BFS.
-    faults: bool,
 }
 
 fn host_id(i: usize) -> HostId {
@@ -176,21 +176,14 @@ fn writable(s: &State, i: usize, g: usize) -> bool {
 }
 
 impl LeaseModel {
-    fn new(mutant: Mutant, ticks: u64, renewer: &'static [bool], faults: bool) -> Self {
-        Self::with_hosts(2, mutant, ticks, renewer, faults)
+    fn new(mutant: Mutant, ticks: u64, renewer: &'static [bool]) -> Self {
+        Self::with_hosts(2, mutant, ticks, renewer)
     }
 
-    fn with_hosts(
-        hosts: usize,
-        mutant: Mutant,
-        ticks: u64,
-        renewer: &'static [bool],
-        faults: bool,
-    ) -> Self {
+    fn with_hosts(hosts: usize, mutant: Mutant, ticks: u64, renewer: &'static [bool]) -> Self {
         assert!((2..=HOSTS.len()).contains(&hosts), "2 to 3 hosts");
         Self {
             hosts,
-            faults,
             // lease 9, renew every 3, skew 2, heartbeat timeout 2, poll 1: the smallest timing
             // the rules accept with a skew of two ticks (with one tick, whole-tick clocks
             // leave a margin of their own and hide a missing skew margin).
@@ -415,12 +408,10 @@ impl Model for LeaseModel {
                 }
                 continue;
             }
-            let in_flight = if self.faults { 2 } else { 1 };
-            if agent.checks.len() < in_flight {
+            // Two checks in flight, heartbeats and reads.
+            if agent.checks.len() < 2 {
                 actions.push(Action::Send(i, true));
-                if self.faults {
-                    actions.push(Action::Send(i, false));
-                }
+                actions.push(Action::Send(i, false));
             }
             for (c, check) in agent.checks.iter().enumerate() {
                 match check.stage {
@@ -432,12 +423,7 @@ impl Model for LeaseModel {
                     Stage::Processed { .. } => actions.push(Action::Commit(i, c)),
                     Stage::Answered(_) => actions.push(Action::Receive(i, c)),
                 }
-                if self.faults {
-                    actions.push(Action::Lose(i, c));
-                }
-            }
-            if !self.faults {
-                continue;
+                actions.push(Action::Lose(i, c));
             }
             if agent.checks.is_empty() {
                 for g in 0..GROUPS.len() {
@@ -457,9 +443,6 @@ impl Model for LeaseModel {
             for offset in 0..=self.cfg.clock_skew_ms {
                 actions.push(Action::Renew(offset));
             }
-        }
-        if !self.faults {
-            return;
         }
         for g in 0..GROUPS.len() {
             if s.groups[g].deleted {
@@ -638,50 +621,12 @@ fn check(
     depth: usize,
     renewer: &'static [bool],
 ) -> impl Checker<LeaseModel> {
-    LeaseModel::new(mutant, ticks, renewer, true)
+    LeaseModel::new(mutant, ticks, renewer)
         .checker()
         .threads(2)
         .target_max_depth(depth)
         .spawn_bfs()
         .join()
-}
-
-/// For the mutants: breadth first without the fault actions, so the shortest counterexample
-/// (a lapse and a takeover) is within reach; it stops at the first one.
-fn hunt(mutant: Mutant, ticks: u64, depth: usize) -> impl Checker<LeaseModel> {
-    LeaseModel::new(mutant, ticks, &[false], false)
-        .checker()
-        .threads(2)
-        .target_max_depth(depth)
-        .spawn_bfs()
-        .join()
-}
-
-/// The mutants' breadth-first hunt without faults, for the long run (`--ignored`): slow and
-/// memory-hungry at the depth a takeover needs.
-#[test]
-#[ignore = "long run: LEASE_MODEL_HUNT_DEPTH=22 cargo test --release -p tenure --test lease_model -- --ignored"]
-fn mutants_are_found_by_breadth_first_search() {
-    let depth = tenure_depth("LEASE_MODEL_HUNT_DEPTH", 22);
-    for mutant in [
-        Mutant::NoSkewMargins,
-        Mutant::DeadlineFromReceipt,
-        Mutant::AcquireWithoutRevocation,
-    ] {
-        let started = std::time::Instant::now();
-        let checker = hunt(mutant, depth as u64, depth);
-        report(
-            &format!("{mutant:?} hunt to depth {depth}"),
-            &checker,
-            started,
-        );
-        assert!(
-            checker
-                .discovery("at most one host may write a group")
-                .is_some(),
-            "{mutant:?} not found"
-        );
-    }
 }
 
 fn report(name: &str, checker: &impl Checker<LeaseModel>, started: std::time::Instant) {
@@ -693,7 +638,7 @@ fn report(name: &str, checker: &impl Checker<LeaseModel>, started: std::time::In
     );
 }
 
-/// Depth 11: every interleaving of up to 11 steps of two hosts in two groups (ticks, two
+/// Every interleaving of up to `DEPTH` steps of two hosts in two groups (ticks, two
 /// checks in flight, processing at each clock offset, commits, receipts, losses, renewals,
 /// releases, a crash, a restart, a delete and re-create), the renewer up and down.
 const DEPTH: usize = 8;
@@ -715,7 +660,7 @@ fn the_shipped_protocol_never_has_two_writers() {
 /// the same properties on every state it visits, for `seconds`.
 fn simulate(hosts: usize, seconds: u64, seed: u64) {
     let started = std::time::Instant::now();
-    let checker = LeaseModel::with_hosts(hosts, Mutant::None, 40, &[false, true], true)
+    let checker = LeaseModel::with_hosts(hosts, Mutant::None, 40, &[false, true])
         .checker()
         .threads(2)
         .target_max_depth(400)
@@ -765,34 +710,38 @@ fn three_hosts_long_simulation() {
     simulate(3, tenure_depth("LEASE_MODEL_LONG_S", 600) as u64, 13);
 }
 
-/// The long run for three hosts (`--ignored`): depth-first to `LEASE_MODEL_DFS_DEPTH` steps,
-/// every fault enabled, the renewer up and down. Depth first keeps only fingerprints of the
-/// states it has seen (BFS keeps whole states queued and runs out of memory a level deeper);
-/// the price is that a state first met deep is not expanded again when met shallower, so this
-/// is a bounded search, not an exhaustive one to the depth.
+/// The long run for two hosts (`--ignored`): depth first, deeper than BFS fits in memory here
+/// (see `bounded_depth_first_search`).
+#[test]
+#[ignore = "long run: cargo test --release -p tenure --test lease_model -- --ignored"]
+fn the_shipped_protocol_never_has_two_writers_deeper() {
+    bounded_depth_first_search(2, tenure_depth("LEASE_MODEL_DEPTH", 13));
+}
+
+/// The long run for three hosts (`--ignored`), depth first to `LEASE_MODEL_DFS_DEPTH` steps.
 #[test]
 #[ignore = "long run: cargo test --release -p tenure --test lease_model -- --ignored"]
 fn three_hosts_bounded_depth_first_search() {
-    let depth = tenure_depth("LEASE_MODEL_DFS_DEPTH", 10);
+    bounded_depth_first_search(3, tenure_depth("LEASE_MODEL_DFS_DEPTH", 11));
+}
+
+/// Depth first to `depth` steps, every fault enabled, the renewer up and down. Depth first
+/// keeps only fingerprints of the states it has seen (BFS keeps whole states queued and runs
+/// out of memory a level deeper); the price is that a state first met deep is not expanded
+/// again when met shallower, so this is a bounded search, not an exhaustive one to the depth.
+fn bounded_depth_first_search(hosts: usize, depth: usize) {
     let started = std::time::Instant::now();
-    let checker = LeaseModel::with_hosts(3, Mutant::None, depth as u64, &[false, true], true)
+    let checker = LeaseModel::with_hosts(hosts, Mutant::None, depth as u64, &[false, true])
         .checker()
         .threads(2)
         .target_max_depth(depth)
         .spawn_dfs()
         .join();
-    report(&format!("3 hosts, DFS to depth {depth}"), &checker, started);
-    checker.assert_properties();
-}
-
-/// The long run: deeper, still exhaustive to its depth (`--ignored`).
-#[test]
-#[ignore = "long run: cargo test --release -p tenure --test lease_model -- --ignored"]
-fn the_shipped_protocol_never_has_two_writers_deeper() {
-    let depth = tenure_depth("LEASE_MODEL_DEPTH", 14);
-    let started = std::time::Instant::now();
-    let checker = check(Mutant::None, depth as u64, depth, &[false, true]);
-    report(&format!("BFS to depth {depth}"), &checker, started);
+    report(
+        &format!("{hosts} hosts, DFS to depth {depth}"),
+        &checker,
+        started,
+    );
     checker.assert_properties();
 }
 
@@ -806,7 +755,7 @@ fn tenure_depth(name: &str, default: usize) -> usize {
 /// Runs `script` on the model with `mutant` from its initial state (renewer down), and says
 /// whether some state along it had two writers of one group.
 fn two_writers_on(mutant: Mutant, script: &[Action]) -> bool {
-    let model = LeaseModel::new(mutant, 40, &[false], true);
+    let model = LeaseModel::new(mutant, 40, &[false]);
     let mut s = model.init_states().remove(0);
     let mut violated = false;
     for action in script {
@@ -842,10 +791,10 @@ fn schedule(b_offset: u64, ticks: u64, mut at: impl FnMut(u64) -> Vec<Action>) -
     steps
 }
 
-// Each mutant is caught on a schedule the checker would have to find: the shipped protocol
-// keeps one writer on the very same steps. (The exhaustive search above covers the shipped
-// protocol; at these depths a breadth-first search of the mutants does not fit in memory
-// here, so the schedules are written out.)
+// Each mutant is also caught on a written-out schedule, the shortest story of its bug: the
+// shipped protocol keeps one writer on the very same steps. (The random walks find each one
+// too, `random_deep_walks_find_every_mutant`; a breadth-first search of the mutants does not
+// fit in memory here at the depth a takeover needs.)
 
 #[test]
 fn a_deadline_counted_from_receipt_is_caught() {
@@ -917,7 +866,7 @@ fn rounds_until_primary_of_both(model: &LeaseModel, s: &mut State, i: usize, bou
 /// last heartbeat.
 #[test]
 fn with_fair_scheduling_a_survivor_takes_over_within_the_bound() {
-    let model = LeaseModel::new(Mutant::None, 60, &[false], true);
+    let model = LeaseModel::new(Mutant::None, 60, &[false]);
     let mut s = model.init_states().remove(0);
     fair_round(&model, &mut s);
     assert!(
@@ -948,7 +897,7 @@ fn with_fair_scheduling_a_survivor_takes_over_within_the_bound() {
 /// Each failover revokes the dead host once, and the epochs rise by one per acquisition.
 #[test]
 fn with_three_hosts_each_survivor_takes_over_in_turn() {
-    let model = LeaseModel::with_hosts(3, Mutant::None, 80, &[true], true);
+    let model = LeaseModel::with_hosts(3, Mutant::None, 80, &[true]);
     let mut s = model.init_states().remove(0);
     s.crashes = 2;
     let c = model.cfg;
@@ -1015,7 +964,7 @@ fn random_deep_walks_find_every_mutant() {
             Mutant::AcquireWithoutRevocation,
         ] {
             let started = std::time::Instant::now();
-            let checker = LeaseModel::with_hosts(hosts, mutant, 40, &[false, true], true)
+            let checker = LeaseModel::with_hosts(hosts, mutant, 40, &[false, true])
                 .checker()
                 .threads(2)
                 .target_max_depth(400)
