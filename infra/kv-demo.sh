@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Demo part 3: three kvdemo hosts (AZ a, b, c) of one group on the local us-east-1 stack.
-# Writes go through the primary; kill -9 of the primary and the measured failover; a drain
-# and the measured handover; every acknowledged write read back at the end.
-# Needs MiniStack and the deployed stack (infra/demo.sh runs this after deploying).
+# Demo part 3: three kvdemo hosts (AZ a, b, c) on the local us-east-1 stack, each serving the
+# same 50 replica groups through one host agent (protocol v2: one check per poll for all 50).
+# Writes go through each group's primary; kill -9 of the host holding every group and the
+# measured failover of all 50 as one; one group handed over alone; every acknowledged write
+# read back at the end. Needs MiniStack and the deployed stack (infra/demo.sh runs this after
+# deploying). KV_DEMO_GROUPS changes the number of groups.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -12,66 +14,91 @@ export AWS_ACCESS_KEY_ID="${AWS_ACCESS_KEY_ID:-test}" AWS_SECRET_ACCESS_KEY="${A
 cargo build --quiet -p kvdemo -p tenurectl
 bin="$CARGO_TARGET_DIR/debug"
 outputs=.local/regions.json
-url="$(.venv/bin/python -c "import json; print(json.load(open('$outputs'))['regions']['us-east-1']['LeaseCheckLocalUrl'])")"
-export TENURE_LEASES_TABLE="$(.venv/bin/python -c "import json; print(json.load(open('$outputs'))['regions']['us-east-1']['LeasesTable'])")"
-export TENURE_HOSTS_TABLE="$(.venv/bin/python -c "import json; print(json.load(open('$outputs'))['regions']['us-east-1']['HostsTable'])")"
-group="kv-$(date +%s)"; table="kvdemo-data"; dir=".local/kv-demo/$group"; mkdir -p "$dir"
+output() { .venv/bin/python -c "import json; print(json.load(open('$outputs'))['regions']['us-east-1']['$1'])"; }
+url="$(output LeaseCheckLocalUrl)"
+export TENURE_LEASES_TABLE="$(output LeasesTable)" TENURE_HOSTS_TABLE="$(output HostsTable)"
+n_groups="${KV_DEMO_GROUPS:-50}"
+run="$(date +%s)"; table="kvdemo-data"; dir=".local/kv-demo/$run"; mkdir -p "$dir"
 ms() { echo $(( $(date +%s%N) / 1000000 )); }
+# Host ids carry the run: a host's lease outlives its process, and a new process under an old
+# id would first wait out its predecessor's lease (a new incarnation never inherits grants).
+hosts=("a-$run" "b-$run" "c-$run")
 
-"$bin/tenurectl" groups create "$group" --member host-a:us-east-1a:3 --member host-b:us-east-1b:2 --member host-c:us-east-1c:1
+echo "creating $n_groups groups, each with members ${hosts[*]} (priorities 3, 2, 1)..."
+groups=()
+for i in $(seq -w 1 "$n_groups"); do groups+=("kv-$run-$i"); done
+for g in "${groups[@]}"; do
+    "$bin/tenurectl" groups create "$g" --json \
+        --member "${hosts[0]}:us-east-1a:3" --member "${hosts[1]}:us-east-1b:2" \
+        --member "${hosts[2]}:us-east-1c:1" > /dev/null &
+    while (( $(jobs -rp | wc -l) >= 8 )); do wait -n; done
+done
+wait
+printf '%s\n' "${groups[@]}" > "$dir/groups"
+
 declare -A pid addr
 cleanup() { for h in "${!pid[@]}"; do kill -9 "${pid[$h]}" 2>/dev/null || true; done; }
 trap cleanup EXIT
-for h in host-a host-b host-c; do
-    "$bin/kvdemo" --group "$group" --host "$h" --lease-check-url "$url" --data-table "$table" \
-        --create-table --gate-log "$dir/$h.gate.jsonl" > "$dir/$h.out" 2> "$dir/$h.err" &
+for h in "${hosts[@]}"; do
+    "$bin/kvdemo" --host "$h" --groups-file "$dir/groups" --lease-check-url "$url" \
+        --data-table "$table" --create-table --gate-log "$dir/$h.gate.jsonl" \
+        > "$dir/$h.out" 2> "$dir/$h.err" &
     pid[$h]=$!
     disown "$!"  # no job-control chatter when the demo kills it
 done
-for h in host-a host-b host-c; do
+for h in "${hosts[@]}"; do
     until grep -q '^listening ' "$dir/$h.out" 2>/dev/null; do sleep 0.1; done
     addr[$h]="$(sed -n 's/^listening //p' "$dir/$h.out")"
 done
-primary() {
+field() { .venv/bin/python -c "import json,sys; print(json.load(sys.stdin).get('$1'))"; }
+primaries() { curl -fs "http://${addr[$1]}/status" | field primaries 2>/dev/null || echo 0; }
+wait_primaries() { # HOST N: until HOST may write N groups
+    until [[ "$(primaries "$1")" -ge "$2" ]]; do sleep 0.02; done
+}
+role() { curl -fs "http://${addr[$1]}/groups/$2/status" | field state 2>/dev/null || echo down; }
+wait_role() { until [[ "$(role "$1" "$2")" == "$3" ]]; do sleep 0.02; done; }
+status_all() {
     for h in "$@"; do
-        if curl -fs "http://${addr[$h]}/status" | grep -q '"state":"primary"'; then echo "$h"; return 0; fi
+        printf '  %s: %s\n' "$h" "$(curl -fs "http://${addr[$h]}/status" || echo down)"
     done
-    return 1
 }
-wait_primary() { local p; until p="$(primary "$@")"; do sleep 0.02; done; echo "$p"; }
-status_all() { for h in "$@"; do printf '  %s: %s\n' "$h" "$(curl -fs "http://${addr[$h]}/status")"; done; }
 
-first="$(wait_primary host-a host-b host-c)"
-echo; echo "1. hosts up; primary is $first"; status_all host-a host-b host-c
+a="${hosts[0]}" b="${hosts[1]}" c="${hosts[2]}"
+wait_primaries "$a" "$n_groups"
+echo; echo "1. hosts up; $a (priority 3) holds all $n_groups groups under one host lease"
+status_all "${hosts[@]}"
 acked=()
-write() { # write HOST KEY VALUE
-    if curl -fs -X PUT "http://${addr[$1]}/kv/$2" --data "$3" > /dev/null; then acked+=("$2=$3"); fi
+write() { # write HOST GROUP KEY VALUE
+    if curl -fs -X PUT "http://${addr[$1]}/groups/$2/kv/$3" --data "$4" > /dev/null; then
+        acked+=("$2/$3=$4")
+    fi
 }
-for n in $(seq 1 10); do write "$first" "k$n" "v$n"; done
-echo "2. ${#acked[@]} writes acknowledged by $first; a secondary refuses:"
-others=(); for h in host-a host-b host-c; do [[ $h != "$first" ]] && others+=("$h"); done
-curl -s -X PUT "http://${addr[${others[0]}]}/kv/refused" --data x; echo
+for n in $(seq 1 20); do write "$a" "${groups[$(( n % n_groups ))]}" "k$n" "v$n"; done
+echo "2. ${#acked[@]} writes acknowledged by $a across its groups; a secondary refuses:"
+curl -s -X PUT "http://${addr[$b]}/groups/${groups[0]}/kv/refused" --data x; echo
 
-echo; echo "3. kill -9 $first"
-t0=$(ms); kill -9 "${pid[$first]}"; unset "pid[$first]"
-second="$(wait_primary "${others[@]}")"; t1=$(ms)
-echo "   $second is primary after $((t1 - t0)) ms (bound: lease + skew + poll = 10700 ms from the last heartbeat)"
-for n in $(seq 11 20); do write "$second" "k$n" "v$n"; done
+echo; echo "3. kill -9 $a: all $n_groups groups fail over as one"
+t0=$(ms); kill -9 "${pid[$a]}"; unset "pid[$a]"
+wait_primaries "$b" "$n_groups"; t1=$(ms)
+echo "   $b holds all $n_groups after $((t1 - t0)) ms (bound: lease + skew + poll = 10700 ms from the last heartbeat, plus a round trip)"
+echo "   one revocation of $a's host lease covered every group:"
+"$bin/tenurectl" hosts show "$a" | sed -n '1,3p;5p' | sed 's/^/   /'
+for n in $(seq 21 40); do write "$b" "${groups[$(( n % n_groups ))]}" "k$n" "v$n"; done
 
-echo; echo "4. drain $second (planned handover)"
-"$bin/tenurectl" lease drain "$group" "$second"; t0=$(ms)
-rest=(); for h in "${others[@]}"; do [[ $h != "$second" ]] && rest+=("$h"); done
-third="$(wait_primary "${rest[@]}")"; t1=$(ms)
-echo "   $third is primary after $((t1 - t0)) ms (bound: 2 polls = 1000 ms)"
-for n in $(seq 21 30); do write "$third" "k$n" "v$n"; done
+one="${groups[6]}"
+echo; echo "4. $b hands one group, $one, over (planned step-down); it keeps the other $((n_groups - 1))"
+t0=$(ms); curl -fs -X POST "http://${addr[$b]}/groups/$one/step-down" > /dev/null
+wait_role "$c" "$one" primary; t1=$(ms)
+echo "   $c is primary of $one after $((t1 - t0)) ms (bound: 2 polls = 1000 ms plus round trips); $b may write $(primaries "$b") groups"
+for n in $(seq 41 45); do write "$c" "$one" "k$n" "v$n"; done
 
 echo; echo "5. reading back all ${#acked[@]} acknowledged writes"
 lost=0
 for kv in "${acked[@]}"; do
-    k="${kv%%=*}"; v="${kv#*=}"
-    got="$(curl -fs "http://${addr[$third]}/kv/$k" | .venv/bin/python -c 'import json,sys; print(json.load(sys.stdin)["value"])')"
-    [[ "$got" == "$v" ]] || { echo "   LOST $k (want $v, got $got)"; lost=$((lost + 1)); }
+    path="${kv%%=*}"; v="${kv#*=}"; g="${path%%/*}"; k="${path#*/}"
+    got="$(curl -fs "http://${addr[$c]}/groups/$g/kv/$k" | field value)"
+    [[ "$got" == "$v" ]] || { echo "   LOST $g/$k (want $v, got $got)"; lost=$((lost + 1)); }
 done
 echo "   ${#acked[@]} acknowledged, $lost lost"
-"$bin/tenurectl" lease show "$group"
+"$bin/tenurectl" hosts list | grep -E "^HOST|$run"
 [[ $lost -eq 0 ]]

@@ -6,7 +6,8 @@
 //! tenure's p99 at the 2 s lease to the peer's p99.
 //!
 //! Every time is from the kill (or the drain request) to the moment the new primary answers
-//! (tenure: a survivor's `/status` says primary, polled every 10 ms; peer: `acquire` returns).
+//! (tenure: a survivor's `/groups/{group}/status` says primary, polled every 10 ms; peer:
+//! `acquire` returns).
 //! Kills land at a random moment (uniform over one renew interval) after the system settled.
 //!
 //!   infra/bench-failover.sh              # 20 cycles each
@@ -14,13 +15,12 @@
 
 use anyhow::{bail, Context, Result};
 use kvdemo::cluster::Cluster;
-use kvdemo::fixture::{Fixture, StackAccess, HOSTS};
+use kvdemo::fixture::{Fixture, StackAccess};
 use rand::Rng;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use tenure::clock::{Clock, SystemClock};
-use tenure::ids::HostId;
 use tenure::lease::LeaseConfig;
 use tenure_e2e::{stacks, Stack};
 
@@ -109,58 +109,64 @@ async fn tenure_cycles(
         "bench",
         cfg,
         cfg.lease_ms,
+        1,
     )
     .await?;
-    let (service, group) = (&fixture.service, &fixture.group);
-    let mut cluster = Cluster::start(fixture.spec.clone(), &HOSTS)?;
+    let (service, group, hosts) = (&fixture.service, &fixture.group, &fixture.hosts);
+    // The group's name, for the cluster's per-group calls.
+    let name = group.as_str();
+    let mut cluster = Cluster::start(fixture.spec.clone(), &fixture.host_names())?;
     let all = [0, 1, 2];
     let settle = Duration::from_millis(cfg.heartbeat_timeout_ms);
     let within = Duration::from_millis(3 * cfg.lease_ms + 10_000);
 
     let mut kills = Summary::new(format!("tenure kill -9, {label}"));
     for cycle in 0..cycles {
-        cluster.wait_for_primary(&all, within).await?;
+        cluster.wait_for_primary(name, &all, within).await?;
         // Everyone has heartbeated; the kill lands at a random phase of the renewals.
         tokio::time::sleep(settle + random_phase(&cfg)).await;
-        let primary = cluster.wait_for_primary(&all, within).await?;
+        let primary = cluster.wait_for_primary(name, &all, within).await?;
         let started = Instant::now();
         cluster.kill(primary)?;
         let survivors: Vec<usize> = all.iter().copied().filter(|&i| i != primary).collect();
-        let next = cluster.wait_for_primary(&survivors, within).await?;
+        let next = cluster.wait_for_primary(name, &survivors, within).await?;
         let took = started.elapsed();
         kills.samples.push(took);
         eprintln!(
             "  {label} kill {}/{cycles}: {} -> {} in {took:?}",
             cycle + 1,
-            HOSTS[primary],
-            HOSTS[next]
+            hosts[primary],
+            hosts[next]
         );
         cluster.restart(primary)?;
-        if !cluster.wait_for_state(primary, "secondary", within).await {
-            bail!("{} did not come back as secondary", HOSTS[primary]);
+        if !cluster
+            .wait_for_state(primary, name, "secondary", within)
+            .await
+        {
+            bail!("{} did not come back as secondary", hosts[primary]);
         }
     }
 
     let mut drains = Summary::new(format!("tenure drain, {label}"));
     for cycle in 0..cycles {
-        cluster.wait_for_primary(&all, within).await?;
+        cluster.wait_for_primary(name, &all, within).await?;
         // Past the previous step-down's hold-off, everyone live, random phase.
         tokio::time::sleep(settle * 2 + random_phase(&cfg)).await;
-        let primary = cluster.wait_for_primary(&all, within).await?;
-        let host = HostId::parse(HOSTS[primary])?;
+        let primary = cluster.wait_for_primary(name, &all, within).await?;
+        let host = &hosts[primary];
         let started = Instant::now();
-        service.set_draining(group, &host, true).await?;
+        service.set_draining(group, host, true).await?;
         let others: Vec<usize> = all.iter().copied().filter(|&i| i != primary).collect();
-        let next = cluster.wait_for_primary(&others, within).await?;
+        let next = cluster.wait_for_primary(name, &others, within).await?;
         let took = started.elapsed();
         drains.samples.push(took);
         eprintln!(
             "  {label} drain {}/{cycles}: {} -> {} in {took:?}",
             cycle + 1,
-            HOSTS[primary],
-            HOSTS[next]
+            hosts[primary],
+            hosts[next]
         );
-        service.set_draining(group, &host, false).await?;
+        service.set_draining(group, host, false).await?;
     }
 
     let found = kvdemo::checker::violations(&cluster.writable_intervals()?);

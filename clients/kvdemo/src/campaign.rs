@@ -1,11 +1,13 @@
-//! The lease fault campaign: a writer keeps writing through whichever host is primary while the
-//! campaign injects faults into the primary — kill -9 (restarted afterwards), SIGSTOP past its
-//! deadline (then SIGCONT), or, when the hosts run behind chaos proxies, cutting it off from
-//! lease-check (healed after the takeover) — until it has seen the asked number of failovers.
-//! All along, the proxies inject store faults (500s, lost answers, throttling, latency) into
-//! every host's DynamoDB and lease-check traffic; they are healed before the read-back. Then it checks
-//! the hosts' gate logs (one machine, one monotonic clock) and the data table: no overlapping
-//! writable intervals, epochs increasing, every acknowledged write readable.
+//! The lease fault campaign: every host serves every group of the cluster; a writer keeps
+//! writing, spread over the groups, through whichever host is primary of each, while the
+//! campaign injects faults into the primary of the first group — kill -9 (restarted
+//! afterwards), SIGSTOP past its deadline (then SIGCONT), or, when the hosts run behind chaos
+//! proxies, cutting it off from lease-check (healed after the takeover) — until it has seen the
+//! asked number of failovers. All along, the proxies inject store faults (500s, lost answers,
+//! throttling, latency) into every host's DynamoDB and lease-check traffic; they are healed
+//! before the read-back. Then it checks the hosts' gate logs (one machine, one boot clock) and
+//! the data table: per group, no overlapping writable intervals and epochs increasing; every
+//! acknowledged write readable.
 
 use crate::chaos_proxy::{FaultCounts, Faults};
 use crate::checker::{violations, Violation};
@@ -63,24 +65,33 @@ pub async fn run(
     }
     let cluster = Arc::new(RwLock::new(cluster));
     let hosts = cluster.read().await.hosts.len();
+    let groups: Vec<String> = cluster.read().await.groups().to_vec();
+    let Some(probe) = groups.first().cloned() else {
+        return Err(ClusterError::Start {
+            host: "-".into(),
+            message: "a campaign needs at least one group".into(),
+        });
+    };
     let all: Vec<usize> = (0..hosts).collect();
     let within = lease * 3 + Duration::from_secs(10);
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let writer = {
-        let (cluster, stop) = (cluster.clone(), stop.clone());
+        let (cluster, stop, groups) = (cluster.clone(), stop.clone(), groups.clone());
         tokio::spawn(async move {
-            let mut acked: Vec<(String, String)> = Vec::new();
+            let mut acked: Vec<(String, String, String)> = Vec::new();
             let mut n = 0u64;
             while !stop.load(std::sync::atomic::Ordering::SeqCst) {
                 let c = cluster.read().await;
+                let group = &groups[rand::rng().random_range(0..groups.len())];
                 for i in 0..c.hosts.len() {
                     if !c.hosts[i].is_running() {
                         continue;
                     }
                     let (key, value) = (format!("c{n}"), format!("v{n}"));
-                    let put = tokio::time::timeout(Duration::from_secs(1), c.put(i, &key, &value));
+                    let put =
+                        tokio::time::timeout(Duration::from_secs(1), c.put(i, group, &key, &value));
                     if let Ok(Ok((200, _))) = put.await {
-                        acked.push((key, value));
+                        acked.push((group.clone(), key, value));
                         n += 1;
                     }
                 }
@@ -103,11 +114,19 @@ pub async fn run(
     };
     let first_fault = rand::rng().random_range(0..3);
     while report.failovers < failovers {
-        cluster.read().await.wait_for_primary(&all, within).await?;
+        cluster
+            .read()
+            .await
+            .wait_for_primary(&probe, &all, within)
+            .await?;
         // Let the others heartbeat, then strike at a random moment.
         let settle = Duration::from_millis(rand::rng().random_range(3_000..5_000));
         tokio::time::sleep(settle).await;
-        let primary = cluster.read().await.wait_for_primary(&all, within).await?;
+        let primary = cluster
+            .read()
+            .await
+            .wait_for_primary(&probe, &all, within)
+            .await?;
         let faults: &[Fault] = if proxied {
             &[Fault::Kill, Fault::Pause, Fault::CutOffFromLeaseCheck]
         } else {
@@ -139,7 +158,7 @@ pub async fn run(
         let next = cluster
             .read()
             .await
-            .wait_for_primary(&others, within)
+            .wait_for_primary(&probe, &others, within)
             .await?;
         report
             .failover_ms
@@ -181,11 +200,12 @@ pub async fn run(
         total.throttle += counts.throttle;
         proxy.set(Faults::default());
     }
-    let reader = c.wait_for_primary(&all, within).await?;
-    for (key, value) in &acked {
-        match c.get(reader, key).await {
+    // Reads go to the store directly (strongly consistent): any running host will do.
+    let reader = c.wait_for_primary(&probe, &all, within).await?;
+    for (group, key, value) in &acked {
+        match c.get(reader, group, key).await {
             Ok((200, body)) if body["value"].as_str() == Some(value.as_str()) => {}
-            _ => report.lost_writes.push(key.clone()),
+            _ => report.lost_writes.push(format!("{group}/{key}")),
         }
     }
     report.acked_writes = acked.len();

@@ -26,20 +26,27 @@ pub enum CheckError {
     },
 }
 
-/// One line of a gate log.
+/// One line of a gate log (see [`crate::gate_log`] for the kinds).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct GateEvent {
     pub t_ns: u64,
     pub host: String,
     pub state: String,
+    #[serde(default)]
+    pub group: Option<String>,
+    #[serde(default)]
     pub epoch: Option<u64>,
+    #[serde(default)]
+    pub host_epoch: Option<u64>,
+    #[serde(default)]
     pub deadline_ns: Option<u64>,
 }
 
-/// When one host could write, and with which epoch.
+/// When one host could write one group, and with which epoch.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WritableInterval {
     pub host: String,
+    pub group: String,
     pub epoch: u64,
     pub start_ns: u64,
     pub end_ns: u64,
@@ -47,9 +54,9 @@ pub struct WritableInterval {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Violation {
-    /// Two hosts could write at once.
+    /// Two hosts could write one group at once.
     Overlap(WritableInterval, WritableInterval),
-    /// A later primaryship did not have a higher epoch.
+    /// A later primaryship of a group did not have a higher epoch.
     EpochNotIncreasing(WritableInterval, WritableInterval),
 }
 
@@ -73,51 +80,127 @@ pub fn read_log(path: &Path) -> Result<Vec<GateEvent>, CheckError> {
         .collect()
 }
 
-/// One host's writable intervals from its events in log order; `died_ns` ends everything (a
-/// killed process writes nothing more).
+/// A gate open from `start_ns` (its `open` line) until a later line moved the group away from
+/// primary, under one host epoch.
+struct OpenGate {
+    group: String,
+    epoch: u64,
+    host_epoch: u64,
+    start_ns: u64,
+    end_ns: u64,
+}
+
+/// One process's writable intervals, every group, from its events in log order; `died_ns`
+/// ends everything (a killed process writes nothing more).
+///
+/// A group may be written while its gate is open and the host window of the host epoch it was
+/// opened under lasts. Gates open at their `open` line (logged before the gate opens) and close
+/// at the first later line about the group that is not `primary` (logged after the gate
+/// closed). A window line (logged before the window is extended) makes its host epoch's window
+/// usable from its `t_ns` to its `deadline_ns`. The writable time of a gate is its open span
+/// intersected with the union of its host epoch's window spans: every end can only overstate
+/// the real window, so "no overlap" here implies no overlap in fact.
 pub fn writable_intervals(events: &[GateEvent], died_ns: Option<u64>) -> Vec<WritableInterval> {
+    let end_of_time = died_ns.unwrap_or(u64::MAX);
+    let mut windows: BTreeMap<u64, Vec<(u64, u64)>> = BTreeMap::new();
+    let mut open: BTreeMap<String, OpenGate> = BTreeMap::new();
+    let mut gates: Vec<OpenGate> = Vec::new();
+    for e in events {
+        match (e.state.as_str(), &e.group) {
+            ("window", _) => {
+                if let (Some(h), Some(d)) = (e.host_epoch, e.deadline_ns) {
+                    windows.entry(h).or_default().push((e.t_ns, d));
+                }
+            }
+            ("open", Some(group)) => {
+                let (Some(epoch), Some(host_epoch)) = (e.epoch, e.host_epoch) else {
+                    continue;
+                };
+                match open.get(group) {
+                    Some(g) if g.epoch == epoch && g.host_epoch == host_epoch => {}
+                    _ => {
+                        if let Some(mut previous) = open.remove(group) {
+                            previous.end_ns = e.t_ns;
+                            gates.push(previous);
+                        }
+                        open.insert(
+                            group.clone(),
+                            OpenGate {
+                                group: group.clone(),
+                                epoch,
+                                host_epoch,
+                                start_ns: e.t_ns,
+                                end_ns: end_of_time,
+                            },
+                        );
+                    }
+                }
+            }
+            ("primary", _) => {}
+            (_, Some(group)) => {
+                if let Some(mut gate) = open.remove(group) {
+                    gate.end_ns = e.t_ns;
+                    gates.push(gate);
+                }
+            }
+            _ => {}
+        }
+    }
+    gates.extend(open.into_values());
     let mut out = Vec::new();
-    let mut open: Option<WritableInterval> = None;
-    for event in events {
-        match (event.state.as_str(), event.epoch, event.deadline_ns) {
-            ("grant", Some(epoch), Some(deadline)) => match open.as_mut() {
-                // The same primaryship, extended while it was still open.
-                Some(current) if current.epoch == epoch && event.t_ns <= current.end_ns => {
-                    current.end_ns = current.end_ns.max(deadline);
-                }
-                _ => {
-                    out.extend(open.take());
-                    open = Some(WritableInterval {
-                        host: event.host.clone(),
-                        epoch,
-                        start_ns: event.t_ns,
-                        end_ns: deadline,
-                    });
-                }
-            },
-            ("primary", _, _) | ("grant", _, _) => {}
-            // secondary / unknown: the gate closed no later than this line.
-            _ => {
-                if let Some(mut current) = open.take() {
-                    current.end_ns = current.end_ns.min(event.t_ns);
-                    out.push(current);
-                }
+    for gate in gates {
+        let end = gate.end_ns.min(end_of_time);
+        let spans = merged(
+            windows
+                .get(&gate.host_epoch)
+                .map(Vec::as_slice)
+                .unwrap_or(&[]),
+        );
+        for (from, to) in spans {
+            let (start, stop) = (from.max(gate.start_ns), to.min(end));
+            if start < stop {
+                out.push(WritableInterval {
+                    host: events.first().map(|e| e.host.clone()).unwrap_or_default(),
+                    group: gate.group.clone(),
+                    epoch: gate.epoch,
+                    start_ns: start,
+                    end_ns: stop,
+                });
             }
         }
     }
-    out.extend(open);
-    if let Some(died) = died_ns {
-        out.retain(|i| i.start_ns < died);
-        for i in &mut out {
-            i.end_ns = i.end_ns.min(died);
+    out.sort_by(|a, b| (&a.group, a.start_ns).cmp(&(&b.group, b.start_ns)));
+    out
+}
+
+/// The union of `[from, to)` spans, as disjoint spans in order.
+fn merged(spans: &[(u64, u64)]) -> Vec<(u64, u64)> {
+    let mut sorted = spans.to_vec();
+    sorted.sort();
+    let mut out: Vec<(u64, u64)> = Vec::new();
+    for (from, to) in sorted {
+        match out.last_mut() {
+            Some(last) if from <= last.1 => last.1 = last.1.max(to),
+            _ => out.push((from, to)),
         }
     }
     out
 }
 
-/// Every pair of intervals of different hosts that overlap, and every later primaryship whose
-/// epoch is not higher than an earlier one's.
+/// Per group: every pair of intervals of different hosts that overlap, and every later
+/// primaryship whose epoch is not higher than an earlier one's.
 pub fn violations(intervals: &[WritableInterval]) -> Vec<Violation> {
+    let mut by_group: BTreeMap<&str, Vec<WritableInterval>> = BTreeMap::new();
+    for i in intervals {
+        by_group.entry(&i.group).or_default().push(i.clone());
+    }
+    by_group
+        .into_values()
+        .flat_map(|group| group_violations(&group))
+        .collect()
+}
+
+fn group_violations(intervals: &[WritableInterval]) -> Vec<Violation> {
     let mut sorted = intervals.to_vec();
     sorted.sort_by_key(|i| (i.start_ns, i.end_ns));
     let mut found = Vec::new();
@@ -162,102 +245,168 @@ pub fn violations(intervals: &[WritableInterval]) -> Vec<Violation> {
 mod tests {
     use super::*;
 
-    fn grant(host: &str, t: u64, epoch: u64, deadline: u64) -> GateEvent {
+    fn window(host: &str, t: u64, host_epoch: u64, deadline: u64) -> GateEvent {
         GateEvent {
             t_ns: t,
             host: host.into(),
-            state: "grant".into(),
-            epoch: Some(epoch),
+            state: "window".into(),
+            group: None,
+            epoch: None,
+            host_epoch: Some(host_epoch),
             deadline_ns: Some(deadline),
         }
     }
 
-    fn role(host: &str, t: u64, state: &str) -> GateEvent {
+    fn open(host: &str, t: u64, group: &str, epoch: u64, host_epoch: u64) -> GateEvent {
         GateEvent {
             t_ns: t,
             host: host.into(),
-            state: state.into(),
-            epoch: Some(1),
+            state: "open".into(),
+            group: Some(group.into()),
+            epoch: Some(epoch),
+            host_epoch: Some(host_epoch),
             deadline_ns: None,
         }
     }
 
+    fn role(host: &str, t: u64, group: &str, state: &str) -> GateEvent {
+        GateEvent {
+            t_ns: t,
+            host: host.into(),
+            state: state.into(),
+            group: Some(group.into()),
+            epoch: Some(1),
+            host_epoch: None,
+            deadline_ns: None,
+        }
+    }
+
+    fn interval(host: &str, group: &str, epoch: u64, start: u64, end: u64) -> WritableInterval {
+        WritableInterval {
+            host: host.into(),
+            group: group.into(),
+            epoch,
+            start_ns: start,
+            end_ns: end,
+        }
+    }
+
     #[test]
-    fn grants_of_one_primaryship_merge_and_a_role_change_cuts_them_short() {
+    fn one_window_covers_every_open_group_and_a_role_change_cuts_one_short() {
         let events = [
-            grant("a", 10, 1, 100),
-            role("a", 11, "primary"),
-            grant("a", 50, 1, 150),
-            role("a", 120, "secondary"),
+            open("a", 10, "g1", 1, 0),
+            open("a", 10, "g2", 4, 0),
+            window("a", 11, 0, 100),
+            role("a", 12, "g1", "primary"),
+            window("a", 50, 0, 150),
+            role("a", 120, "g1", "secondary"),
         ];
         assert_eq!(
             writable_intervals(&events, None),
-            vec![WritableInterval {
-                host: "a".into(),
-                epoch: 1,
-                start_ns: 10,
-                end_ns: 120
-            }]
+            vec![
+                interval("a", "g1", 1, 11, 120),
+                interval("a", "g2", 4, 11, 150)
+            ]
+        );
+    }
+
+    #[test]
+    fn a_window_logged_before_a_gate_opened_covers_it_from_its_open_line() {
+        let events = [window("a", 5, 0, 100), open("a", 40, "g1", 2, 0)];
+        assert_eq!(
+            writable_intervals(&events, None),
+            vec![interval("a", "g1", 2, 40, 100)]
+        );
+    }
+
+    #[test]
+    fn a_gate_of_an_old_host_epoch_gets_nothing_from_a_new_epoch_s_window() {
+        let events = [
+            open("a", 10, "g1", 1, 0),
+            window("a", 10, 0, 100),
+            window("a", 200, 1, 300),
+        ];
+        assert_eq!(
+            writable_intervals(&events, None),
+            vec![interval("a", "g1", 1, 10, 100)]
         );
     }
 
     #[test]
     fn a_paused_host_is_writable_only_until_its_last_deadline() {
-        // Stopped after the grant at 50; its next line (after SIGCONT) comes at 900.
         let a = writable_intervals(
             &[
-                grant("a", 10, 1, 100),
-                grant("a", 50, 1, 150),
-                role("a", 900, "unknown"),
+                open("a", 10, "g1", 1, 0),
+                window("a", 10, 0, 100),
+                window("a", 50, 0, 150),
+                role("a", 900, "g1", "unknown"),
             ],
             None,
         );
-        let b = writable_intervals(&[grant("b", 400, 2, 500)], None);
+        let b = writable_intervals(
+            &[open("b", 400, "g1", 2, 0), window("b", 400, 0, 500)],
+            None,
+        );
         assert_eq!(a[0].end_ns, 150);
         assert!(violations(&[a, b].concat()).is_empty());
     }
 
     #[test]
-    fn overlapping_hosts_are_reported() {
-        let a = writable_intervals(&[grant("a", 10, 1, 100)], None);
-        let b = writable_intervals(&[grant("b", 90, 2, 200)], None);
+    fn overlapping_hosts_in_one_group_are_reported_and_other_groups_are_not() {
+        let a = writable_intervals(&[open("a", 10, "g1", 1, 0), window("a", 10, 0, 100)], None);
+        let b = writable_intervals(
+            &[
+                open("b", 90, "g1", 2, 0),
+                open("b", 90, "g2", 1, 0),
+                window("b", 90, 0, 200),
+            ],
+            None,
+        );
         let found = violations(&[a, b].concat());
         assert!(
-            matches!(found.as_slice(), [Violation::Overlap(x, y)] if x.host == "a" && y.host == "b")
+            matches!(found.as_slice(), [Violation::Overlap(x, y)] if x.host == "a" && y.host == "b" && x.group == "g1"),
+            "{found:?}"
         );
     }
 
     #[test]
     fn death_ends_every_interval() {
-        let a = writable_intervals(&[grant("a", 10, 1, 100)], Some(40));
+        let a = writable_intervals(
+            &[open("a", 10, "g1", 1, 0), window("a", 10, 0, 100)],
+            Some(40),
+        );
         assert_eq!(a[0].end_ns, 40);
-        let b = writable_intervals(&[grant("b", 50, 2, 60)], None);
+        let b = writable_intervals(&[open("b", 50, "g1", 2, 0), window("b", 50, 0, 60)], None);
         assert!(violations(&[a, b].concat()).is_empty());
     }
 
     #[test]
     fn a_later_primaryship_with_a_lower_or_equal_epoch_is_reported() {
-        let a = writable_intervals(&[grant("a", 10, 5, 100)], None);
-        let b = writable_intervals(&[grant("b", 200, 4, 300)], None);
+        let a = vec![interval("a", "g1", 5, 10, 100)];
+        let b = vec![interval("b", "g1", 4, 200, 300)];
         assert!(matches!(
             violations(&[a.clone(), b].concat()).as_slice(),
             [Violation::EpochNotIncreasing(..)]
         ));
-        let c = writable_intervals(&[grant("c", 200, 5, 300)], None);
-        assert!(!violations(&[a, c].concat()).is_empty());
+        let c = vec![interval("c", "g1", 5, 200, 300)];
+        assert!(!violations(&[a.clone(), c].concat()).is_empty());
+        let other_group = vec![interval("c", "g2", 1, 200, 300)];
+        assert!(violations(&[a, other_group].concat()).is_empty());
     }
 
     #[test]
-    fn the_same_host_regaining_the_lease_needs_a_new_epoch_only_after_a_gap() {
+    fn the_same_host_regaining_a_group_needs_a_new_epoch_only_after_a_gap() {
         let a = writable_intervals(
             &[
-                grant("a", 10, 1, 100),
-                role("a", 100, "unknown"),
-                grant("a", 300, 2, 400),
+                open("a", 10, "g1", 1, 0),
+                window("a", 10, 0, 100),
+                role("a", 100, "g1", "unknown"),
+                open("a", 300, "g1", 2, 0),
+                window("a", 300, 0, 400),
             ],
             None,
         );
-        assert_eq!(a.len(), 2);
+        assert_eq!(a.len(), 2, "{a:?}");
         assert!(violations(&a).is_empty());
     }
 }

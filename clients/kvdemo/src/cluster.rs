@@ -1,10 +1,10 @@
-//! A replica group of kvdemo host processes on this machine, for tests, the failover benchmark
-//! and fault campaigns: start, kill -9, pause (SIGSTOP) and resume hosts, watch their roles and
-//! check their gate logs afterwards.
+//! kvdemo host processes on this machine, each serving the same replica groups, for tests,
+//! the failover benchmark and fault campaigns: start, kill -9, pause (SIGSTOP) and resume
+//! hosts, watch their roles per group and check their gate logs afterwards.
 
 use crate::chaos_proxy::ChaosProxy;
 use crate::checker::{read_log, writable_intervals, CheckError, WritableInterval};
-use crate::gate_log::monotonic_ns;
+use replica_agent::clock::boot_ns;
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
@@ -21,8 +21,9 @@ pub enum ClusterError {
         host: String,
         source: std::io::Error,
     },
-    #[error("no primary among {hosts:?} within {within:?}")]
+    #[error("no primary of {group} among {hosts:?} within {within:?}")]
     NoPrimary {
+        group: String,
         hosts: Vec<String>,
         within: Duration,
     },
@@ -37,7 +38,8 @@ pub enum ClusterError {
 pub struct ClusterSpec {
     /// The kvdemo executable (`env!("CARGO_BIN_EXE_kvdemo")` in tests and benches).
     pub binary: PathBuf,
-    pub group: String,
+    /// The groups every host serves.
+    pub groups: Vec<String>,
     pub lease_check_url: String,
     pub data_table: String,
     /// The AWS endpoint (MiniStack) and region.
@@ -61,7 +63,7 @@ pub struct HostProcess {
     child: Option<Child>,
     /// The host's own proxy to MiniStack, kept across restarts.
     pub proxy: Option<ChaosProxy>,
-    /// CLOCK_MONOTONIC ns of each kill -9 of a process logging to `log`.
+    /// CLOCK_BOOTTIME ns of each kill -9 of a process logging to `log`.
     deaths: Vec<u64>,
 }
 
@@ -80,12 +82,15 @@ pub struct Cluster {
     http: reqwest::Client,
 }
 
-/// A host's answer to `GET /status`.
+/// A host's answer to `GET /groups/{group}/status`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HostStatus {
+pub struct RoleStatus {
     pub state: String,
     pub epoch: Option<u64>,
 }
+
+/// Above this many groups a host gets them in a file, not on its command line.
+const GROUPS_ON_COMMAND_LINE: usize = 50;
 
 impl Cluster {
     /// Starts one process per name (host ids of the group) and waits until each listens.
@@ -142,8 +147,15 @@ impl Cluster {
             None => (s.endpoint.clone(), s.lease_check_url.clone()),
         };
         let mut command = Command::new(&s.binary);
+        if s.groups.len() > GROUPS_ON_COMMAND_LINE {
+            let file = s.dir.join(format!("{name}.groups"));
+            std::fs::write(&file, s.groups.join("\n")).map_err(|e| start_error(e.to_string()))?;
+            command.arg("--groups-file").arg(file);
+        } else {
+            command.args(["--groups", &s.groups.join(",")]);
+        }
         command
-            .args(["--group", &s.group, "--host", name])
+            .args(["--host", name])
             .args(["--lease-check-url", &lease_check_url])
             .args(["--data-table", &s.data_table, "--gate-log"])
             .arg(log)
@@ -190,10 +202,10 @@ impl Cluster {
         }
     }
 
-    /// kill -9 of host `i`; returns CLOCK_MONOTONIC ns just before the signal.
+    /// kill -9 of host `i`; returns CLOCK_BOOTTIME ns just before the signal.
     pub fn kill(&mut self, i: usize) -> Result<u64, ClusterError> {
         let host = &mut self.hosts[i];
-        let at = monotonic_ns();
+        let at = boot_ns();
         if let Some(mut child) = host.child.take() {
             child.kill().map_err(|source| ClusterError::Signal {
                 host: host.name.clone(),
@@ -247,6 +259,11 @@ impl Cluster {
         self.signal(i, libc::SIGCONT)
     }
 
+    /// The groups every host serves.
+    pub fn groups(&self) -> &[String] {
+        &self.spec.groups
+    }
+
     pub fn http(&self) -> &reqwest::Client {
         &self.http
     }
@@ -255,25 +272,40 @@ impl Cluster {
         format!("http://{}{path}", self.hosts[i].addr)
     }
 
-    /// The host's role, or `None` if it does not answer.
-    pub async fn status(&self, i: usize) -> Option<HostStatus> {
-        let response = self
-            .http
-            .get(self.url(i, "/status"))
-            .timeout(Duration::from_millis(500))
-            .send()
-            .await
-            .ok()?;
-        let body: Value = serde_json::from_slice(&response.bytes().await.ok()?).ok()?;
-        Some(HostStatus {
+    /// The host's role in `group`, or `None` if it does not answer.
+    pub async fn role(&self, i: usize, group: &str) -> Option<RoleStatus> {
+        let body = self.json(i, &format!("/groups/{group}/status")).await?;
+        Some(RoleStatus {
             state: body["state"].as_str()?.to_owned(),
             epoch: body["epoch"].as_u64(),
         })
     }
 
-    /// Polls every 10 ms until one of `among` says it is primary; returns its index.
+    /// `GET /status` of host `i` (host epoch, primaries, reachable..), or `None`.
+    pub async fn host_status(&self, i: usize) -> Option<Value> {
+        self.json(i, "/status").await
+    }
+
+    /// How many groups host `i` may write now, or `None` if it does not answer.
+    pub async fn primaries(&self, i: usize) -> Option<u64> {
+        self.host_status(i).await?["primaries"].as_u64()
+    }
+
+    async fn json(&self, i: usize, path: &str) -> Option<Value> {
+        let response = self
+            .http
+            .get(self.url(i, path))
+            .timeout(Duration::from_millis(500))
+            .send()
+            .await
+            .ok()?;
+        serde_json::from_slice(&response.bytes().await.ok()?).ok()
+    }
+
+    /// Polls every 10 ms until one of `among` says it is primary of `group`; returns its index.
     pub async fn wait_for_primary(
         &self,
+        group: &str,
         among: &[usize],
         within: Duration,
     ) -> Result<usize, ClusterError> {
@@ -281,13 +313,17 @@ impl Cluster {
         loop {
             for &i in among {
                 if self.hosts[i].is_running()
-                    && self.status(i).await.is_some_and(|s| s.state == "primary")
+                    && self
+                        .role(i, group)
+                        .await
+                        .is_some_and(|s| s.state == "primary")
                 {
                     return Ok(i);
                 }
             }
             if started.elapsed() > within {
                 return Err(ClusterError::NoPrimary {
+                    group: group.to_owned(),
                     hosts: among.iter().map(|&i| self.hosts[i].name.clone()).collect(),
                     within,
                 });
@@ -296,11 +332,29 @@ impl Cluster {
         }
     }
 
-    /// Polls until host `i` answers with `state`.
-    pub async fn wait_for_state(&self, i: usize, state: &str, within: Duration) -> bool {
+    /// Polls every 10 ms until host `i` may write `n` groups; false after `within`.
+    pub async fn wait_for_primaries(&self, i: usize, n: u64, within: Duration) -> bool {
         let started = Instant::now();
         while started.elapsed() < within {
-            if self.status(i).await.is_some_and(|s| s.state == state) {
+            if self.primaries(i).await.is_some_and(|p| p >= n) {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        false
+    }
+
+    /// Polls until host `i` answers with `state` for `group`.
+    pub async fn wait_for_state(
+        &self,
+        i: usize,
+        group: &str,
+        state: &str,
+        within: Duration,
+    ) -> bool {
+        let started = Instant::now();
+        while started.elapsed() < within {
+            if self.role(i, group).await.is_some_and(|s| s.state == state) {
                 return true;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -308,26 +362,46 @@ impl Cluster {
         false
     }
 
-    /// `PUT /kv/{key}`: the status code and JSON body.
+    /// `PUT /groups/{group}/kv/{key}`: the status code and JSON body.
     pub async fn put(
         &self,
         i: usize,
+        group: &str,
         key: &str,
         value: &str,
     ) -> Result<(u16, Value), ClusterError> {
         self.send(
             i,
             self.http
-                .put(self.url(i, &format!("/kv/{key}")))
+                .put(self.url(i, &format!("/groups/{group}/kv/{key}")))
                 .body(value.to_owned()),
         )
         .await
     }
 
-    /// `GET /kv/{key}`: the status code and JSON body.
-    pub async fn get(&self, i: usize, key: &str) -> Result<(u16, Value), ClusterError> {
-        self.send(i, self.http.get(self.url(i, &format!("/kv/{key}"))))
-            .await
+    /// `GET /groups/{group}/kv/{key}`: the status code and JSON body.
+    pub async fn get(
+        &self,
+        i: usize,
+        group: &str,
+        key: &str,
+    ) -> Result<(u16, Value), ClusterError> {
+        self.send(
+            i,
+            self.http
+                .get(self.url(i, &format!("/groups/{group}/kv/{key}"))),
+        )
+        .await
+    }
+
+    /// `POST /groups/{group}/step-down` on host `i`.
+    pub async fn step_down(&self, i: usize, group: &str) -> Result<(u16, Value), ClusterError> {
+        self.send(
+            i,
+            self.http
+                .post(self.url(i, &format!("/groups/{group}/step-down"))),
+        )
+        .await
     }
 
     async fn send(

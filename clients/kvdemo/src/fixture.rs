@@ -1,9 +1,11 @@
-//! A fresh replica group on a deployed stack, for the failover tests, the fault campaign and
-//! the failover benchmark: its own data table, a group of [`HOSTS`] (priorities 3, 2, 1) and the
-//! [`ClusterSpec`] to start their processes with. Names carry a tag, the pid and the time, so
-//! runs never share state.
+//! Fresh replica groups on a deployed stack, for the failover tests, the fault campaign and
+//! the failover benchmark: their own data table, `n` groups of three hosts (priorities 3, 2, 1,
+//! every host in every group) and the [`ClusterSpec`] to start their processes with. Group and
+//! host names carry a tag, the pid and the time, so runs never share state (in protocol v2 a
+//! host's lease is shared by all its groups, so two fixtures must not share a host).
 
 use crate::cluster::{ClusterError, ClusterSpec};
+use futures::StreamExt;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use tenure::clock::{Clock, SystemClock};
@@ -13,8 +15,12 @@ use tenure::lease::record::Member;
 use tenure::lease::service::LeaseService;
 use tenure::lease::LeaseConfig;
 
-/// The hosts of every fixture group, highest priority first.
+/// The hosts of every fixture group, highest priority first (each name gets the fixture's
+/// suffix).
 pub const HOSTS: [&str; 3] = ["host-a", "host-b", "host-c"];
+
+/// Groups created at once.
+const CREATES_IN_FLIGHT: usize = 16;
 
 /// Where a deployed regional stack is.
 #[derive(Debug, Clone)]
@@ -51,7 +57,11 @@ impl StackAccess {
 }
 
 pub struct Fixture {
+    /// The first of `groups` (the one group of single-group tests).
     pub group: GroupId,
+    pub groups: Vec<GroupId>,
+    /// The three hosts' ids, highest priority first.
+    pub hosts: Vec<HostId>,
     pub service: LeaseService<DynamoLeaseStore, SystemClock>,
     pub dynamodb: aws_sdk_dynamodb::Client,
     /// The hosts' data table.
@@ -68,8 +78,8 @@ fn setup_error(message: impl ToString) -> ClusterError {
 }
 
 impl Fixture {
-    /// Creates the data table and the group (lease `group_lease_ms`), with `lease` as the
-    /// region's settings the hosts get.
+    /// Creates the data table and `groups` groups (lease `group_lease_ms`), with `lease` as
+    /// the region's settings the hosts get.
     pub async fn create(
         stack: &StackAccess,
         sdk: &aws_config::SdkConfig,
@@ -77,6 +87,7 @@ impl Fixture {
         tag: &str,
         lease: LeaseConfig,
         group_lease_ms: u64,
+        groups: usize,
     ) -> Result<Self, ClusterError> {
         let dynamodb = tenure::aws::dynamodb_client(sdk, None);
         let suffix = format!("{tag}-{}-{}", std::process::id(), SystemClock.now_ms());
@@ -84,7 +95,15 @@ impl Fixture {
         tenure::aws::ensure_table(&dynamodb, &table, "key")
             .await
             .map_err(setup_error)?;
-        let group = GroupId::parse(&format!("kv-{suffix}")).map_err(setup_error)?;
+        let group_ids: Vec<GroupId> = (0..groups.max(1))
+            .map(|i| GroupId::parse(&format!("kv-{suffix}-{i:04}")))
+            .collect::<Result<_, _>>()
+            .map_err(setup_error)?;
+        let hosts: Vec<HostId> = HOSTS
+            .iter()
+            .map(|h| HostId::parse(&format!("{h}-{suffix}")))
+            .collect::<Result<_, _>>()
+            .map_err(setup_error)?;
         let service = LeaseService::new(
             DynamoLeaseStore::new(
                 dynamodb.clone(),
@@ -94,22 +113,27 @@ impl Fixture {
             lease,
             SystemClock,
         );
-        let mut members = BTreeMap::new();
-        for (host, priority) in HOSTS.iter().zip([3, 2, 1]) {
-            members.insert(
-                HostId::parse(host).map_err(setup_error)?,
-                Member::new(format!("az-{host}"), priority),
-            );
+        let members: BTreeMap<HostId, Member> = hosts
+            .iter()
+            .zip(HOSTS.iter().zip([3, 2, 1]))
+            .map(|(id, (name, priority))| (id.clone(), Member::new(format!("az-{name}"), priority)))
+            .collect();
+        let created: Vec<_> = futures::stream::iter(group_ids.iter().cloned())
+            .map(|g| {
+                let (members, service) = (members.clone(), &service);
+                async move { service.create_group(g, group_lease_ms, members).await }
+            })
+            .buffer_unordered(CREATES_IN_FLIGHT)
+            .collect()
+            .await;
+        for result in created {
+            result.map_err(setup_error)?;
         }
-        service
-            .create_group(group.clone(), group_lease_ms, members)
-            .await
-            .map_err(setup_error)?;
         let dir = std::env::temp_dir().join(format!("kvdemo-{suffix}"));
         std::fs::create_dir_all(&dir).map_err(setup_error)?;
         let spec = ClusterSpec {
             binary,
-            group: group.to_string(),
+            groups: group_ids.iter().map(ToString::to_string).collect(),
             lease_check_url: stack.lease_check_url.clone(),
             data_table: table.clone(),
             endpoint: stack.endpoint.clone(),
@@ -120,12 +144,19 @@ impl Fixture {
             chaos_proxies: false,
         };
         Ok(Self {
-            group,
+            group: group_ids[0].clone(),
+            groups: group_ids,
+            hosts,
             service,
             dynamodb,
             table,
             spec,
         })
+    }
+
+    /// The hosts' names, highest priority first, for [`crate::cluster::Cluster::start`].
+    pub fn host_names(&self) -> Vec<&str> {
+        self.hosts.iter().map(HostId::as_str).collect()
     }
 
     /// Drops the data table (the group stays: it is small, and a later look may want it).

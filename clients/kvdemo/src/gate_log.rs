@@ -1,59 +1,67 @@
-//! The host's gate audit log, JSON lines on CLOCK_MONOTONIC (one clock for every process on
-//! the machine, so a checker can compare hosts):
+//! The host's gate audit log, JSON lines on CLOCK_BOOTTIME (the agent's deadline clock, one
+//! clock for every process on the machine, so a checker can compare hosts):
 //!
-//! - `{"t_ns","host","state":"grant","epoch","deadline_ns"}` for every grant, written *before*
-//!   the gate opens on it (the agent's grant hook), so the log never understates when the host
-//!   could write: a grant is usable from at latest `t_ns` until `deadline_ns`;
-//! - `{"t_ns","host","state":"primary"|"secondary"|"unknown","epoch"}` for every change of
-//!   role, written after the gate changed (a close is logged no earlier than it happened).
+//! - `{"t_ns","host","state":"window","host_epoch","deadline_ns"}` before the host window is
+//!   extended (the agent's grant hook): every group open under `host_epoch` may be written
+//!   from at latest `t_ns` until `deadline_ns`;
+//! - `{"t_ns","host","state":"open","group","epoch","host_epoch"}` before a group's gate opens
+//!   (the grant hook);
+//! - `{"t_ns","host","state":"primary"|"secondary"|"unknown","group","epoch"}` for every
+//!   change of a group's role, written after the gate changed (a close is logged no earlier
+//!   than it happened).
 //!
-//! Every line is flushed as it is written, so a kill -9 loses nothing already logged.
+//! So the log never understates when the host could write (see [`crate::checker`]). Every
+//! line is flushed as it is written, so a kill -9 loses nothing already logged.
 
-use replica_agent::{GateState, GrantHook, WritePermit};
+use replica_agent::clock::boot_ns;
+use replica_agent::{GrantHook, GrantNotice, GroupEvent, GroupRole};
 use std::io::Write;
 use std::sync::{Arc, Mutex};
-use tracing::error;
+use tokio::sync::broadcast;
+use tracing::{error, warn};
 
-/// CLOCK_MONOTONIC now, in nanoseconds.
-pub fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes only into the timespec we own; CLOCK_MONOTONIC always exists on Linux.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
-
-/// A permit's deadline on CLOCK_MONOTONIC. The tokio clock is read before CLOCK_MONOTONIC, so
-/// the result is never earlier than the real deadline.
-pub fn deadline_ns(permit: &WritePermit) -> u64 {
-    let now = tokio::time::Instant::now();
-    let mono = monotonic_ns();
-    let left = permit.deadline.saturating_duration_since(now).as_nanos();
-    mono.saturating_add(u64::try_from(left).unwrap_or(u64::MAX))
+/// One line for a grant notice.
+pub fn grant_line(host: &str, notice: &GrantNotice<'_>) -> String {
+    match notice {
+        GrantNotice::Window {
+            host_epoch,
+            deadline_ns,
+        } => serde_json::json!({
+            "t_ns": boot_ns(),
+            "host": host,
+            "state": "window",
+            "host_epoch": host_epoch.0,
+            "deadline_ns": deadline_ns,
+        }),
+        GrantNotice::Open {
+            group,
+            epoch,
+            host_epoch,
+        } => serde_json::json!({
+            "t_ns": boot_ns(),
+            "host": host,
+            "state": "open",
+            "group": group,
+            "epoch": epoch.0,
+            "host_epoch": host_epoch.0,
+        }),
+    }
+    .to_string()
 }
 
 /// One role-change line.
-pub fn line(host: &str, state: &GateState) -> String {
-    let (name, epoch) = match state {
-        GateState::Primary { epoch, .. } => ("primary", Some(epoch.0)),
-        GateState::Secondary { epoch, .. } => ("secondary", Some(epoch.0)),
-        GateState::Unknown { .. } => ("unknown", None),
+pub fn role_line(host: &str, event: &GroupEvent) -> String {
+    let (name, epoch) = match &event.role {
+        GroupRole::Primary { epoch, .. } => ("primary", Some(epoch.0)),
+        GroupRole::Secondary { epoch, .. } => ("secondary", Some(epoch.0)),
+        GroupRole::Unknown { .. } => ("unknown", None),
     };
-    serde_json::json!({"t_ns": monotonic_ns(), "host": host, "state": name, "epoch": epoch})
-        .to_string()
-}
-
-/// One grant line.
-pub fn grant_line(host: &str, permit: &WritePermit) -> String {
-    let deadline = deadline_ns(permit);
     serde_json::json!({
-        "t_ns": monotonic_ns(),
+        "t_ns": boot_ns(),
         "host": host,
-        "state": "grant",
-        "epoch": permit.epoch.0,
-        "deadline_ns": deadline,
+        "state": name,
+        "group": event.group,
+        "epoch": epoch,
     })
     .to_string()
 }
@@ -61,7 +69,7 @@ pub fn grant_line(host: &str, permit: &WritePermit) -> String {
 /// The log file of one host.
 pub struct GateLog {
     host: String,
-    file: Mutex<std::fs::File>,
+    file: Mutex<std::io::BufWriter<std::fs::File>>,
 }
 
 impl GateLog {
@@ -72,37 +80,49 @@ impl GateLog {
             .open(path)?;
         Ok(Arc::new(Self {
             host: host.into(),
-            file: Mutex::new(file),
+            file: Mutex::new(std::io::BufWriter::new(file)),
         }))
     }
 
-    fn append(&self, line: &str) -> std::io::Result<()> {
+    fn append(&self, lines: &[String]) -> std::io::Result<()> {
         // A poisoned lock only means another writer panicked mid-line; keep appending.
         let mut file = self.file.lock().unwrap_or_else(|p| p.into_inner());
-        writeln!(file, "{line}")?;
+        for line in lines {
+            writeln!(file, "{line}")?;
+        }
         file.flush()
     }
 
-    /// The hook to give `LeaseGate::start_with_grant_hook`.
+    /// The hook to give `HostAgent::start`: each notice is on disk before the gate opens.
     pub fn grant_hook(self: &Arc<Self>) -> GrantHook {
         let log = self.clone();
-        Arc::new(move |permit: &WritePermit| {
-            if let Err(e) = log.append(&grant_line(&log.host, permit)) {
+        Arc::new(move |notice: &GrantNotice<'_>| {
+            if let Err(e) = log.append(&[grant_line(&log.host, notice)]) {
                 error!(error = %e, "could not write the gate log");
             }
         })
     }
 
-    /// Appends every change of `changes` until the gate is dropped.
-    pub async fn follow(
-        self: Arc<Self>,
-        mut changes: tokio::sync::watch::Receiver<GateState>,
-    ) -> std::io::Result<()> {
+    /// Appends every role change until the agent is dropped. A subscriber that lagged has
+    /// missed changes: it says so, and the checker (which only ever overstates) still holds,
+    /// because a missed close only makes an interval end later.
+    pub async fn follow(self: Arc<Self>, mut changes: broadcast::Receiver<GroupEvent>) {
         loop {
-            let state = changes.borrow_and_update().clone();
-            self.append(&line(&self.host, &state))?;
-            if changes.changed().await.is_err() {
-                return Ok(());
+            match changes.recv().await {
+                Ok(event) => {
+                    let mut lines = vec![role_line(&self.host, &event)];
+                    // Whatever else is already waiting goes in the same write.
+                    while let Ok(event) = changes.try_recv() {
+                        lines.push(role_line(&self.host, &event));
+                    }
+                    if let Err(e) = self.append(&lines) {
+                        error!(error = %e, "could not write the gate log");
+                    }
+                }
+                Err(broadcast::error::RecvError::Lagged(n)) => {
+                    warn!(missed = n, "gate log fell behind the agent's role changes");
+                }
+                Err(broadcast::error::RecvError::Closed) => return,
             }
         }
     }

@@ -1,11 +1,13 @@
-//! The data table (`key` -> value, epoch), written with the fencing condition.
+//! The data table, one key space per replica group (`{group}/{key}` -> value, epoch), written
+//! with the fencing condition of that group's epoch.
 //!
 //! Two fences, because one is not enough: tenure's per-item fence (`fence <= :epoch` on the
 //! item) only stops an old primary from overwriting keys the new primary has already written;
 //! its late write of a key nobody has touched since would be stored. So every write is a
-//! transaction that also raises one group fence item ([`FENCE_KEY`]) to the writer's epoch,
-//! and the new primary raises it as soon as it gains the lease ([`KvStore::raise_fence`]).
-//! From then on the table refuses every write of an older epoch, whatever its key.
+//! transaction that also raises its group's fence item (`#fence/{group}`) to the writer's
+//! epoch, and a new primary raises it as soon as it gains the group
+//! ([`KvStore::raise_fence`]). From then on the table refuses every write of an older epoch of
+//! that group, whatever its key; other groups' epochs are their own.
 
 use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata};
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
@@ -13,15 +15,31 @@ use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem, Update};
 use tenure::lease::fence::{fence_transact_put, fence_transact_update, fence_update};
 use tenure::lease::Epoch;
 
-/// The group fence item's key. Client keys may not start with `#`.
+/// The prefix of each group's fence item key. Client keys may not start with `#`.
 pub const FENCE_KEY: &str = "#fence";
+
+use tenure::ids::GroupId;
+
+/// The stored key of `key` in `group`'s key space.
+pub fn item_key(group: &GroupId, key: &str) -> String {
+    format!("{group}/{key}")
+}
+
+/// The key of `group`'s fence item.
+pub fn fence_key(group: &GroupId) -> String {
+    format!("{FENCE_KEY}/{group}")
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum KvError {
-    #[error("a newer primary has written {key}: epoch {epoch} is stale")]
-    StaleEpoch { key: String, epoch: Epoch },
-    #[error("the fence was raised to a newer epoch than {epoch}")]
-    FenceAhead { epoch: Epoch },
+    #[error("a newer primary of {group} has written: epoch {epoch} is stale for {key}")]
+    StaleEpoch {
+        group: GroupId,
+        key: String,
+        epoch: Epoch,
+    },
+    #[error("the fence of {group} was raised to a newer epoch than {epoch}")]
+    FenceAhead { group: GroupId, epoch: Epoch },
     #[error("keys starting with '#' are reserved: {0}")]
     ReservedKey(String),
     #[error("data table unavailable: {0}")]
@@ -60,16 +78,22 @@ impl KvStore {
             .map_err(KvError::Unavailable)
     }
 
-    /// Stores `value` under `key`, stamped with `epoch`, unless a newer epoch has written
-    /// anything in this table (group fence) or this key (item fence). One transaction.
-    pub async fn put(&self, key: &str, value: &str, epoch: Epoch) -> Result<(), KvError> {
+    /// Stores `value` under `key` of `group`, stamped with `epoch`, unless a newer epoch of the
+    /// group has written anything (group fence) or this key (item fence). One transaction.
+    pub async fn put(
+        &self,
+        group: &GroupId,
+        key: &str,
+        value: &str,
+        epoch: Epoch,
+    ) -> Result<(), KvError> {
         if key.starts_with('#') {
             return Err(KvError::ReservedKey(key.to_owned()));
         }
         let put = fence_transact_put(
             Put::builder()
                 .table_name(&self.table)
-                .item("key", AttributeValue::S(key.to_owned()))
+                .item("key", AttributeValue::S(item_key(group, key)))
                 .item("value", AttributeValue::S(value.to_owned()))
                 .item("epoch", AttributeValue::N(epoch.0.to_string())),
             epoch,
@@ -79,7 +103,7 @@ impl KvStore {
         let fence = fence_transact_update(
             Update::builder()
                 .table_name(&self.table)
-                .key("key", AttributeValue::S(FENCE_KEY.to_owned())),
+                .key("key", AttributeValue::S(fence_key(group))),
             epoch,
         )
         .build()
@@ -103,6 +127,7 @@ impl KvStore {
                 );
                 if fenced {
                     Err(KvError::StaleEpoch {
+                        group: group.clone(),
                         key: key.to_owned(),
                         epoch,
                     })
@@ -113,30 +138,33 @@ impl KvStore {
         }
     }
 
-    /// Raises the group fence to `epoch`, so the table refuses every older epoch's writes from
-    /// now on. A new primary calls this when it gains the lease.
-    pub async fn raise_fence(&self, epoch: Epoch) -> Result<(), KvError> {
+    /// Raises `group`'s fence to `epoch`, so the table refuses every older epoch's writes to
+    /// the group from now on. A new primary calls this when it gains the group.
+    pub async fn raise_fence(&self, group: &GroupId, epoch: Epoch) -> Result<(), KvError> {
         let update = self
             .client
             .update_item()
             .table_name(&self.table)
-            .key("key", AttributeValue::S(FENCE_KEY.to_owned()));
+            .key("key", AttributeValue::S(fence_key(group)));
         match fence_update(update, epoch).send().await {
             Ok(_) => Ok(()),
             Err(e) if e.code() == Some("ConditionalCheckFailedException") => {
-                Err(KvError::FenceAhead { epoch })
+                Err(KvError::FenceAhead {
+                    group: group.clone(),
+                    epoch,
+                })
             }
             Err(e) => Err(unavailable(e)),
         }
     }
 
-    /// A strongly consistent read.
-    pub async fn get(&self, key: &str) -> Result<Option<Stored>, KvError> {
+    /// A strongly consistent read of `key` in `group`.
+    pub async fn get(&self, group: &GroupId, key: &str) -> Result<Option<Stored>, KvError> {
         let out = self
             .client
             .get_item()
             .table_name(&self.table)
-            .key("key", AttributeValue::S(key.to_owned()))
+            .key("key", AttributeValue::S(item_key(group, key)))
             .consistent_read(true)
             .send()
             .await

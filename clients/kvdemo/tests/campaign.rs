@@ -1,19 +1,21 @@
-//! The lease fault campaign on the deployed local stack: three kvdemo hosts, each behind its own
-//! chaos proxy to MiniStack (2% 500s, 1% lost answers, 2% throttling, 0-30 ms latency on its
-//! data-table and lease-check traffic), lease-check and the renewer behind one more with the
-//! same faults on their lease-table writes (their `AWS_ENDPOINT_URL_DYNAMODB` points at it for
-//! the run, and is removed again after), a writer writing through the primary, and kill -9 /
-//! SIGSTOP-past-the-deadline / cut-off-from-lease-check of the primary until
-//! `CAMPAIGN_FAILOVERS` failovers (default 10, the test command's short run; the long run is
-//! `CAMPAIGN_FAILOVERS=100 cargo test -p kvdemo --test campaign -- --nocapture`). Then: 0
-//! overlapping writable intervals, epochs increasing, 0 acknowledged writes lost; prints the
-//! failover p50/p99. The group's lease is 6 s (the shortest the default region allows) to keep
-//! the short run short.
+//! The lease fault campaign on the deployed local stack: three kvdemo hosts, each serving the
+//! same `LEASE_CAMPAIGN_GROUPS` groups (default 100) and each behind its own chaos proxy to
+//! MiniStack (2% 500s, 1% lost answers, 2% throttling, 0-30 ms latency on its data-table and
+//! lease-check traffic), lease-check and the renewer behind one more with the same faults on
+//! their lease-table writes (their `AWS_ENDPOINT_URL_DYNAMODB` points at it for the run, and is
+//! removed again after), a writer writing through each group's primary, spread over the
+//! groups, and kill -9 / SIGSTOP-past-the-deadline / cut-off-from-lease-check of the first
+//! group's primary until `CAMPAIGN_FAILOVERS` failovers (default 10, the test command's short
+//! run; the long run is
+//! `CAMPAIGN_FAILOVERS=100 cargo test -p kvdemo --test campaign -- --nocapture`). Then, per
+//! group: 0 overlapping writable intervals, epochs increasing; and 0 acknowledged writes lost;
+//! prints the failover p50/p99. The groups' lease is 6 s (the shortest the default region
+//! allows) to keep the short run short.
 
 use anyhow::{ensure, Context, Result};
 use kvdemo::chaos_proxy::{ChaosProxy, Faults};
 use kvdemo::cluster::Cluster;
-use kvdemo::fixture::{Fixture, StackAccess, HOSTS};
+use kvdemo::fixture::{Fixture, StackAccess};
 use std::time::Duration;
 use tenure::lease::LeaseConfig;
 use tenure_e2e::{count_from_env, invoke_async, set_function_env, stacks};
@@ -26,6 +28,7 @@ const STORE_ENDPOINT: &str = "AWS_ENDPOINT_URL_DYNAMODB";
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn faults_never_yield_two_writers_or_lose_an_acknowledged_write() -> Result<()> {
     let failovers: usize = count_from_env("CAMPAIGN_FAILOVERS", 10);
+    let groups: usize = count_from_env("LEASE_CAMPAIGN_GROUPS", 100);
     let stack = stacks("TENURE_E2E_REGIONS")?
         .into_iter()
         .next()
@@ -41,6 +44,7 @@ async fn faults_never_yield_two_writers_or_lose_an_acknowledged_write() -> Resul
         "campaign",
         cfg,
         lease_ms,
+        groups,
     )
     .await?;
     let store_faults = Faults {
@@ -65,7 +69,7 @@ async fn faults_never_yield_two_writers_or_lose_an_acknowledged_write() -> Resul
     invoke_async(&stack, "LeaseRenewerFunction").await?;
     fixture.spec.chaos_proxies = true;
     let report = async {
-        let cluster = Cluster::start(fixture.spec.clone(), &HOSTS)?;
+        let cluster = Cluster::start(fixture.spec.clone(), &fixture.host_names())?;
         kvdemo::campaign::run(
             cluster,
             failovers,
@@ -85,9 +89,10 @@ async fn faults_never_yield_two_writers_or_lose_an_acknowledged_write() -> Resul
     let lease_store_faults = lease_store_proxy.counts();
     let bound = lease_ms + cfg.clock_skew_ms + cfg.poll_interval_ms;
     eprintln!(
-        "campaign: {} failovers ({} kill -9, {} SIGSTOP, {} cut off from lease-check), failover p50 {} ms \
-         p99 {} ms (bound {bound} ms), {} acknowledged writes, {} lost, {} violations; store faults: hosts \
-         {:?}, lease functions {lease_store_faults:?}",
+        "campaign, {} groups per host: {} failovers ({} kill -9, {} SIGSTOP, {} cut off from \
+         lease-check), failover p50 {} ms p99 {} ms (bound {bound} ms), {} acknowledged writes, \
+         {} lost, {} violations; store faults: hosts {:?}, lease functions {lease_store_faults:?}",
+        fixture.groups.len(),
         report.failovers,
         report.kills,
         report.pauses,

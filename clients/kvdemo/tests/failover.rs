@@ -1,7 +1,7 @@
 //! Three kvdemo host processes on the deployed local stack (`TENURE_E2E_REGIONS`, written by
 //! the test command's deploy): kill -9 of the primary, SIGSTOP past its deadline, and a drain.
 //! Each asserts DESIGN's bound, that every acknowledged write is still readable, and that the
-//! hosts' gate logs (one machine, one monotonic clock) never show two writable hosts at once.
+//! hosts' gate logs (one machine, one boot clock) never show two writable hosts at once.
 //! The tests take turns (one lock), so their timing bounds are not measured under each
 //! other's load.
 
@@ -9,10 +9,9 @@ use anyhow::{bail, ensure, Context, Result};
 use aws_sdk_dynamodb::types::AttributeValue;
 use kvdemo::checker::violations;
 use kvdemo::cluster::Cluster;
-use kvdemo::fixture::{Fixture, StackAccess, HOSTS};
+use kvdemo::fixture::{Fixture, StackAccess};
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
-use tenure::ids::HostId;
 use tenure::lease::LeaseConfig;
 use tenure_e2e::stacks;
 
@@ -21,6 +20,8 @@ static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(())
 struct Setup {
     cluster: Cluster,
     fixture: Fixture,
+    /// The fixture's one group.
+    group: String,
     cfg: LeaseConfig,
 }
 
@@ -38,13 +39,16 @@ impl Setup {
             tag,
             cfg,
             cfg.lease_ms,
+            1,
         )
         .await?;
         fixture.spec.fault_injection = fault_injection;
-        let cluster = Cluster::start(fixture.spec.clone(), &HOSTS)?;
+        let cluster = Cluster::start(fixture.spec.clone(), &fixture.host_names())?;
+        let group = fixture.group.to_string();
         Ok(Self {
             cluster,
             fixture,
+            group,
             cfg,
         })
     }
@@ -58,7 +62,7 @@ impl Setup {
         let mut acked = Vec::new();
         for n in keys {
             let (key, value) = (format!("k{n}"), format!("v{n}"));
-            if self.cluster.put(i, &key, &value).await?.0 == 200 {
+            if self.cluster.put(i, &self.group, &key, &value).await?.0 == 200 {
                 acked.push((key, value));
             }
         }
@@ -68,7 +72,7 @@ impl Setup {
     /// Every acknowledged write is readable through host `i`.
     async fn assert_readable(&self, i: usize, acked: &[(String, String)]) -> Result<()> {
         for (key, value) in acked {
-            let (status, body) = self.cluster.get(i, key).await?;
+            let (status, body) = self.cluster.get(i, &self.group, key).await?;
             ensure!(
                 status == 200 && body["value"].as_str() == Some(value.as_str()),
                 "acknowledged write {key} lost: {status} {body}"
@@ -88,8 +92,10 @@ impl Setup {
         Ok(())
     }
 
-    /// Items stored with `epoch`, by key (the group fence item excluded).
+    /// Items of the group stored with `epoch`, by key (stored as `{group}/{key}`; the fence
+    /// items, `#fence/{group}`, excluded).
     async fn keys_stored_with(&self, epoch: u64) -> Result<BTreeSet<String>> {
+        let prefix = format!("{}/", self.group);
         let items = self
             .fixture
             .dynamodb
@@ -106,7 +112,9 @@ impl Setup {
                 matches!(item.get("epoch"), Some(AttributeValue::N(n)) if n == &epoch.to_string())
             })
             .filter_map(|item| match item.get("key") {
-                Some(AttributeValue::S(k)) if !k.starts_with('#') => Some(k.clone()),
+                Some(AttributeValue::S(k)) if !k.starts_with('#') => {
+                    k.strip_prefix(prefix.as_str()).map(str::to_owned)
+                }
                 _ => None,
             })
             .collect())
@@ -117,7 +125,7 @@ impl Setup {
     }
 
     fn others(&self, i: usize) -> Vec<usize> {
-        (0..HOSTS.len()).filter(|&j| j != i).collect()
+        (0..self.fixture.hosts.len()).filter(|&j| j != i).collect()
     }
 }
 
@@ -127,12 +135,12 @@ async fn kill_9_of_the_primary_fails_over_without_losing_acknowledged_writes() -
     let mut s = Setup::new("kill", false).await?;
     let first = s
         .cluster
-        .wait_for_primary(&[0, 1, 2], Duration::from_secs(15))
+        .wait_for_primary(&s.group, &[0, 1, 2], Duration::from_secs(15))
         .await?;
     let mut acked = s.put_many(first, 0..20).await?;
     ensure!(acked.len() == 20, "the primary acknowledges writes");
     let other = (first + 1) % 3;
-    let (refused, body) = s.cluster.put(other, "x", "x").await?;
+    let (refused, body) = s.cluster.put(other, &s.group, "x", "x").await?;
     ensure!(
         refused == 503,
         "a secondary refuses writes: {refused} {body}"
@@ -142,14 +150,14 @@ async fn kill_9_of_the_primary_fails_over_without_losing_acknowledged_writes() -
     s.cluster.kill(first)?;
     let next = s
         .cluster
-        .wait_for_primary(&s.others(first), Duration::from_secs(30))
+        .wait_for_primary(&s.group, &s.others(first), Duration::from_secs(30))
         .await?;
     let failover = killed.elapsed();
     let bound =
         Duration::from_millis(s.cfg.lease_ms + s.cfg.clock_skew_ms + s.cfg.poll_interval_ms);
     eprintln!(
         "kill -9 of {}: {} primary after {failover:?} (bound {bound:?})",
-        HOSTS[first], HOSTS[next]
+        s.fixture.hosts[first], s.fixture.hosts[next]
     );
     ensure!(
         failover <= bound,
@@ -171,11 +179,11 @@ async fn a_primary_paused_past_its_deadline_comes_back_read_only_and_its_late_wr
     let s = Setup::new("stop", true).await?;
     let old = s
         .cluster
-        .wait_for_primary(&[0, 1, 2], Duration::from_secs(15))
+        .wait_for_primary(&s.group, &[0, 1, 2], Duration::from_secs(15))
         .await?;
     let old_epoch = s
         .cluster
-        .status(old)
+        .role(old, &s.group)
         .await
         .and_then(|st| st.epoch)
         .context("epoch")?;
@@ -185,10 +193,11 @@ async fn a_primary_paused_past_its_deadline_comes_back_read_only_and_its_late_wr
     // A write that takes its permit now and stores 1.5 s later: the process is stopped in
     // between, so the store happens long after the lease moved on.
     let late = {
+        let path = format!("/groups/{}/kv/late?delay_ms=1500", s.group);
         let request = s
             .cluster
             .http()
-            .put(s.cluster.url(old, "/kv/late?delay_ms=1500"))
+            .put(s.cluster.url(old, &path))
             .timeout(Duration::from_secs(120))
             .body("late");
         tokio::spawn(async move {
@@ -203,12 +212,12 @@ async fn a_primary_paused_past_its_deadline_comes_back_read_only_and_its_late_wr
     let paused = Instant::now();
     let new = s
         .cluster
-        .wait_for_primary(&s.others(old), Duration::from_secs(30))
+        .wait_for_primary(&s.group, &s.others(old), Duration::from_secs(30))
         .await?;
     eprintln!(
         "SIGSTOP of {}: {} primary after {:?}",
-        HOSTS[old],
-        HOSTS[new],
+        s.fixture.hosts[old],
+        s.fixture.hosts[new],
         paused.elapsed()
     );
     acked.extend(s.put_many(new, 5..10).await?);
@@ -218,14 +227,14 @@ async fn a_primary_paused_past_its_deadline_comes_back_read_only_and_its_late_wr
     // Back from the pause: read-only at once (its deadline passed while it was stopped).
     let back = s
         .cluster
-        .status(old)
+        .role(old, &s.group)
         .await
         .context("the resumed host answers")?;
     ensure!(
         back.state != "primary",
         "resumed host still says primary: {back:?}"
     );
-    let (status, body) = s.cluster.put(old, "after-resume", "x").await?;
+    let (status, body) = s.cluster.put(old, &s.group, "after-resume", "x").await?;
     ensure!(
         status == 503,
         "resumed host accepted a write: {status} {body}"
@@ -236,7 +245,7 @@ async fn a_primary_paused_past_its_deadline_comes_back_read_only_and_its_late_wr
         status == 409 && body["error"]["code"] == "stale_epoch",
         "the paused write: {status} {body}"
     );
-    let (status, _) = s.cluster.get(new, "late").await?;
+    let (status, _) = s.cluster.get(new, &s.group, "late").await?;
     ensure!(status == 404, "the paused primary's late write was stored");
     let old_keys = s.keys_stored_with(old_epoch).await?;
     let acked_before: BTreeSet<String> = acked[..5].iter().map(|(k, _)| k.clone()).collect();
@@ -256,24 +265,24 @@ async fn a_drained_primary_hands_over_within_two_polls() -> Result<()> {
     let s = Setup::new("drain", false).await?;
     let old = s
         .cluster
-        .wait_for_primary(&[0, 1, 2], Duration::from_secs(15))
+        .wait_for_primary(&s.group, &[0, 1, 2], Duration::from_secs(15))
         .await?;
     // Let every host heartbeat, so all are live candidates.
     tokio::time::sleep(Duration::from_millis(s.cfg.heartbeat_timeout_ms / 2)).await;
     let mut acked = s.put_many(old, 0..5).await?;
-    let host = HostId::parse(HOSTS[old])?;
+    let host = s.fixture.hosts[old].clone();
     let started = Instant::now();
     let f = &s.fixture;
     f.service.set_draining(&f.group, &host, true).await?;
     let new = s
         .cluster
-        .wait_for_primary(&s.others(old), Duration::from_secs(10))
+        .wait_for_primary(&s.group, &s.others(old), Duration::from_secs(10))
         .await?;
     let handover = started.elapsed();
     let bound = Duration::from_millis(2 * s.cfg.poll_interval_ms);
     eprintln!(
         "drain of {}: {} primary after {handover:?} (bound {bound:?})",
-        HOSTS[old], HOSTS[new]
+        s.fixture.hosts[old], s.fixture.hosts[new]
     );
     ensure!(
         handover <= bound,
@@ -281,7 +290,7 @@ async fn a_drained_primary_hands_over_within_two_polls() -> Result<()> {
     );
     let back = s
         .cluster
-        .status(old)
+        .role(old, &s.group)
         .await
         .context("the drained host answers")?;
     if back.state == "primary" {

@@ -1,7 +1,8 @@
 //! The gate itself: a poller task that owns all I/O, and a lock-free grant the host's write
 //! path reads.
 
-use crate::source::{LeaseSource, SourceError};
+use crate::source::SourceError;
+use crate::v1_source::LeaseSource;
 use rand::Rng;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;

@@ -1,7 +1,7 @@
 //! One gate per replica group, for a host that serves several groups (one table each).
 
 use crate::gate::{GateConfig, GateState, LeaseGate, WritePermit};
-use crate::source::HttpLeaseSource;
+use crate::v1_source::HttpLeaseSource;
 use std::collections::HashMap;
 use tenure::ids::{GroupId, HostId};
 use tenure::lease::client::LeaseCheckClient;

@@ -1,17 +1,36 @@
-//! `LeaseGate`: the write gate a replica host embeds. A background task polls lease-check and
-//! turns each answer into a deadline on this host's monotonic clock, measured from when the
-//! request was *sent*; the host may write only while a permit is available, and every permit
-//! carries the fencing epoch its writes must be stamped with.
+//! The agent a database host embeds: one poller per host for all its replica groups
+//! (protocol v2, [`HostAgent`]), and a write gate per group that the host's write path reads
+//! without a lock ([`HostAgent::write_permit`]).
 //!
-//! Safety rests on one rule: `deadline = t_sent + valid_for_ms * (1 - 1e-4)`. The function
-//! computed `valid_for_ms` from a `now` read after `t_sent`, so the deadline falls no later
-//! than `expires_at - clock_skew` on the function's clock (the 1e-4 covers this host's clock
-//! running up to 100 ppm fast). No answer, a slow answer or an error never extends it.
+//! Safety rests on one rule: a grant's deadline is `t_sent + valid_for_ms * (1 - 1e-4)` on a
+//! clock that counts suspended time ([`BootClock`]), where `t_sent` is read before the check
+//! leaves. The function computed `valid_for_ms` from a `now` read after `t_sent`, so the
+//! deadline falls no later than the host lease's end less the clock skew on the function's
+//! clock. No answer, a slow answer or an error never extends it; an answer to a check sent
+//! before a step-down never reopens a gate.
+//!
+//! [`LeaseGate`] is the protocol v1 gate of one host in one group, kept for hosts not yet
+//! moved to the host agent.
 
+mod agent;
+pub mod clock;
+mod config;
 mod gate;
 mod gates;
+mod grants;
+pub mod poll;
 mod source;
+mod v1_source;
 
-pub use gate::{GateConfig, GateState, GrantHook, LeaseGate, WritePermit};
+pub use agent::{
+    new_incarnation, GrantHook, GrantNotice, GroupEvent, GroupRole, HostAgent, HostStatus,
+};
+pub use clock::{BootClock, DeadlineClock, ManualClock};
+pub use config::{AgentConfig, AgentConfigError};
+pub use gate::{
+    GateConfig, GateState, GrantHook as V1GrantHook, LeaseGate, WritePermit as V1WritePermit,
+};
 pub use gates::LeaseGates;
-pub use source::{HttpLeaseSource, LeaseSource, SourceError};
+pub use grants::WritePermit;
+pub use source::{HostSource, SourceError};
+pub use v1_source::{HttpLeaseSource, LeaseSource};

@@ -1,47 +1,47 @@
-//! Where a gate gets its answers: lease-check over HTTPS in production, a fake in tests.
+//! Where the agent gets its answers: lease-check's v2 host endpoints over HTTPS in
+//! production, a fake (or the in-process service) in tests.
 
 use async_trait::async_trait;
 use tenure::ids::{GroupId, HostId};
-use tenure::lease::client::{LeaseCheckClient, LeaseClientError};
-use tenure::lease::{CheckAnswer, Epoch};
+use tenure::lease::client::{HostCheckBody, LeaseCheckClient, LeaseClientError};
+use tenure::lease::service::{GroupEntry, HostAnswer};
+use tenure::lease::Epoch;
 
-/// A failed call. The gate treats every one as "no fresh answer" (state unknown), never as
-/// "lost the lease": only an answer can say the lease is lost.
+/// A failed call. The agent treats every one as "no fresh answer" (state unknown), never as
+/// "lost the lease": only an answer can say a grant is lost.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{0}")]
 pub struct SourceError(pub String);
 
-#[async_trait]
-pub trait LeaseSource: Send + Sync + 'static {
-    async fn check(&self, healthy: bool, heartbeat: bool) -> Result<CheckAnswer, SourceError>;
-    async fn release(&self, epoch: Epoch) -> Result<(), SourceError>;
-}
-
-/// lease-check's Function URL for one host of one group.
-pub struct HttpLeaseSource {
-    pub client: LeaseCheckClient,
-    pub group: GroupId,
-    pub host: HostId,
-}
-
-fn source_error(e: LeaseClientError) -> SourceError {
-    SourceError(e.to_string())
+impl From<LeaseClientError> for SourceError {
+    fn from(e: LeaseClientError) -> Self {
+        SourceError(e.to_string())
+    }
 }
 
 #[async_trait]
-impl LeaseSource for HttpLeaseSource {
-    async fn check(&self, healthy: bool, heartbeat: bool) -> Result<CheckAnswer, SourceError> {
-        self.client
-            .check(&self.group, &self.host, healthy, heartbeat)
-            .await
-            .map_err(source_error)
+pub trait HostSource: Send + Sync + 'static {
+    /// `POST /v1/hosts/{host}/check`.
+    async fn check(&self, host: &HostId, body: &HostCheckBody) -> Result<HostAnswer, SourceError>;
+    /// `POST /v1/hosts/{host}/release`: per group, its answer after the release or its error.
+    async fn release(
+        &self,
+        host: &HostId,
+        groups: &[(GroupId, Epoch)],
+    ) -> Result<Vec<GroupEntry>, SourceError>;
+}
+
+#[async_trait]
+impl HostSource for LeaseCheckClient {
+    async fn check(&self, host: &HostId, body: &HostCheckBody) -> Result<HostAnswer, SourceError> {
+        Ok(self.check_host(host, body).await?)
     }
 
-    async fn release(&self, epoch: Epoch) -> Result<(), SourceError> {
-        self.client
-            .release(&self.group, &self.host, epoch)
-            .await
-            .map(|_| ())
-            .map_err(source_error)
+    async fn release(
+        &self,
+        host: &HostId,
+        groups: &[(GroupId, Epoch)],
+    ) -> Result<Vec<GroupEntry>, SourceError> {
+        Ok(self.release_host(host, groups).await?.groups)
     }
 }

@@ -301,7 +301,7 @@ async fn the_grant_hook_sees_every_grant_before_the_gate_opens_on_it() {
     let gate_slot: Arc<std::sync::OnceLock<Arc<LeaseGate>>> = Arc::default();
     let hook = {
         let (seen, gate_slot) = (seen.clone(), gate_slot.clone());
-        Arc::new(move |permit: &replica_agent::WritePermit| {
+        Arc::new(move |permit: &replica_agent::V1WritePermit| {
             let open_already = gate_slot
                 .get()
                 .and_then(|g| g.write_permit())

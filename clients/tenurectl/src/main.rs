@@ -20,6 +20,7 @@ use tenure::lease::service::{CheckError, LeaseService};
 use tenure::lease::store::{CreateOutcome, LeaseStore};
 use tenure::lease::LeaseConfig;
 
+mod hosts;
 mod ops;
 
 #[derive(Parser)]
@@ -49,9 +50,12 @@ enum Command {
     /// Replica groups: create, show, list, delete.
     #[command(subcommand)]
     Groups(GroupsCommand),
-    /// Leases: show, drain, undrain.
+    /// Leases: show, drain, undrain (one group, or every group of a host).
     #[command(subcommand)]
     Lease(LeaseCommand),
+    /// Database hosts: their host leases, incarnations and the groups they hold.
+    #[command(subcommand)]
+    Hosts(HostsCommand),
     /// Inter-region operations: submit, status, list, retry, wait.
     #[command(subcommand)]
     Ops(ops::OpsCommand),
@@ -81,10 +85,33 @@ enum GroupsCommand {
 enum LeaseCommand {
     /// Holder, epochs, the holder's host lease and the members.
     Show { group: String },
-    /// Ask a host to hand over: a draining primary stops writing and releases.
-    Drain { group: String, host: String },
-    /// Clear a drain request.
-    Undrain { group: String, host: String },
+    /// Ask a host to hand over: `lease drain GROUP HOST` for one group, `lease drain --host
+    /// HOST` for all its groups. A draining primary stops writing and releases once another
+    /// member can take the group; a draining host acquires nothing.
+    Drain(DrainTarget),
+    /// Clear a drain request (same forms as `drain`).
+    Undrain(DrainTarget),
+}
+
+#[derive(clap::Args)]
+struct DrainTarget {
+    /// The group (with HOST).
+    #[arg(requires = "member")]
+    group: Option<String>,
+    /// The member host of GROUP.
+    #[arg(id = "member", value_name = "HOST")]
+    host: Option<String>,
+    /// Every group of this host.
+    #[arg(long = "host", value_name = "HOST", conflicts_with = "group")]
+    whole_host: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum HostsCommand {
+    /// Every host with its epoch, lease, last check-in, incarnation and groups held.
+    List,
+    /// One host's record and the groups it holds.
+    Show { host: String },
 }
 
 fn require_region(sdk: &aws_config::SdkConfig) -> Result<()> {
@@ -98,6 +125,7 @@ fn require_region(sdk: &aws_config::SdkConfig) -> Result<()> {
 enum LeaseSide {
     Groups(GroupsCommand),
     Lease(LeaseCommand),
+    Hosts(HostsCommand),
 }
 
 /// `host:az:priority` -> a member.
@@ -120,7 +148,7 @@ fn group_id(raw: &str) -> Result<GroupId> {
     GroupId::parse(raw).map_err(|e| anyhow!("group {raw:?}: {e}"))
 }
 
-fn host_id(raw: &str) -> Result<HostId> {
+pub(crate) fn host_id(raw: &str) -> Result<HostId> {
     HostId::parse(raw).map_err(|e| anyhow!("host {raw:?}: {e}"))
 }
 
@@ -228,6 +256,7 @@ async fn run(cli: Cli) -> Result<()> {
         }
         Command::Groups(c) => LeaseSide::Groups(c),
         Command::Lease(c) => LeaseSide::Lease(c),
+        Command::Hosts(c) => LeaseSide::Hosts(c),
     };
     let table = cli.table.clone().context(
         "no table: pass --table or set TENURE_LEASES_TABLE (the stack's LeasesTable output)",
@@ -321,14 +350,49 @@ async fn run(cli: Cli) -> Result<()> {
                 Err(e) => return Err(e.into()),
             }
         }
-        LeaseSide::Lease(LeaseCommand::Drain { group, host }) => {
-            set_draining(&service, &group, &host, true, cli.json).await?
+        LeaseSide::Lease(LeaseCommand::Drain(target)) => {
+            drain(&service, target, true, cli.json).await?
         }
-        LeaseSide::Lease(LeaseCommand::Undrain { group, host }) => {
-            set_draining(&service, &group, &host, false, cli.json).await?
+        LeaseSide::Lease(LeaseCommand::Undrain(target)) => {
+            drain(&service, target, false, cli.json).await?
+        }
+        LeaseSide::Hosts(HostsCommand::List) => hosts::list(&store, &lease, now, cli.json).await?,
+        LeaseSide::Hosts(HostsCommand::Show { host }) => {
+            hosts::show(&service, &host_id(&host)?, cli.json).await?
         }
     }
     Ok(())
+}
+
+async fn drain(
+    service: &LeaseService<DynamoLeaseStore, SystemClock>,
+    target: DrainTarget,
+    draining: bool,
+    json_output: bool,
+) -> Result<()> {
+    match target {
+        DrainTarget {
+            whole_host: Some(host),
+            ..
+        } => {
+            let host = host_id(&host)?;
+            service.set_host_draining(&host, draining).await?;
+            if json_output {
+                println!("{}", json!({"host_id": host, "draining": draining}));
+            } else if draining {
+                println!("{host}: draining every group (each primary hands over at its next check once another member can take it; it acquires nothing)");
+            } else {
+                println!("{host}: no longer draining");
+            }
+            Ok(())
+        }
+        DrainTarget {
+            group: Some(group),
+            host: Some(host),
+            ..
+        } => set_draining(service, &group, &host, draining, json_output).await,
+        _ => bail!("give GROUP HOST (one group) or --host HOST (every group of the host)"),
+    }
 }
 
 async fn set_draining(

@@ -13,16 +13,21 @@ fn endpoint() -> String {
     })
 }
 
-/// A Leases and a Hosts table of the test's own, as `"leases hosts"`.
-async fn leases_table() -> String {
-    let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
+async fn sdk() -> aws_config::SdkConfig {
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
         .endpoint_url(endpoint())
         .region(aws_config::Region::new("us-east-1"))
         .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
             "test", "test", None, None, "cli",
         ))
         .load()
-        .await;
+        .await
+}
+
+/// A Leases table (with its `by-holder` index) and a Hosts table (`{name}-hosts`) of the
+/// test's own; returns the Leases table's name.
+async fn leases_table() -> String {
+    let sdk = sdk().await;
     static SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     let name = format!(
         "tenurectl-test-{}-{}",
@@ -30,7 +35,7 @@ async fn leases_table() -> String {
         SEQ.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
     );
     let client = aws_sdk_dynamodb::Client::new(&sdk);
-    tenure::aws::ensure_table(&client, &name, "group_id")
+    tenure::lease::dynamo::ensure_leases_table(&client, &name)
         .await
         .unwrap();
     tenure::aws::ensure_table(&client, &format!("{name}-hosts"), "host_id")
@@ -180,4 +185,119 @@ async fn bad_input_gets_a_clear_error() {
         .output()
         .unwrap();
     assert!(stderr_of_failure(no_table).contains("--table"));
+}
+
+/// A host checks in and takes a group through the library (as lease-check would), then
+/// `hosts list|show` and a whole-host drain show and change it.
+#[tokio::test]
+async fn hosts_show_their_lease_incarnation_and_groups_and_drain_as_a_whole() {
+    use tenure::clock::SystemClock;
+    use tenure::ids::{GroupId, HostId, Incarnation};
+    use tenure::lease::dynamo::DynamoLeaseStore;
+    use tenure::lease::service::{HostCheck, LeaseService};
+    use tenure::lease::LeaseConfig;
+
+    let table = leases_table().await;
+    for group in ["g1", "g2"] {
+        let created = tenurectl(
+            &table,
+            &[
+                "groups",
+                "create",
+                group,
+                "--member",
+                "db-1:az-a:2",
+                "--member",
+                "db-2:az-b:1",
+            ],
+        );
+        assert!(
+            created.status.success(),
+            "{}",
+            String::from_utf8_lossy(&created.stderr)
+        );
+    }
+    let store = DynamoLeaseStore::new(
+        aws_sdk_dynamodb::Client::new(&sdk().await),
+        format!("{table}-hosts"),
+        table.clone(),
+    );
+    let service = LeaseService::new(store, LeaseConfig::default(), SystemClock);
+    let answer = service
+        .check_host(&HostCheck {
+            host: HostId::parse("db-1").unwrap(),
+            healthy: true,
+            heartbeat: true,
+            incarnation: Some(Incarnation::parse("proc-7").unwrap()),
+            groups: vec![GroupId::parse("g1").unwrap(), GroupId::parse("g2").unwrap()],
+            watch: Vec::new(),
+            watch_groups: Vec::new(),
+        })
+        .await
+        .unwrap();
+    assert!(answer.valid_for_ms > 0, "db-1 has a host lease: {answer:?}");
+
+    let listed = ok_json(tenurectl(&table, &["hosts", "list", "--json"]));
+    let db1 = listed
+        .as_array()
+        .and_then(|a| a.iter().find(|h| h["host_id"] == "db-1"))
+        .cloned()
+        .unwrap_or_else(|| panic!("db-1 listed: {listed}"));
+    assert_eq!(db1["lease_live"], true);
+    assert_eq!(db1["incarnation"], "proc-7");
+    assert_eq!(db1["groups_held"], 2);
+    let human = String::from_utf8_lossy(&tenurectl(&table, &["hosts", "list"]).stdout).into_owned();
+    assert!(
+        human.contains("db-1") && human.contains("proc-7"),
+        "{human}"
+    );
+
+    // The by-holder index is eventually consistent: give it a few seconds.
+    let mut shown = serde_json::Value::Null;
+    for _ in 0..30 {
+        shown = ok_json(tenurectl(&table, &["hosts", "show", "db-1", "--json"]));
+        if shown["groups"].as_array().map(Vec::len) == Some(2) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(shown["groups"].as_array().map(Vec::len), Some(2), "{shown}");
+    assert_eq!(shown["epoch"], 0);
+    let text =
+        String::from_utf8_lossy(&tenurectl(&table, &["hosts", "show", "db-1"]).stdout).into_owned();
+    assert!(
+        text.contains("incarnation  proc-7") && text.contains("g2"),
+        "{text}"
+    );
+
+    assert_eq!(
+        ok_json(tenurectl(
+            &table,
+            &["lease", "drain", "--host", "db-1", "--json"]
+        ))["draining"],
+        true
+    );
+    let listed = ok_json(tenurectl(&table, &["hosts", "list", "--json"]));
+    assert!(
+        listed.as_array().is_some_and(|a| a
+            .iter()
+            .any(|h| h["host_id"] == "db-1" && h["draining"] == true)),
+        "{listed}"
+    );
+    assert_eq!(
+        ok_json(tenurectl(
+            &table,
+            &["lease", "undrain", "--host", "db-1", "--json"]
+        ))["draining"],
+        false
+    );
+    // Neither a group alone nor both forms at once.
+    assert!(stderr_of_failure(tenurectl(&table, &["lease", "drain", "g1"])).contains("HOST"));
+    assert!(
+        !tenurectl(&table, &["lease", "drain", "g1", "db-1", "--host", "db-1"])
+            .status
+            .success()
+    );
+    let unknown = ok_json(tenurectl(&table, &["hosts", "show", "nobody", "--json"]));
+    assert_eq!(unknown["lease_live"], false);
 }

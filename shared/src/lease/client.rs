@@ -133,7 +133,7 @@ impl LeaseCheckClient {
         &self,
         host: &HostId,
         groups: &[(GroupId, Epoch)],
-    ) -> Result<Value, LeaseClientError> {
+    ) -> Result<HostReleaseAnswer, LeaseClientError> {
         let groups: Vec<Value> = groups
             .iter()
             .map(|(g, e)| json!({"group_id": g, "epoch": e}))
@@ -150,6 +150,13 @@ impl LeaseCheckClient {
     pub async fn get_host(&self, host: &HostId) -> Result<Value, LeaseClientError> {
         self.call("GET", &format!("/v1/hosts/{host}"), None).await
     }
+}
+
+/// The answer of `POST /v1/hosts/{host}/release`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+pub struct HostReleaseAnswer {
+    pub host_id: HostId,
+    pub groups: Vec<super::service::GroupEntry>,
 }
 
 /// The body of a v2 host check, as a client sends it.

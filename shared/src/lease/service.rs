@@ -972,6 +972,20 @@ impl<S: LeaseStore, C: Clock> LeaseService<S, C> {
             }),
         }
     }
+
+    /// Drains (or undrains) a whole host: it stays a live secondary, is no candidate for any
+    /// group, and as a primary hands each group over at its next check once another member
+    /// can take it.
+    pub async fn set_host_draining(
+        &self,
+        host: &HostId,
+        draining: bool,
+    ) -> Result<HostRecord, CheckError> {
+        Ok(self
+            .store
+            .set_host_draining(host, draining, self.clock.now_ms())
+            .await?)
+    }
 }
 
 /// A group that exists and is not a tombstone.

@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 
 use tenure::ids::{GroupId, HostId};
-use tenure::lease::dynamo::{DynamoLeaseStore, BY_HOLDER_INDEX};
+use tenure::lease::dynamo::DynamoLeaseStore;
 use tenure::lease::record::{LeaseRecord, Member};
 use tenure::telemetry::RequestCounter;
 
@@ -142,75 +142,10 @@ pub async fn drop_table(client: &aws_sdk_dynamodb::Client, name: &str) {
 pub async fn lease_tables(client: &aws_sdk_dynamodb::Client) -> (String, String) {
     let hosts = create_table(client, "host_id").await;
     let leases = unique_name("tenure-test-leases");
-    create_leases_table(client, &leases)
+    tenure::lease::dynamo::ensure_leases_table(client, &leases)
         .await
         .unwrap_or_else(|e| panic!("{e} (endpoint {})", endpoint()));
     (hosts, leases)
-}
-
-/// `create_table` cannot make a secondary index, so the `Leases` table is built here, in the
-/// style of `tenure::aws::ensure_table`.
-async fn create_leases_table(client: &aws_sdk_dynamodb::Client, table: &str) -> Result<(), String> {
-    use aws_sdk_dynamodb::error::DisplayErrorContext;
-    use aws_sdk_dynamodb::types::{
-        AttributeDefinition, BillingMode, GlobalSecondaryIndex, IndexStatus, KeySchemaElement,
-        KeyType, Projection, ProjectionType, ScalarAttributeType, TableStatus,
-    };
-    let attribute = |name: &str| {
-        AttributeDefinition::builder()
-            .attribute_name(name)
-            .attribute_type(ScalarAttributeType::S)
-            .build()
-            .map_err(|e| e.to_string())
-    };
-    let hash_key = |name: &str| {
-        KeySchemaElement::builder()
-            .attribute_name(name)
-            .key_type(KeyType::Hash)
-            .build()
-            .map_err(|e| e.to_string())
-    };
-    let by_holder = GlobalSecondaryIndex::builder()
-        .index_name(BY_HOLDER_INDEX)
-        .key_schema(hash_key("holder")?)
-        .projection(
-            Projection::builder()
-                .projection_type(ProjectionType::KeysOnly)
-                .build(),
-        )
-        .build()
-        .map_err(|e| e.to_string())?;
-    client
-        .create_table()
-        .table_name(table)
-        .billing_mode(BillingMode::PayPerRequest)
-        .attribute_definitions(attribute("group_id")?)
-        .attribute_definitions(attribute("holder")?)
-        .key_schema(hash_key("group_id")?)
-        .global_secondary_indexes(by_holder)
-        .send()
-        .await
-        .map_err(|e| format!("create table {table}: {}", DisplayErrorContext(e)))?;
-    for _ in 0..200 {
-        let description = client
-            .describe_table()
-            .table_name(table)
-            .send()
-            .await
-            .ok()
-            .and_then(|d| d.table);
-        if let Some(t) = description {
-            let indexes_active = t
-                .global_secondary_indexes()
-                .iter()
-                .all(|i| i.index_status().is_none_or(|s| *s == IndexStatus::Active));
-            if t.table_status() == Some(&TableStatus::Active) && indexes_active {
-                return Ok(());
-            }
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    Err(format!("table {table} never became ACTIVE"))
 }
 
 /// A DynamoDB lease store on fresh lease tables (see [`lease_tables`]).
