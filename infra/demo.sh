@@ -6,8 +6,10 @@
 #   2. the real stack: builds the template, deploys it as two regions (us-east-1, eu-west-1)
 #      on the same MiniStack, creates a group in each, has hosts check through the SigV4-signed
 #      Function URL, and watches the scheduled renewer keep the lease across a schedule tick;
-#   3. three kvdemo hosts on that stack: writes through the primary, kill -9 and the measured
-#      failover, a drain and the measured handover, every acknowledged write read back;
+#   3. three kvdemo hosts on that stack, each in the same 50 groups through one host agent:
+#      writes through each group's primary, kill -9 of the host holding all 50 and the
+#      measured failover of all of them as one, one group handed over alone, every
+#      acknowledged write read back;
 #   4. the inter-region coordinator: us-east-1 submits a group.put for eu-west-1 and follows it
 #      PENDING -> IN_FLIGHT -> SUCCEEDED; the group is then present in eu-west-1.
 # Leaves MiniStack and the stacks running; `infra/local-regions.sh teardown` and
@@ -32,7 +34,7 @@ mkdir -p .local
 infra/local-regions.sh deploy
 "$CARGO_TARGET_DIR/debug/examples/regions_demo"
 
-echo; echo "=== part 3: three kvdemo hosts in us-east-1: kill -9, drain, every acked write kept ==="
+echo; echo "=== part 3: three kvdemo hosts in 50 groups in us-east-1: kill -9 moves all 50 as one, one group handed over, every acked write kept ==="
 infra/kv-demo.sh
 
 echo; echo "=== part 4: the inter-region coordinator, us-east-1 -> eu-west-1 ==="

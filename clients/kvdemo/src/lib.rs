@@ -13,6 +13,7 @@ pub mod cluster;
 pub mod fixture;
 pub mod gate_log;
 pub mod http;
+pub mod many;
 pub mod store;
 
 use replica_agent::{GroupRole, HostAgent};

@@ -345,6 +345,10 @@ impl<S: HostSource, C: DeadlineClock> Poller<S, C> {
         loop {
             let wait = self.poll_once().await;
             self.handle_step_downs().await;
+            if self.poll.urgent() {
+                // A dead holder's groups to read: take them over now, not a poll later.
+                continue;
+            }
             let wait = self.jittered(wait);
             let now = self.clock.now_ns();
             // Wake early when a look is due or the window ends (to tell subscribers on time).

@@ -83,6 +83,8 @@ pub struct HostPoll {
     late_in_a_row: u32,
     /// The whole host stepped down: it reports itself unhealthy and opens no gate.
     standby: bool,
+    /// A look found a holder lapsed: its groups are to be read at once, not a poll later.
+    urgent: bool,
 }
 
 impl HostPoll {
@@ -109,6 +111,7 @@ impl HostPoll {
             next_resync_ns: now_ns.saturating_add(nanos(config.resync_interval)),
             late_in_a_row: 0,
             standby: false,
+            urgent: false,
         }
     }
 
@@ -146,6 +149,7 @@ impl HostPoll {
     /// and the looks that are due, each with the groups that holder has, which lease-check
     /// reads only if the holder turns out lapsed.
     pub fn next_checks(&mut self, now_ns: u64, healthy: bool) -> Vec<HostCheckBody> {
+        self.urgent = false;
         if now_ns >= self.next_resync_ns {
             self.ask.extend(self.groups.keys().cloned());
             self.next_resync_ns = now_ns.saturating_add(self.resync_every_ns);
@@ -270,6 +274,14 @@ impl HostPoll {
                 }
             }
         }
+        let answered: BTreeSet<GroupId> = answer
+            .groups
+            .iter()
+            .filter_map(|e| match e {
+                GroupEntry::Answer(a) => Some(a.group_id.clone()),
+                GroupEntry::Error { .. } => None,
+            })
+            .collect();
         for w in &answer.watched {
             let due = t_sent_ns
                 .saturating_add(w.expires_in_ms.saturating_mul(MS))
@@ -287,6 +299,8 @@ impl HostPoll {
                     .filter(|(_, v)| v.holder.as_ref() == Some(&w.host_id))
                     .map(|(g, _)| g.clone())
                     .collect();
+                // Groups the look carried were settled in this check; the rest are urgent.
+                self.urgent |= held.iter().any(|g| !answered.contains(g));
                 self.ask.extend(held);
             }
             self.watch.insert(
@@ -435,6 +449,11 @@ impl HostPoll {
     /// The earliest time a look is due, so the agent does not sleep past it.
     pub fn next_look_ns(&self) -> Option<u64> {
         self.watch.values().map(|l| l.due_ns).min()
+    }
+
+    /// A look found a holder lapsed with groups still to read: the next check should go now.
+    pub fn urgent(&self) -> bool {
+        self.urgent
     }
 
     /// Whether a group is still to be read (no answer about it yet since it was asked for).

@@ -401,3 +401,38 @@ fn a_group_nobody_holds_is_asked_about_at_every_check() {
         assert_eq!(body.groups, vec![group.clone()]);
     }
 }
+
+#[test]
+fn a_lapsed_holder_s_groups_not_settled_in_the_look_make_the_next_check_urgent() {
+    let mut p = poll(3);
+    round(&mut p, 0, |b| {
+        answer(
+            0,
+            9_000,
+            b.groups
+                .iter()
+                .map(|g| group_answer(g, Some("other"), 3, false))
+                .collect(),
+        )
+    });
+    // The look settles g0000 (now ours) but not the others (more than one call's worth).
+    let (_, e) = round(&mut p, 1, |_| {
+        let mut a = answer(
+            0,
+            9_000,
+            vec![group_answer(&g("g0000"), Some("me"), 4, true)],
+        );
+        a.watched.push(Watched {
+            host_id: h("other"),
+            host_epoch: Epoch(1),
+            live: false,
+            expires_in_ms: 0,
+        });
+        a
+    });
+    assert_eq!(e.open, vec![(g("g0000"), Epoch(4))]);
+    assert!(p.urgent());
+    let body = p.next_checks(SEC + 1, true).remove(0);
+    assert_eq!(body.groups, vec![g("g0001"), g("g0002")]);
+    assert!(!p.urgent(), "cleared once the check is planned");
+}

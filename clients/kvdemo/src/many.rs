@@ -1,0 +1,230 @@
+//! Three kvdemo hosts in many groups on one local stack: the scale run (every group has
+//! exactly one primary throughout), the failover of every group of a killed host, and the drain
+//! of one group among many. Shared by the test command's short run (`tests/many_groups.rs`) and
+//! the benchmark (`benches/many_groups.rs`).
+//!
+//! "Exactly one primary" is proved from the gate logs, which only ever overstate when a host
+//! could write: no two hosts' intervals of one group overlap (at most one), and the union of a
+//! group's intervals over all hosts covers the measured span with no gap (at least one).
+
+use crate::checker::{violations, Violation, WritableInterval};
+use crate::cluster::{Cluster, ClusterError};
+use replica_agent::clock::boot_ns;
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+use tenure::lease::client::{HostCheckBody, LeaseCheckClient};
+use tenure::sigv4::SigV4Client;
+
+/// Nearest-rank percentile of sorted samples.
+pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+/// Latency of lease-check under the hosts' load: a probe host's steady-state check (its own
+/// host item read, no group) beside an empty Function URL call (an unknown path, answered 404
+/// without touching the store), sampled alternately.
+#[derive(Debug, Default)]
+pub struct Latency {
+    pub check: Vec<Duration>,
+    pub empty: Vec<Duration>,
+}
+
+impl Latency {
+    pub fn summary(&mut self) -> String {
+        self.check.sort();
+        self.empty.sort();
+        let ms = |d: Duration| d.as_secs_f64() * 1e3;
+        let (c50, c99) = (percentile(&self.check, 50.0), percentile(&self.check, 99.0));
+        let (e50, e99) = (percentile(&self.empty, 50.0), percentile(&self.empty, 99.0));
+        format!(
+            "check p50 {:.1} ms p99 {:.1} ms; empty call p50 {:.1} ms p99 {:.1} ms; ratio p50 {:.2} p99 {:.2} (n={})",
+            ms(c50),
+            ms(c99),
+            ms(e50),
+            ms(e99),
+            c50.as_secs_f64() / e50.as_secs_f64().max(1e-9),
+            c99.as_secs_f64() / e99.as_secs_f64().max(1e-9),
+            self.check.len()
+        )
+    }
+}
+
+/// One probe of each kind.
+pub async fn probe(
+    client: &LeaseCheckClient,
+    http: &SigV4Client,
+    base_url: &str,
+    region: &str,
+    probe_host: &tenure::ids::HostId,
+    latency: &mut Latency,
+) {
+    let body = HostCheckBody {
+        healthy: true,
+        heartbeat: false,
+        ..HostCheckBody::default()
+    };
+    let started = Instant::now();
+    if client.check_host(probe_host, &body).await.is_ok() {
+        latency.check.push(started.elapsed());
+    }
+    let url = format!("{}/v1/empty", base_url.trim_end_matches('/'));
+    let started = Instant::now();
+    if http
+        .send("GET", &url, region, &[], Duration::from_secs(5))
+        .await
+        .is_ok()
+    {
+        latency.empty.push(started.elapsed());
+    }
+}
+
+/// What the gate logs say about a span of a run.
+#[derive(Debug)]
+pub struct Coverage {
+    pub violations: Vec<Violation>,
+    /// Groups with some instant in the span where no host could write.
+    pub groups_with_gaps: usize,
+    /// The longest such instant-to-instant gap.
+    pub longest_gap: Duration,
+    pub groups: usize,
+}
+
+/// Checks `intervals` over `[from_ns, to_ns)` for every group in `groups`.
+pub fn coverage(
+    intervals: &[WritableInterval],
+    groups: &[String],
+    from_ns: u64,
+    to_ns: u64,
+) -> Coverage {
+    let mut by_group: BTreeMap<&str, Vec<(u64, u64)>> = BTreeMap::new();
+    for i in intervals {
+        by_group
+            .entry(i.group.as_str())
+            .or_default()
+            .push((i.start_ns, i.end_ns));
+    }
+    let mut groups_with_gaps = 0;
+    let mut longest = 0u64;
+    for g in groups {
+        let mut spans = by_group.remove(g.as_str()).unwrap_or_default();
+        spans.sort();
+        let mut covered_to = from_ns;
+        let mut gap = false;
+        for (start, end) in spans {
+            if end <= covered_to {
+                continue;
+            }
+            if start > covered_to && covered_to < to_ns {
+                gap = true;
+                longest = longest.max(start.min(to_ns) - covered_to);
+            }
+            covered_to = covered_to.max(end);
+            if covered_to >= to_ns {
+                break;
+            }
+        }
+        if covered_to < to_ns {
+            gap = true;
+            longest = longest.max(to_ns - covered_to);
+        }
+        groups_with_gaps += usize::from(gap);
+    }
+    Coverage {
+        violations: violations(intervals),
+        groups_with_gaps,
+        longest_gap: Duration::from_nanos(longest),
+        groups: groups.len(),
+    }
+}
+
+/// Waits until host `i` may write every one of the cluster's groups; the time it took.
+pub async fn until_holds_all(
+    cluster: &Cluster,
+    i: usize,
+    within: Duration,
+) -> Result<Duration, ClusterError> {
+    let started = Instant::now();
+    let n = cluster.groups().len() as u64;
+    if cluster.wait_for_primaries(i, n, within).await {
+        Ok(started.elapsed())
+    } else {
+        Err(ClusterError::NoPrimary {
+            group: format!("all {n} groups"),
+            hosts: vec![cluster.hosts[i].name.clone()],
+            within,
+        })
+    }
+}
+
+/// The running host that holds every group, if one does.
+pub async fn holder_of_all(cluster: &Cluster) -> Option<usize> {
+    let n = cluster.groups().len() as u64;
+    for i in 0..cluster.hosts.len() {
+        if cluster.hosts[i].is_running() && cluster.primaries(i).await == Some(n) {
+            return Some(i);
+        }
+    }
+    None
+}
+
+/// Boot-clock time now, for spans of [`coverage`].
+pub fn now_ns() -> u64 {
+    boot_ns()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn interval(host: &str, group: &str, start: u64, end: u64) -> WritableInterval {
+        WritableInterval {
+            host: host.into(),
+            group: group.into(),
+            epoch: if host == "a" { 1 } else { 2 },
+            start_ns: start,
+            end_ns: end,
+        }
+    }
+
+    #[test]
+    fn a_group_covered_by_successive_hosts_has_no_gap() {
+        let groups = vec!["g".to_owned()];
+        let c = coverage(
+            &[interval("a", "g", 0, 60), interval("b", "g", 60, 200)],
+            &groups,
+            10,
+            150,
+        );
+        assert!(c.violations.is_empty());
+        assert_eq!((c.groups_with_gaps, c.longest_gap), (0, Duration::ZERO));
+    }
+
+    #[test]
+    fn an_instant_without_a_writer_is_a_gap_and_its_length_is_reported() {
+        let groups = vec!["g".to_owned(), "h".to_owned()];
+        let c = coverage(
+            &[
+                interval("a", "g", 0, 50),
+                interval("b", "g", 80, 200),
+                interval("a", "h", 0, 120),
+            ],
+            &groups,
+            10,
+            150,
+        );
+        assert_eq!(c.groups_with_gaps, 2, "g has a hole, h ends early");
+        assert_eq!(c.longest_gap, Duration::from_nanos(30));
+    }
+
+    #[test]
+    fn a_group_nobody_ever_held_is_one_long_gap() {
+        let groups = vec!["never".to_owned()];
+        let c = coverage(&[], &groups, 0, 1_000);
+        assert_eq!(c.groups_with_gaps, 1);
+        assert_eq!(c.longest_gap, Duration::from_nanos(1_000));
+    }
+}
