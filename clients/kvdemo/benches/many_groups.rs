@@ -9,7 +9,10 @@
 //!   one round trip + N / (acquisition rate), the rate and round trip measured in the same run;
 //!   the killed host restarts (a new incarnation) and must never be a second writer;
 //! - `drain`: `--cycles` drains of one group among N; the time until another host may write
-//!   it, against 2 polls plus the round trips measured in the same run.
+//!   it, against 2 polls plus the round trips measured in the same run;
+//! - `cost`: the request-unit count of part 1 with the real agent: lease-check's and the
+//!   renewer's DynamoDB traffic counted on the wire (`tenure_e2e::wire_counter`), per host poll,
+//!   with the three hosts in 1, 100 and 1,000 groups, `--cost-seconds` (default 60) each.
 //!
 //!   infra/bench-many.sh                          # all three
 //!   infra/bench-many.sh failover --cycles 3      # a quick look
@@ -17,7 +20,10 @@
 use anyhow::{bail, ensure, Context, Result};
 use kvdemo::cluster::Cluster;
 use kvdemo::fixture::{Fixture, StackAccess};
-use kvdemo::many::{coverage, holder_of_all, now_ns, percentile, probe, until_holds_all, Latency};
+use kvdemo::many::{
+    coverage, holder_of_all, now_ns, percentile, probe, until_every_group_held, until_holds_all,
+    Latency,
+};
 use rand::Rng;
 use std::time::{Duration, Instant};
 use tenure::clock::{Clock, SystemClock};
@@ -26,13 +32,15 @@ use tenure::lease::client::{HostCheckBody, LeaseCheckClient};
 use tenure::lease::record::Member;
 use tenure::lease::LeaseConfig;
 use tenure::sigv4::SigV4Client;
-use tenure_e2e::{stacks, stacks_from};
+use tenure_e2e::wire_counter::{table_usage, total_usage, WireCounter};
+use tenure_e2e::{invoke_async, set_function_env, stacks, stacks_from, Stack};
 
 struct Args {
     modes: Vec<String>,
     groups: usize,
     cycles: usize,
     seconds: u64,
+    cost_seconds: u64,
     regions_file: Option<String>,
 }
 
@@ -42,6 +50,7 @@ fn args() -> Result<Args> {
         groups: 1_000,
         cycles: 10,
         seconds: 600,
+        cost_seconds: 60,
         regions_file: None,
     };
     let mut it = std::env::args().skip(1);
@@ -50,9 +59,12 @@ fn args() -> Result<Args> {
             "--groups" => args.groups = it.next().context("--groups N")?.parse()?,
             "--cycles" => args.cycles = it.next().context("--cycles N")?.parse()?,
             "--seconds" => args.seconds = it.next().context("--seconds N")?.parse()?,
+            "--cost-seconds" => {
+                args.cost_seconds = it.next().context("--cost-seconds N")?.parse()?
+            }
             "--regions" => args.regions_file = Some(it.next().context("--regions FILE")?),
             "--bench" => {}
-            "scale" | "failover" | "drain" => args.modes.push(arg),
+            "scale" | "failover" | "drain" | "cost" => args.modes.push(arg),
             other => bail!(
                 "unknown argument {other}; use scale|failover|drain, --groups N, --cycles N, --seconds N, --regions FILE"
             ),
@@ -81,6 +93,10 @@ struct Bench {
 
 impl Bench {
     async fn fixture(&self, tag: &str) -> Result<Fixture> {
+        self.fixture_of(tag, self.groups).await
+    }
+
+    async fn fixture_of(&self, tag: &str, groups: usize) -> Result<Fixture> {
         Ok(Fixture::create(
             &self.access,
             &self.sdk,
@@ -88,7 +104,7 @@ impl Bench {
             tag,
             self.cfg,
             self.cfg.lease_ms,
-            self.groups,
+            groups,
         )
         .await?)
     }
@@ -259,6 +275,8 @@ async fn failover(bench: &Bench, cycles: usize) -> Result<()> {
     let within = Duration::from_millis(3 * cfg.lease_ms + 60_000);
     until_holds_all(&cluster, 0, within).await?;
     let mut samples = Vec::new();
+    // Per cycle: the new holder, the kill and the moment it held every group (boot clock).
+    let mut takeovers: Vec<(usize, u64, u64)> = Vec::new();
     for cycle in 0..cycles {
         // Everyone has heartbeated; the kill lands at a random phase of the renewals.
         tokio::time::sleep(
@@ -270,7 +288,7 @@ async fn failover(bench: &Bench, cycles: usize) -> Result<()> {
             .await
             .context("no host holds every group")?;
         let started = Instant::now();
-        cluster.kill(holder)?;
+        let killed_at = cluster.kill(holder)?;
         let survivors: Vec<usize> = (0..3).filter(|&i| i != holder).collect();
         let next = loop {
             if let Some(i) = holder_of_all(&cluster).await {
@@ -285,6 +303,7 @@ async fn failover(bench: &Bench, cycles: usize) -> Result<()> {
         let took = started.elapsed();
         ensure!(survivors.contains(&next), "the killed host holds them?");
         samples.push(took);
+        takeovers.push((next, killed_at, killed_at + took.as_nanos() as u64));
         eprintln!(
             "  failover {}/{cycles}: {} -> {}: all {} groups in {:.0} ms",
             cycle + 1,
@@ -297,6 +316,20 @@ async fn failover(bench: &Bench, cycles: usize) -> Result<()> {
         cluster.restart(holder)?;
     }
     let found = kvdemo::checker::violations(&cluster.writable_intervals()?);
+    // How long each takeover's acquisitions took, from the new holder's gate log: its first
+    // and last `open` line between the kill and the moment it held every group.
+    let mut spreads = Vec::new();
+    for &(next, from, to) in &takeovers {
+        let opens: Vec<u64> = kvdemo::checker::read_log(&cluster.hosts[next].log)?
+            .into_iter()
+            .filter(|e| e.state == "open" && e.t_ns > from && e.t_ns <= to)
+            .map(|e| e.t_ns)
+            .collect();
+        if let (Some(first), Some(last)) = (opens.iter().min(), opens.iter().max()) {
+            spreads.push(Duration::from_nanos(last - first));
+        }
+    }
+    spreads.sort();
     drop(cluster);
     fixture.drop_table().await;
     let mut latency = bench.latency(50).await?;
@@ -324,6 +357,17 @@ async fn failover(bench: &Bench, cycles: usize) -> Result<()> {
         ms(bound),
         found.len()
     );
+    let spread = percentile(&spreads, 50.0);
+    let observed_rate = bench.groups as f64 / spread.as_secs_f64().max(1e-3);
+    let bound_observed =
+        Duration::from_millis(cfg.lease_ms + cfg.clock_skew_ms + cfg.poll_interval_ms)
+            + rtt
+            + spread;
+    println!(
+        "  the takeovers' own acquisitions (first to last `open` of the new holder) took p50 {:.0} ms ({observed_rate:.0} groups/s, beside the new holder's fence raises); with that rate the bound is {:.0} ms",
+        ms(spread),
+        ms(bound_observed)
+    );
     ensure!(found.is_empty(), "{found:#?}");
     Ok(())
 }
@@ -333,7 +377,14 @@ async fn drain(bench: &Bench, cycles: usize) -> Result<()> {
     let fixture = bench.fixture("many-drain").await?;
     let cluster = Cluster::start(fixture.spec.clone(), &fixture.host_names())?;
     let within = Duration::from_secs(60);
-    until_holds_all(&cluster, 0, within).await?;
+    until_every_group_held(&cluster, within).await?;
+    for i in 0..3 {
+        eprintln!(
+            "  drain: {} holds {} groups",
+            fixture.hosts[i],
+            cluster.primaries(i).await.unwrap_or(0)
+        );
+    }
     let mut samples = Vec::new();
     for cycle in 0..cycles {
         tokio::time::sleep(Duration::from_millis(
@@ -387,6 +438,96 @@ async fn drain(bench: &Bench, cycles: usize) -> Result<()> {
     Ok(())
 }
 
+const STORE_ENDPOINT: &str = "AWS_ENDPOINT_URL_DYNAMODB";
+
+/// Polls and checks sent by each running host so far (from `GET /status`).
+async fn host_counters(cluster: &Cluster) -> Result<Vec<(u64, u64)>> {
+    let mut out = Vec::new();
+    for i in 0..cluster.hosts.len() {
+        let status = cluster
+            .host_status(i)
+            .await
+            .with_context(|| format!("{} does not answer", cluster.hosts[i].name))?;
+        out.push((
+            status["polls"].as_u64().unwrap_or(0),
+            status["checks"].as_u64().unwrap_or(0),
+        ));
+    }
+    Ok(out)
+}
+
+async fn cost(bench: &Bench, stack: &Stack, seconds: u64) -> Result<()> {
+    let (hosts_table, leases_table) = (&bench.access.hosts_table, &bench.access.leases_table);
+    let check = WireCounter::start(&stack.endpoint)?;
+    let renewer = WireCounter::start(&stack.endpoint)?;
+    set_function_env(
+        stack,
+        "LeaseCheckFunction",
+        &[(STORE_ENDPOINT, Some(&check.url))],
+    )
+    .await?;
+    set_function_env(
+        stack,
+        "LeaseRenewerFunction",
+        &[(STORE_ENDPOINT, Some(&renewer.url))],
+    )
+    .await?;
+    invoke_async(stack, "LeaseRenewerFunction").await?;
+    println!("\n### three kvdemo hosts (the real agent), {seconds} s per size: lease-check's DynamoDB traffic per host poll\n");
+    println!("| groups per host | polls | checks per poll | requests per poll | read units per poll | write units per poll | of which group items (RU+WU) | renewer writes per round |");
+    println!("|---|---|---|---|---|---|---|---|");
+    let result = async {
+        for n in [1usize, 100, 1_000] {
+            let fixture = bench.fixture_of(&format!("cost{n}"), n).await?;
+            let cluster = Cluster::start(fixture.spec.clone(), &fixture.host_names())?;
+            until_holds_all(&cluster, 0, Duration::from_secs(120)).await?;
+            // Past start-up: every secondary has had its first look at the holder.
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            let before = host_counters(&cluster).await?;
+            check.take();
+            renewer.take();
+            tokio::time::sleep(Duration::from_secs(seconds)).await;
+            let after = host_counters(&cluster).await?;
+            let counts = check.take();
+            let renewer_counts = renewer.take();
+            let (polls, checks) = before.iter().zip(&after).fold((0, 0), |(p, c), (b, a)| {
+                (p + a.0 - b.0, c + a.1 - b.1)
+            });
+            let total = total_usage(&counts);
+            let groups_usage = table_usage(&counts, leases_table);
+            let renewals = renewer_counts
+                .get(&("UpdateItem".to_owned(), hosts_table.clone()))
+                .map_or(0, |u| u.requests);
+            // Each round scans with 4 segments (TENURE_RENEWER_SEGMENTS in the template).
+            let scans = renewer_counts
+                .get(&("Scan".to_owned(), hosts_table.clone()))
+                .map_or(0, |u| u.requests);
+            let rounds = (scans as f64 / 4.0).max(1.0);
+            let per = |x: f64| x / polls.max(1) as f64;
+            println!(
+                "| {n} | {polls} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} ({renewals} in {rounds:.0} rounds; all live hosts in the table) |",
+                checks as f64 / polls.max(1) as f64,
+                per(total.requests as f64),
+                per(total.read_units),
+                per(total.write_units),
+                per(groups_usage.read_units + groups_usage.write_units),
+                renewals as f64 / rounds,
+            );
+            let found = kvdemo::checker::violations(&cluster.writable_intervals()?);
+            ensure!(found.is_empty(), "{found:#?}");
+            drop(cluster);
+            fixture.drop_table().await;
+        }
+        anyhow::Ok(())
+    }
+    .await;
+    for function in ["LeaseCheckFunction", "LeaseRenewerFunction"] {
+        set_function_env(stack, function, &[(STORE_ENDPOINT, None)]).await?;
+    }
+    invoke_async(stack, "LeaseRenewerFunction").await?;
+    result
+}
+
 fn main() -> Result<()> {
     let args = args()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -415,6 +556,7 @@ fn main() -> Result<()> {
                 "scale" => scale(&bench, args.seconds).await?,
                 "failover" => failover(&bench, args.cycles).await?,
                 "drain" => drain(&bench, args.cycles).await?,
+                "cost" => cost(&bench, &stack, args.cost_seconds).await?,
                 _ => unreachable!("modes are checked in args()"),
             }
         }

@@ -192,6 +192,9 @@ async fn status(State(host): State<Arc<Host>>) -> Reply {
             "primaries": s.primaries,
             "groups": host.agent.groups().len(),
             "last_error": s.last_error,
+            "polls": s.polls,
+            "checks": s.checks,
+            "check_failures": s.check_failures,
         })),
     )
 }

@@ -160,6 +160,35 @@ pub async fn until_holds_all(
     }
 }
 
+/// Waits until every group has a primary among the running hosts (their primaries add up to
+/// the cluster's groups); the time it took.
+pub async fn until_every_group_held(
+    cluster: &Cluster,
+    within: Duration,
+) -> Result<Duration, ClusterError> {
+    let started = Instant::now();
+    let n = cluster.groups().len() as u64;
+    loop {
+        let mut held = 0;
+        for i in 0..cluster.hosts.len() {
+            if cluster.hosts[i].is_running() {
+                held += cluster.primaries(i).await.unwrap_or(0);
+            }
+        }
+        if held >= n {
+            return Ok(started.elapsed());
+        }
+        if started.elapsed() > within {
+            return Err(ClusterError::NoPrimary {
+                group: format!("{} of {n} groups", n - held),
+                hosts: cluster.hosts.iter().map(|h| h.name.clone()).collect(),
+                within,
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// The running host that holds every group, if one does.
 pub async fn holder_of_all(cluster: &Cluster) -> Option<usize> {
     let n = cluster.groups().len() as u64;

@@ -80,6 +80,11 @@ pub struct HostStatus {
     pub standby: bool,
     /// Groups open now.
     pub primaries: usize,
+    /// Polls since start (each is one check, or more when over 500 groups must be read).
+    pub polls: u64,
+    /// Checks sent since start, and how many of them failed (no answer in time, or an error).
+    pub checks: u64,
+    pub check_failures: u64,
 }
 
 /// Where a step-down's outcome goes.
@@ -193,6 +198,9 @@ impl<C: DeadlineClock + Clone> HostAgent<C> {
                     silenced: false,
                     standby: false,
                     primaries: 0,
+                    polls: 0,
+                    checks: 0,
+                    check_failures: 0,
                 },
             }),
             events,
@@ -385,8 +393,10 @@ impl<S: HostSource, C: DeadlineClock> Poller<S, C> {
     async fn poll_once(&mut self) -> Duration {
         let healthy = (self.healthy)();
         let bodies = self.poll.next_checks(self.clock.now_ns(), healthy);
+        lock(&self.shared.published).status.polls += 1;
         let mut wait = self.config.poll_interval();
         for body in bodies {
+            lock(&self.shared.published).status.checks += 1;
             let t_sent = self.clock.now_ns();
             match timeout(
                 self.config.request_timeout,
@@ -568,6 +578,7 @@ impl<S: HostSource, C: DeadlineClock> Poller<S, C> {
     /// agent retries at least every poll interval.
     fn on_failure(&mut self, reason: String) -> Duration {
         self.failures = self.failures.saturating_add(1);
+        lock(&self.shared.published).status.check_failures += 1;
         warn!(failures = self.failures, %reason, "lease check failed");
         let effects = Effects {
             host_epoch: self.poll.host_epoch().unwrap_or_default(),

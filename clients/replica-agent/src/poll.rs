@@ -283,7 +283,10 @@ impl HostPoll {
             })
             .collect();
         for w in &answer.watched {
-            let due = t_sent_ns
+            // lease-check read its clock before this answer arrived, so the holder's lease ends
+            // no later than `t_received + expires_in` here; a look sooner than that plus the
+            // skew would find it not yet revocable and cost another round.
+            let due = t_received_ns
                 .saturating_add(w.expires_in_ms.saturating_mul(MS))
                 .saturating_add(self.skew_ns);
             let moved = self

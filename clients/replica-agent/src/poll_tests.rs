@@ -161,7 +161,11 @@ fn a_secondary_looks_at_a_live_holder_once_per_lease_not_every_poll() {
         assert!(body.groups.is_empty());
     }
     let (body, _) = round(&mut p, 10, |_| answer(0, 9_000, Vec::new()));
-    assert_eq!(body.watch_groups.len(), 1, "due at 1 s + 8 s + skew");
+    assert_eq!(
+        body.watch_groups.len(),
+        1,
+        "due at the answer (1.01 s) + 8 s + skew"
+    );
     assert_eq!(body.watch_groups[0].host_epoch, Some(Epoch(0)));
 }
 
