@@ -53,7 +53,7 @@ step "tests"
 log="$(mktemp)"
 # Doc tests are not run: the crate documents with prose, not runnable examples.
 set +e
-cargo test --workspace --lib --bins --tests 2>&1 | tee "$log"
+cargo test --workspace --no-fail-fast --lib --bins --tests 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 # The exhaustive model checks need an optimised build (ignored in the debug run above).
 cargo test --release -p tenure --test lease_model -- --nocapture 2>&1 | tee -a "$log"

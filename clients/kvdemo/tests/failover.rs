@@ -12,7 +12,9 @@ use kvdemo::cluster::Cluster;
 use kvdemo::fixture::{Fixture, StackAccess};
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
+use tenure::lease::client::LeaseCheckClient;
 use tenure::lease::LeaseConfig;
+use tenure::sigv4::SigV4Client;
 use tenure_e2e::stacks;
 
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -23,6 +25,8 @@ struct Setup {
     /// The fixture's one group.
     group: String,
     cfg: LeaseConfig,
+    /// lease-check through its signed Function URL, to measure a round trip in the same run.
+    lease_check: LeaseCheckClient,
 }
 
 impl Setup {
@@ -32,9 +36,17 @@ impl Setup {
             .next()
             .context("a deployed stack")?;
         let cfg = LeaseConfig::default();
+        let access = StackAccess::from_outputs(&stack.endpoint, &stack.region, &stack.outputs)?;
+        let sdk = stack.sdk().await;
+        let lease_check = LeaseCheckClient::new(
+            SigV4Client::for_function_urls(&sdk)?,
+            &access.lease_check_url,
+            &access.region,
+            Duration::from_secs(5),
+        );
         let mut fixture = Fixture::create(
-            &StackAccess::from_outputs(&stack.endpoint, &stack.region, &stack.outputs)?,
-            &stack.sdk().await,
+            &access,
+            &sdk,
             env!("CARGO_BIN_EXE_kvdemo").into(),
             tag,
             cfg,
@@ -50,7 +62,21 @@ impl Setup {
             fixture,
             group,
             cfg,
+            lease_check,
         })
+    }
+
+    /// One lease-check round trip now (the median of five reads of a host item through the
+    /// Function URL): the "one round trip" of DESIGN's bounds, measured in the same run.
+    async fn round_trip(&self) -> Result<Duration> {
+        let mut samples = Vec::new();
+        for _ in 0..5 {
+            let started = Instant::now();
+            self.lease_check.get_host(&self.fixture.hosts[0]).await?;
+            samples.push(started.elapsed());
+        }
+        samples.sort();
+        Ok(samples[2])
     }
 
     /// PUTs `keys` through host `i`, returning those acknowledged.
@@ -146,6 +172,7 @@ async fn kill_9_of_the_primary_fails_over_without_losing_acknowledged_writes() -
         "a secondary refuses writes: {refused} {body}"
     );
 
+    let round_trip = s.round_trip().await?;
     let killed = Instant::now();
     s.cluster.kill(first)?;
     let next = s
@@ -153,8 +180,11 @@ async fn kill_9_of_the_primary_fails_over_without_losing_acknowledged_writes() -
         .wait_for_primary(&s.group, &s.others(first), Duration::from_secs(30))
         .await?;
     let failover = killed.elapsed();
+    // DESIGN's bound: lease + skew + poll + one round trip, from the last heartbeat (the kill
+    // comes at or after it).
     let bound =
-        Duration::from_millis(s.cfg.lease_ms + s.cfg.clock_skew_ms + s.cfg.poll_interval_ms);
+        Duration::from_millis(s.cfg.lease_ms + s.cfg.clock_skew_ms + s.cfg.poll_interval_ms)
+            + round_trip;
     eprintln!(
         "kill -9 of {}: {} primary after {failover:?} (bound {bound:?})",
         s.fixture.hosts[first], s.fixture.hosts[next]
@@ -271,6 +301,7 @@ async fn a_drained_primary_hands_over_within_two_polls() -> Result<()> {
     tokio::time::sleep(Duration::from_millis(s.cfg.heartbeat_timeout_ms / 2)).await;
     let mut acked = s.put_many(old, 0..5).await?;
     let host = s.fixture.hosts[old].clone();
+    let round_trip = s.round_trip().await?;
     let started = Instant::now();
     let f = &s.fixture;
     f.service.set_draining(&f.group, &host, true).await?;
@@ -279,7 +310,9 @@ async fn a_drained_primary_hands_over_within_two_polls() -> Result<()> {
         .wait_for_primary(&s.group, &s.others(old), Duration::from_secs(10))
         .await?;
     let handover = started.elapsed();
-    let bound = Duration::from_millis(2 * s.cfg.poll_interval_ms);
+    // Two polls (the holder hears of the drain, then the next host acquires) plus the round
+    // trips: the holder's check, its release, the next host's check.
+    let bound = Duration::from_millis(2 * s.cfg.poll_interval_ms) + round_trip * 3;
     eprintln!(
         "drain of {}: {} primary after {handover:?} (bound {bound:?})",
         s.fixture.hosts[old], s.fixture.hosts[new]
