@@ -21,8 +21,7 @@ use anyhow::{bail, ensure, Context, Result};
 use kvdemo::cluster::Cluster;
 use kvdemo::fixture::{Fixture, StackAccess};
 use kvdemo::many::{
-    coverage, holder_of_all, now_ns, percentile, probe, until_every_group_held, until_holds_all,
-    Latency,
+    coverage, gather_on, holder_of_all, now_ns, percentile, probe, until_every_group_held, Latency,
 };
 use rand::Rng;
 use std::time::{Duration, Instant};
@@ -215,7 +214,7 @@ impl Bench {
 async fn scale(bench: &Bench, seconds: u64) -> Result<()> {
     let fixture = bench.fixture("scale").await?;
     let cluster = Cluster::start(fixture.spec.clone(), &fixture.host_names())?;
-    let took = until_holds_all(&cluster, 0, Duration::from_secs(120)).await?;
+    let took = gather_on(&cluster, 0, Duration::from_secs(120)).await?;
     eprintln!(
         "scale: {} holds all {} groups after {took:?}",
         fixture.hosts[0], bench.groups
@@ -273,7 +272,7 @@ async fn failover(bench: &Bench, cycles: usize) -> Result<()> {
     let fixture = bench.fixture("many-kill").await?;
     let mut cluster = Cluster::start(fixture.spec.clone(), &fixture.host_names())?;
     let within = Duration::from_millis(3 * cfg.lease_ms + 60_000);
-    until_holds_all(&cluster, 0, within).await?;
+    gather_on(&cluster, 0, within).await?;
     let mut samples = Vec::new();
     // Per cycle: the new holder, the kill and the moment it held every group (boot clock).
     let mut takeovers: Vec<(usize, u64, u64)> = Vec::new();
@@ -480,7 +479,7 @@ async fn cost(bench: &Bench, stack: &Stack, seconds: u64) -> Result<()> {
         for n in [1usize, 100, 1_000] {
             let fixture = bench.fixture_of(&format!("cost{n}"), n).await?;
             let cluster = Cluster::start(fixture.spec.clone(), &fixture.host_names())?;
-            until_holds_all(&cluster, 0, Duration::from_secs(120)).await?;
+            gather_on(&cluster, 0, Duration::from_secs(120)).await?;
             // Past start-up: every secondary has had its first look at the holder.
             tokio::time::sleep(Duration::from_secs(3)).await;
             let before = host_counters(&cluster).await?;

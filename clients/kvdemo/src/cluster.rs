@@ -394,6 +394,17 @@ impl Cluster {
         .await
     }
 
+    /// `POST /step-down` on host `i`: it releases every group and acquires none until resumed.
+    pub async fn step_down_host(&self, i: usize) -> Result<(u16, Value), ClusterError> {
+        self.send(i, self.http.post(self.url(i, "/step-down")))
+            .await
+    }
+
+    /// `POST /resume` on host `i`: a candidate again after a whole-host step-down.
+    pub async fn resume_host(&self, i: usize) -> Result<(u16, Value), ClusterError> {
+        self.send(i, self.http.post(self.url(i, "/resume"))).await
+    }
+
     /// `POST /groups/{group}/step-down` on host `i`.
     pub async fn step_down(&self, i: usize, group: &str) -> Result<(u16, Value), ClusterError> {
         self.send(

@@ -189,6 +189,32 @@ pub async fn until_every_group_held(
     }
 }
 
+/// Brings every group to host `i`: once each group has a primary, every other host that holds
+/// some steps down as a whole (releasing them, so `i`, the best candidate left, acquires them)
+/// and resumes once `i` holds them all. At start-up the hosts race: a better candidate that
+/// has not acted within `heartbeat_timeout_ms` of a group becoming free loses it to the next,
+/// so a start may split the groups.
+pub async fn gather_on(
+    cluster: &Cluster,
+    i: usize,
+    within: Duration,
+) -> Result<Duration, ClusterError> {
+    let started = Instant::now();
+    until_every_group_held(cluster, within).await?;
+    let mut stepped_down = Vec::new();
+    for j in 0..cluster.hosts.len() {
+        if j != i && cluster.primaries(j).await.unwrap_or(0) > 0 {
+            cluster.step_down_host(j).await?;
+            stepped_down.push(j);
+        }
+    }
+    until_holds_all(cluster, i, within).await?;
+    for j in stepped_down {
+        cluster.resume_host(j).await?;
+    }
+    Ok(started.elapsed())
+}
+
 /// The running host that holds every group, if one does.
 pub async fn holder_of_all(cluster: &Cluster) -> Option<usize> {
     let n = cluster.groups().len() as u64;

@@ -8,7 +8,7 @@
 use anyhow::{ensure, Context, Result};
 use kvdemo::cluster::Cluster;
 use kvdemo::fixture::{Fixture, StackAccess};
-use kvdemo::many::{coverage, holder_of_all, now_ns, probe, until_holds_all, Latency};
+use kvdemo::many::{coverage, gather_on, holder_of_all, now_ns, probe, Latency};
 use std::time::{Duration, Instant};
 use tenure::ids::HostId;
 use tenure::lease::client::LeaseCheckClient;
@@ -48,7 +48,7 @@ async fn three_hosts_in_a_thousand_groups_keep_exactly_one_primary_each() -> Res
     eprintln!("{groups} groups created in {:?}", created.elapsed());
     let cluster = Cluster::start(fixture.spec.clone(), &fixture.host_names())?;
     let within = Duration::from_secs(60);
-    let took = until_holds_all(&cluster, 0, within).await?;
+    let took = gather_on(&cluster, 0, within).await?;
     eprintln!(
         "{} holds all {groups} groups after {took:?}",
         fixture.hosts[0]
