@@ -311,6 +311,20 @@ mod tests {
     }
 
     #[test]
+    fn a_closed_line_ends_the_gate_before_its_window_does() {
+        let events = [
+            open("a", 10, "g1", 1, 0),
+            window("a", 11, 0, 100),
+            role("a", 40, "g1", "closed"),
+        ];
+        let b = [open("b", 50, "g1", 2, 0), window("b", 50, 0, 200)];
+        let mut all = writable_intervals(&events, None);
+        assert_eq!(all, vec![interval("a", "g1", 1, 11, 40)]);
+        all.extend(writable_intervals(&b, None));
+        assert!(violations(&all).is_empty());
+    }
+
+    #[test]
     fn a_window_logged_before_a_gate_opened_covers_it_from_its_open_line() {
         let events = [window("a", 5, 0, 100), open("a", 40, "g1", 2, 0)];
         assert_eq!(

@@ -6,6 +6,8 @@
 //!   from at latest `t_ns` until `deadline_ns`;
 //! - `{"t_ns","host","state":"open","group","epoch","host_epoch"}` before a group's gate opens
 //!   (the grant hook);
+//! - `{"t_ns","host","state":"closed","group"}` after a group's gate closed and before its
+//!   release is sent (the grant hook), so a handover's close precedes the next holder's open;
 //! - `{"t_ns","host","state":"primary"|"secondary"|"unknown","group","epoch"}` for every
 //!   change of a group's role, written after the gate changed (a close is logged no earlier
 //!   than it happened).
@@ -44,6 +46,12 @@ pub fn grant_line(host: &str, notice: &GrantNotice<'_>) -> String {
             "group": group,
             "epoch": epoch.0,
             "host_epoch": host_epoch.0,
+        }),
+        GrantNotice::Closed { group } => serde_json::json!({
+            "t_ns": boot_ns(),
+            "host": host,
+            "state": "closed",
+            "group": group,
         }),
     }
     .to_string()

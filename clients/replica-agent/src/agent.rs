@@ -45,9 +45,11 @@ pub struct GroupEvent {
     pub role: GroupRole,
 }
 
-/// Given to the grant hook *before* the gates open on it (so before any write can use it).
-/// An audit log written from the hook can only overstate when the host could write, never
-/// understate it, which is what a checker of "never two writable hosts" needs.
+/// Given to the grant hook *before* the gates open on it (so before any write can use it), and
+/// *after* a gate closed but before its release is sent (so before another host can acquire the
+/// group). An audit log written from the hook can only overstate when the host could write,
+/// never understate it, which is what a checker of "never two writable hosts" needs; and a
+/// handover's close is on record before the next holder's open, so the checker can prove it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum GrantNotice<'a> {
     /// Every group open under `host_epoch` may be written until `deadline_ns`.
@@ -58,6 +60,9 @@ pub enum GrantNotice<'a> {
         epoch: Epoch,
         host_epoch: Epoch,
     },
+    /// `group`'s gate is closed (a step-down, a drain, or the group left the host); its
+    /// release, if any, is sent after this notice.
+    Closed { group: &'a GroupId },
 }
 
 /// Called with every grant notice; keep it short, it runs on the poller task.
@@ -476,6 +481,9 @@ impl<S: HostSource, C: DeadlineClock> Poller<S, C> {
             }
             replies.push(step.reply);
         }
+        // The gates closed when the step-down was asked for; this is on record before the
+        // release leaves (see `GrantNotice`).
+        self.notify_closed(releases.iter().map(|(g, _)| g));
         (releases, replies)
     }
 
@@ -528,6 +536,7 @@ impl<S: HostSource, C: DeadlineClock> Poller<S, C> {
         for group in &effects.close {
             grants.close(group);
         }
+        self.notify_closed(effects.close.iter());
         match effects.deadline_ns {
             Some(deadline) => {
                 for (group, epoch) in &effects.open {
@@ -536,6 +545,15 @@ impl<S: HostSource, C: DeadlineClock> Poller<S, C> {
                 grants.extend(deadline);
             }
             None => grants.close_all(),
+        }
+    }
+
+    /// Tells the grant hook of gates already closed (their releases are sent after this).
+    fn notify_closed<'g>(&self, groups: impl Iterator<Item = &'g GroupId>) {
+        if let Some(hook) = &self.grant_hook {
+            for group in groups {
+                hook(&GrantNotice::Closed { group });
+            }
         }
     }
 

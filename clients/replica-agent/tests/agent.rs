@@ -6,7 +6,8 @@
 
 use async_trait::async_trait;
 use replica_agent::{
-    AgentConfig, DeadlineClock, GroupRole, HostAgent, HostSource, SourceError, WritePermit,
+    AgentConfig, DeadlineClock, GrantHook, GrantNotice, GroupRole, HostAgent, HostSource,
+    SourceError, WritePermit,
 };
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -63,6 +64,15 @@ struct InProcess {
     down: Arc<AtomicBool>,
     delay_ms: Arc<AtomicU64>,
     checks: Arc<AtomicU64>,
+    /// What the agent did, in order: `closed <group>` from the grant hook, `release <n>` as a
+    /// release reaches lease-check.
+    journal: Journal,
+}
+
+type Journal = Arc<std::sync::Mutex<Vec<String>>>;
+
+fn journal_lines(journal: &Journal) -> Vec<String> {
+    journal.lock().expect("journal lock").clone()
 }
 
 #[async_trait]
@@ -101,6 +111,10 @@ impl HostSource for InProcess {
         if self.down.load(Ordering::SeqCst) {
             return Err(SourceError("lease-check unreachable".into()));
         }
+        self.journal
+            .lock()
+            .expect("journal lock")
+            .push(format!("release {}", groups.len()));
         self.service
             .release_many(host, groups)
             .await
@@ -157,10 +171,21 @@ impl World {
             down: Arc::default(),
             delay_ms: Arc::default(),
             checks: Arc::default(),
+            journal: Arc::default(),
         }
     }
 
     fn agent(&self, host: &str, source: InProcess, incarnation: &str) -> Agent {
+        self.agent_with_hook(host, source, incarnation, None)
+    }
+
+    fn agent_with_hook(
+        &self,
+        host: &str,
+        source: InProcess,
+        incarnation: &str,
+        hook: Option<GrantHook>,
+    ) -> Agent {
         let config =
             AgentConfig::new(h(host), self.groups.clone(), &self.cfg).expect("valid agent config");
         let clock = HostClock::new();
@@ -169,7 +194,7 @@ impl World {
                 source.clone(),
                 config,
                 || true,
-                None,
+                hook,
                 clock.clone(),
                 Incarnation::parse(incarnation).expect("valid incarnation"),
             ),
@@ -350,6 +375,49 @@ async fn an_answer_in_flight_during_a_step_down_never_reopens_the_gate() {
         assert_eq!(a.agent.write_permit(&one), None, "the gate reopened");
     }
     assert_eq!(a.writable(&groups[1..]), 2, "the other groups opened");
+}
+
+/// A handover's close must be on record before the next holder can open (the gate-log checker
+/// proves "never two writers" from it): every stepped-down group's `Closed` notice reaches the
+/// hook before its release reaches lease-check.
+#[tokio::test(start_paused = true)]
+async fn the_hook_hears_of_every_close_before_the_release_is_sent() {
+    let world = World::new(30).await;
+    let groups = world.groups.clone();
+    let source = world.source();
+    let journal = source.journal.clone();
+    let hook_journal = journal.clone();
+    let hook: GrantHook = Arc::new(move |notice: &GrantNotice<'_>| {
+        if let GrantNotice::Closed { group } = notice {
+            hook_journal
+                .lock()
+                .expect("journal lock")
+                .push(format!("closed {group}"));
+        }
+    });
+    let a = world.agent_with_hook("a", source, "a-1", Some(hook));
+    until(&[&a], &groups, 5_000, || a.writable(&groups) == 30).await;
+    a.agent.step_down(&groups[3]).await.expect("released");
+    assert_eq!(
+        journal_lines(&journal),
+        [format!("closed {}", groups[3]), "release 1".to_string()]
+    );
+    a.agent.step_down_host().await.expect("released");
+    let lines = journal_lines(&journal);
+    let tail = &lines[2..];
+    let first_release = tail
+        .iter()
+        .position(|l| l.starts_with("release"))
+        .expect("the host's groups were released");
+    assert!(
+        first_release >= 29,
+        "every open group closes first: {tail:?}"
+    );
+    assert_eq!(
+        tail[first_release..],
+        [format!("release {first_release}")],
+        "one release, of the groups just closed"
+    );
 }
 
 #[tokio::test(start_paused = true)]
