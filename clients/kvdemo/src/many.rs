@@ -215,6 +215,60 @@ pub async fn gather_on(
     Ok(started.elapsed())
 }
 
+/// What a restart of a primary's process did to its groups.
+#[derive(Debug, Clone, Copy)]
+pub struct Restart {
+    /// From the kill until every group had a primary again.
+    pub took: Duration,
+    /// Groups the restarted process (a new incarnation) acquired afresh.
+    pub came_back: u64,
+    /// Groups another host acquired.
+    pub moved: u64,
+}
+
+/// kill -9 of host `i` and an immediate restart as a new incarnation (same host id, same gate
+/// log): the new process must not inherit a grant, so its groups come back to it at new epochs
+/// once the old incarnation's lease has lapsed, or move to another host. Waits until every
+/// group has a primary again.
+pub async fn restart_primary(
+    cluster: &mut Cluster,
+    i: usize,
+    within: Duration,
+) -> Result<Restart, ClusterError> {
+    let started = Instant::now();
+    cluster.kill(i)?;
+    cluster.restart(i)?;
+    until_every_group_held(cluster, within).await?;
+    let took = started.elapsed();
+    let came_back = cluster.primaries(i).await.unwrap_or(0);
+    let n = cluster.groups().len() as u64;
+    Ok(Restart {
+        took,
+        came_back,
+        moved: n.saturating_sub(came_back),
+    })
+}
+
+/// `host`'s writable intervals after its kill at `killed_at` whose epoch is not above the
+/// highest any host had for that group before the kill: grants a restarted process inherited
+/// (there must be none; every grant of a new incarnation is acquired afresh, epoch + 1).
+pub fn inherited_grants<'a>(
+    intervals: &'a [WritableInterval],
+    host: &str,
+    killed_at: u64,
+) -> Vec<&'a WritableInterval> {
+    let mut before: BTreeMap<&str, u64> = BTreeMap::new();
+    for w in intervals.iter().filter(|w| w.start_ns < killed_at) {
+        let e = before.entry(w.group.as_str()).or_default();
+        *e = (*e).max(w.epoch);
+    }
+    intervals
+        .iter()
+        .filter(|w| w.host == host && w.start_ns > killed_at)
+        .filter(|w| w.epoch <= before.get(w.group.as_str()).copied().unwrap_or(0))
+        .collect()
+}
+
 /// The running host that holds every group, if one does.
 pub async fn holder_of_all(cluster: &Cluster) -> Option<usize> {
     let n = cluster.groups().len() as u64;
@@ -243,6 +297,27 @@ mod tests {
             start_ns: start,
             end_ns: end,
         }
+    }
+
+    #[test]
+    fn a_restarted_host_reopening_at_its_old_epoch_inherited_the_grant() {
+        let at = |host: &str, epoch, start| WritableInterval {
+            host: host.into(),
+            group: "g".into(),
+            epoch,
+            start_ns: start,
+            end_ns: start + 10,
+        };
+        let afresh = [at("a", 4, 0), at("a", 5, 100)];
+        assert!(inherited_grants(&afresh, "a", 50).is_empty());
+        let inherited = [at("a", 4, 0), at("a", 4, 100)];
+        assert_eq!(inherited_grants(&inherited, "a", 50), vec![&inherited[1]]);
+        // Another host's later epoch counts too: coming back below it is inheriting.
+        let moved_and_back = [at("a", 4, 0), at("b", 6, 20), at("a", 5, 100)];
+        assert_eq!(
+            inherited_grants(&moved_and_back, "a", 50),
+            vec![&moved_and_back[2]]
+        );
     }
 
     #[test]
