@@ -48,43 +48,78 @@ pub async fn ensure_table(
     table: &str,
     key: &str,
 ) -> Result<(), String> {
+    ensure_table_with_indexes(client, table, key, &[]).await
+}
+
+/// [`ensure_table`] with global secondary indexes, each `(index name, string partition key)`
+/// projecting keys only (as the template's `by-holder` index on `Leases`); waits until the
+/// table and every index are ACTIVE. An existing table is kept as it is.
+pub async fn ensure_table_with_indexes(
+    client: &aws_sdk_dynamodb::Client,
+    table: &str,
+    key: &str,
+    indexes: &[(&str, &str)],
+) -> Result<(), String> {
     use aws_sdk_dynamodb::types::{
-        AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
-        TableStatus,
+        AttributeDefinition, BillingMode, GlobalSecondaryIndex, IndexStatus, KeySchemaElement,
+        KeyType, Projection, ProjectionType, ScalarAttributeType, TableStatus,
     };
-    let attribute = AttributeDefinition::builder()
-        .attribute_name(key)
-        .attribute_type(ScalarAttributeType::S)
-        .build()
-        .map_err(|e| e.to_string())?;
-    let schema = KeySchemaElement::builder()
-        .attribute_name(key)
-        .key_type(KeyType::Hash)
-        .build()
-        .map_err(|e| e.to_string())?;
-    let created = client
+    let attribute = |name: &str| {
+        AttributeDefinition::builder()
+            .attribute_name(name)
+            .attribute_type(ScalarAttributeType::S)
+            .build()
+            .map_err(|e| e.to_string())
+    };
+    let hash_key = |name: &str| {
+        KeySchemaElement::builder()
+            .attribute_name(name)
+            .key_type(KeyType::Hash)
+            .build()
+            .map_err(|e| e.to_string())
+    };
+    let mut create = client
         .create_table()
         .table_name(table)
         .billing_mode(BillingMode::PayPerRequest)
-        .attribute_definitions(attribute)
-        .key_schema(schema)
-        .send()
-        .await;
-    match created {
+        .attribute_definitions(attribute(key)?)
+        .key_schema(hash_key(key)?);
+    for (name, index_key) in indexes {
+        let index = GlobalSecondaryIndex::builder()
+            .index_name(*name)
+            .key_schema(hash_key(index_key)?)
+            .projection(
+                Projection::builder()
+                    .projection_type(ProjectionType::KeysOnly)
+                    .build(),
+            )
+            .build()
+            .map_err(|e| e.to_string())?;
+        create = create
+            .attribute_definitions(attribute(index_key)?)
+            .global_secondary_indexes(index);
+    }
+    match create.send().await {
         Ok(_) => {}
         Err(e) if e.code() == Some("ResourceInUseException") => {}
         Err(e) => return Err(format!("create table {table}: {}", DisplayErrorContext(e))),
     }
     for _ in 0..200 {
-        let status = client
+        let description = client
             .describe_table()
             .table_name(table)
             .send()
             .await
             .ok()
-            .and_then(|d| d.table.and_then(|t| t.table_status));
-        if status == Some(TableStatus::Active) {
-            return Ok(());
+            .and_then(|d| d.table);
+        if let Some(t) = description {
+            let indexes_active = t
+                .global_secondary_indexes()
+                .iter()
+                .all(|i| i.index_status().is_none_or(|s| *s == IndexStatus::Active));
+            if t.table_status() == Some(&TableStatus::Active) && indexes_active {
+                return Ok(());
+            }
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

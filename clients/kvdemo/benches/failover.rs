@@ -16,6 +16,7 @@
 use anyhow::{bail, Context, Result};
 use kvdemo::cluster::Cluster;
 use kvdemo::fixture::{Fixture, StackAccess};
+use kvdemo::many::percentile;
 use rand::Rng;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -52,12 +53,6 @@ fn args() -> Result<Args> {
         bail!("--cycles must be at least 1");
     }
     Ok(args)
-}
-
-/// Nearest-rank percentile (with 20 samples p99 is the maximum).
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
 struct Summary {
@@ -101,7 +96,7 @@ async fn tenure_cycles(
     cfg: LeaseConfig,
     label: &str,
     cycles: usize,
-) -> Result<(Summary, Summary)> {
+) -> Result<(Summary, Summary, Duration)> {
     let fixture = Fixture::create(
         &StackAccess::from_outputs(&stack.endpoint, &stack.region, &stack.outputs)?,
         &stack.sdk().await,
@@ -175,7 +170,40 @@ async fn tenure_cycles(
     }
     drop(cluster);
     fixture.drop_table().await;
-    Ok((kills, drains))
+    let round_trip = check_round_trip(stack).await?;
+    Ok((kills, drains, round_trip))
+}
+
+/// p50 of 30 steady-state checks of a probe host (its own host item, no group) through the
+/// signed Function URL: the round trip the bounds add, measured in the same run.
+async fn check_round_trip(stack: &Stack) -> Result<Duration> {
+    let access = StackAccess::from_outputs(&stack.endpoint, &stack.region, &stack.outputs)?;
+    let sdk = stack.sdk().await;
+    let client = tenure::lease::client::LeaseCheckClient::new(
+        tenure::sigv4::SigV4Client::for_function_urls(&sdk)?,
+        &access.lease_check_url,
+        &access.region,
+        Duration::from_secs(5),
+    );
+    let http = tenure::sigv4::SigV4Client::for_function_urls(&sdk)?;
+    let probe_host = tenure::ids::HostId::parse(&format!("probe-{}", std::process::id()))?;
+    let mut latency = kvdemo::many::Latency::default();
+    for _ in 0..30 {
+        kvdemo::many::probe(
+            &client,
+            &http,
+            &access.lease_check_url,
+            &access.region,
+            &probe_host,
+            &mut latency,
+        )
+        .await;
+    }
+    latency.check.sort();
+    if latency.check.is_empty() {
+        bail!("no probe check answered in {}", stack.region);
+    }
+    Ok(percentile(&latency.check, 50.0))
 }
 
 async fn peer_client(sdk: &aws_config::SdkConfig, table: &str) -> Result<dynamodb_lease::Client> {
@@ -291,21 +319,30 @@ fn main() -> Result<()> {
         // Must match samconfig.toml's local-fast-us-west-2 parameters.
         let fast_cfg = LeaseConfig::new(2_000, 500, 100, 1_000, 200)?;
         let default_cfg = LeaseConfig::default();
-        let bound = |c: &LeaseConfig| {
-            Duration::from_millis(c.lease_ms + c.clock_skew_ms + c.poll_interval_ms)
+        // DESIGN's bounds: lease + skew + poll + one check round trip for a kill; 2 polls
+        // plus 3 check round trips (the holder's, its release, the successor's) for a drain.
+        let bound = |c: &LeaseConfig, rtt: Duration| {
+            Duration::from_millis(c.lease_ms + c.clock_skew_ms + c.poll_interval_ms) + rtt
         };
-        let polls = |c: &LeaseConfig| Duration::from_millis(2 * c.poll_interval_ms);
+        let polls =
+            |c: &LeaseConfig, rtt: Duration| Duration::from_millis(2 * c.poll_interval_ms) + rtt * 3;
         let started = Instant::now();
         eprintln!("failover bench: {} cycles per scenario", args.cycles);
         let peer = peer_cycles(&fast, args.cycles).await?;
-        let (kill_2, drain_2) = tenure_cycles(&fast, fast_cfg, "2 s lease", args.cycles).await?;
-        let (kill_10, drain_10) =
+        let (kill_2, drain_2, rtt_2) =
+            tenure_cycles(&fast, fast_cfg, "2 s lease", args.cycles).await?;
+        let (kill_10, drain_10, rtt_10) =
             tenure_cycles(&default, default_cfg, "10 s lease", args.cycles).await?;
         println!();
-        kill_10.print(Some(bound(&default_cfg)));
-        drain_10.print(Some(polls(&default_cfg)));
-        kill_2.print(Some(bound(&fast_cfg)));
-        drain_2.print(Some(polls(&fast_cfg)));
+        println!(
+            "check round trip (p50 of 30, same run): {:.0} ms at the 10 s lease's stack, {:.0} ms at the 2 s lease's",
+            rtt_10.as_secs_f64() * 1e3,
+            rtt_2.as_secs_f64() * 1e3
+        );
+        kill_10.print(Some(bound(&default_cfg, rtt_10)));
+        drain_10.print(Some(polls(&default_cfg, rtt_10)));
+        kill_2.print(Some(bound(&fast_cfg, rtt_2)));
+        drain_2.print(Some(polls(&fast_cfg, rtt_2)));
         peer.print(None);
         let ratio = kill_2.p(99.0).as_secs_f64() / peer.p(99.0).as_secs_f64();
         println!(

@@ -810,73 +810,11 @@ impl LeaseStore for DynamoLeaseStore {
 }
 
 /// Creates a `Leases` table with its `by-holder` index (keys only), as the template defines
-/// it, and waits until table and index are active: for tests and local tools, which cannot use
-/// `tenure::aws::ensure_table` (it makes no secondary index). An existing table is kept.
+/// it, and waits until table and index are active: for tests and local tools. An existing table
+/// is kept.
 pub async fn ensure_leases_table(client: &Client, table: &str) -> Result<(), String> {
-    use aws_sdk_dynamodb::error::DisplayErrorContext;
-    use aws_sdk_dynamodb::types::{
-        AttributeDefinition, BillingMode, GlobalSecondaryIndex, IndexStatus, KeySchemaElement,
-        KeyType, Projection, ProjectionType, ScalarAttributeType, TableStatus,
-    };
-    let attribute = |name: &str| {
-        AttributeDefinition::builder()
-            .attribute_name(name)
-            .attribute_type(ScalarAttributeType::S)
-            .build()
-            .map_err(|e| e.to_string())
-    };
-    let hash_key = |name: &str| {
-        KeySchemaElement::builder()
-            .attribute_name(name)
-            .key_type(KeyType::Hash)
-            .build()
-            .map_err(|e| e.to_string())
-    };
-    let by_holder = GlobalSecondaryIndex::builder()
-        .index_name(BY_HOLDER_INDEX)
-        .key_schema(hash_key("holder")?)
-        .projection(
-            Projection::builder()
-                .projection_type(ProjectionType::KeysOnly)
-                .build(),
-        )
-        .build()
-        .map_err(|e| e.to_string())?;
-    let created = client
-        .create_table()
-        .table_name(table)
-        .billing_mode(BillingMode::PayPerRequest)
-        .attribute_definitions(attribute("group_id")?)
-        .attribute_definitions(attribute("holder")?)
-        .key_schema(hash_key("group_id")?)
-        .global_secondary_indexes(by_holder)
-        .send()
-        .await;
-    match created {
-        Ok(_) => {}
-        Err(e) if e.code() == Some("ResourceInUseException") => {}
-        Err(e) => return Err(format!("create table {table}: {}", DisplayErrorContext(e))),
-    }
-    for _ in 0..200 {
-        let description = client
-            .describe_table()
-            .table_name(table)
-            .send()
-            .await
-            .ok()
-            .and_then(|d| d.table);
-        if let Some(t) = description {
-            let indexes_active = t
-                .global_secondary_indexes()
-                .iter()
-                .all(|i| i.index_status().is_none_or(|s| *s == IndexStatus::Active));
-            if t.table_status() == Some(&TableStatus::Active) && indexes_active {
-                return Ok(());
-            }
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    Err(format!("table {table} never became ACTIVE"))
+    crate::aws::ensure_table_with_indexes(client, table, "group_id", &[(BY_HOLDER_INDEX, "holder")])
+        .await
 }
 
 #[cfg(test)]
