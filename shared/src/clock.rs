@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-/// A source of wall-clock milliseconds (the function's clock in DESIGN's terms).
+/// A source of wall-clock milliseconds (the function's clock, `docs/protocol.md` Timing).
 pub trait Clock: Send + Sync {
     fn now_ms(&self) -> Millis;
 }

@@ -98,7 +98,7 @@ wire_id!(
 );
 wire_id!(
     /// One agent process on a host, random at start. A new incarnation never inherits the
-    /// grants recorded for its host (DESIGN "Incarnations").
+    /// grants recorded for its host (`docs/protocol.md`, Traps: incarnations).
     Incarnation,
     "incarnation"
 );

@@ -1,4 +1,4 @@
-//! Counting the AWS requests tenure actually sends, per operation. Cost is a figure (DESIGN):
+//! Counting the AWS requests tenure actually sends, per operation. Cost is a figure (BENCHMARKS.md):
 //! the counter is an SDK interceptor, so it sees every attempt that goes on the wire, retries
 //! included, and nothing that was only planned.
 

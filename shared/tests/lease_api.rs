@@ -1,4 +1,4 @@
-//! lease-check's HTTP contract (DESIGN "Wire contracts"), driven through the real handler on
+//! lease-check's HTTP contract (`docs/protocol.md`, wire contract), driven through the real handler on
 //! the DynamoDB store (MiniStack): the v1 group endpoints answered by v2 with exactly v1's
 //! fields, the v2 host check (per-group answers and per-group errors, attention, watched
 //! holders), the v2 release, `GET /v1/hosts/{host_id}` from the `by-holder` index, and every

@@ -476,7 +476,7 @@ async fn a_new_incarnation_of_the_primary_revokes_its_own_host_once_the_old_leas
     r.done().await;
 }
 
-/// DESIGN ("Incarnations"): once the old lease has lapsed past the skew, the new incarnation's
+/// `docs/protocol.md` (Traps: incarnations): once the old lease has lapsed past the skew, the new incarnation's
 /// check revokes its own host and renewals resume at the new epoch; the groups are then
 /// acquired afresh. The check that revokes is itself a check by a live, healthy, heard-from
 /// host, so it should come back writable.

@@ -1,7 +1,7 @@
 //! The lease store contract, written once and run against both stores: `MemoryLeaseStore` (the
 //! protocol's own predicates under one lock) and `DynamoLeaseStore` on MiniStack (real
 //! conditional writes, `ALL_OLD` on a failed condition, transactions). Each scenario proves the
-//! condition of one of DESIGN's v2 writes (heartbeat, incarnation change, renew, revoke,
+//! condition of one of the protocol's writes (`docs/protocol.md`, Writes) (heartbeat, incarnation change, renew, revoke,
 //! acquire, release, attention, group create/redefine/delete, drain) on the item as it stands,
 //! and that both stores give the same outcome — including DynamoDB's rule that a comparison
 //! with a missing item or attribute is false, which the in-memory store must follow too.
@@ -836,7 +836,7 @@ async fn release_frees_the_group_and_tells_every_other_member<S: LeaseStore>(sto
     assert!(!stored.members.contains_key(&host("b")), "{stored:?}");
 }
 
-/// DESIGN: a release adds the group to "every *other* member's host item". Named in `notify` or
+/// The protocol: a release adds the group to "every *other* member's host item". Named in `notify` or
 /// not, the releaser is not one of them; both stores must agree on that.
 async fn a_release_never_puts_the_group_in_the_releasers_own_attention<S: LeaseStore>(store: S) {
     create(&store, "g1", &["a", "b"], T0).await;

@@ -1,6 +1,6 @@
 //! Protocol v2 figures on the deployed local stack (`infra/bench-lease.sh` deploys it and runs
 //! this). A bench client plays three hosts through lease-check's Function URL (SigV4), polling
-//! as DESIGN's agent does: one host check per poll for all its groups, a heartbeat every
+//! as the host agent does: one host check per poll for all its groups, a heartbeat every
 //! `heartbeat_timeout_ms / 3`, secondaries looking at each holder once its lease could have
 //! lapsed, with that holder's groups in `watch_groups` (read by lease-check only if the look
 //! finds the holder lapsed or at another epoch). lease-check's and the renewer's DynamoDB traffic goes through counting proxies
@@ -29,7 +29,7 @@ use tenure_e2e::{invoke_async, set_function_env, stacks, stacks_from, Stack};
 const STORE_ENDPOINT: &str = "AWS_ENDPOINT_URL_DYNAMODB";
 const MAX_PER_CALL: usize = 500;
 
-/// One simulated host: what DESIGN's agent keeps, and nothing more.
+/// One simulated host: what the host agent keeps, and nothing more.
 struct BenchHost {
     id: HostId,
     incarnation: Incarnation,

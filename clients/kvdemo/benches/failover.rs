@@ -319,7 +319,7 @@ fn main() -> Result<()> {
         // Must match samconfig.toml's local-fast-us-west-2 parameters.
         let fast_cfg = LeaseConfig::new(2_000, 500, 100, 1_000, 200)?;
         let default_cfg = LeaseConfig::default();
-        // DESIGN's bounds: lease + skew + poll + one check round trip for a kill; 2 polls
+        // The failover bounds (`docs/protocol.md`): lease + skew + poll + one check round trip for a kill; 2 polls
         // plus 3 check round trips (the holder's, its release, the successor's) for a drain.
         let bound = |c: &LeaseConfig, rtt: Duration| {
             Duration::from_millis(c.lease_ms + c.clock_skew_ms + c.poll_interval_ms) + rtt

@@ -1,6 +1,6 @@
 //! Three kvdemo host processes on the deployed local stack (`TENURE_E2E_REGIONS`, written by
 //! the test command's deploy): kill -9 of the primary, SIGSTOP past its deadline, and a drain.
-//! Each asserts DESIGN's bound, that every acknowledged write is still readable, and that the
+//! Each asserts the protocol's bound, that every acknowledged write is still readable, and that the
 //! hosts' gate logs (one machine, one boot clock) never show two writable hosts at once.
 //! The tests take turns (one lock), so their timing bounds are not measured under each
 //! other's load.
@@ -67,7 +67,7 @@ impl Setup {
     }
 
     /// One lease-check round trip now (the median of five reads of a host item through the
-    /// Function URL): the "one round trip" of DESIGN's bounds, measured in the same run.
+    /// Function URL): the "one round trip" of the failover bounds, measured in the same run.
     async fn round_trip(&self) -> Result<Duration> {
         let mut samples = Vec::new();
         for _ in 0..5 {
@@ -180,7 +180,7 @@ async fn kill_9_of_the_primary_fails_over_without_losing_acknowledged_writes() -
         .wait_for_primary(&s.group, &s.others(first), Duration::from_secs(30))
         .await?;
     let failover = killed.elapsed();
-    // DESIGN's bound: lease + skew + poll + one round trip, from the last heartbeat (the kill
+    // The failover bound: lease + skew + poll + one round trip, from the last heartbeat (the kill
     // comes at or after it).
     let bound =
         Duration::from_millis(s.cfg.lease_ms + s.cfg.clock_skew_ms + s.cfg.poll_interval_ms)

@@ -112,7 +112,7 @@ impl AgentConfig {
         Duration::from_millis(self.lease.poll_interval_ms)
     }
 
-    /// A heartbeat (a write) at least this often; DESIGN's `heartbeat_timeout_ms / 3`.
+    /// A heartbeat (a write) at least this often; the protocol's `heartbeat_timeout_ms / 3`.
     pub fn heartbeat_every(&self) -> Duration {
         Duration::from_millis(self.lease.heartbeat_timeout_ms / 3)
     }

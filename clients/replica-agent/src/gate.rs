@@ -85,7 +85,7 @@ pub struct GateConfig {
 }
 
 impl GateConfig {
-    /// The pacing DESIGN asks for: poll every `poll_interval_ms`, heartbeat every
+    /// The pacing the protocol asks for: poll every `poll_interval_ms`, heartbeat every
     /// `heartbeat_timeout_ms / 3`.
     pub fn from_lease(cfg: &LeaseConfig) -> Self {
         Self {

@@ -10,7 +10,7 @@ use serde_json::Value;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-/// The request body of `POST /v1/operations` (DESIGN "Wire contracts").
+/// The request body of `POST /v1/operations` (`docs/irc.md`, wire contract).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OperationRequest {

@@ -1,4 +1,4 @@
-//! irc-remote's HTTP contract (DESIGN "Wire contracts"): `POST /v1/operations` with
+//! irc-remote's HTTP contract (`docs/irc.md`, wire contract): `POST /v1/operations` with
 //! `{v, op_id, source_region, kind, resource, seq, payload}`.
 //!
 //! 200 `{"op_id","outcome":"applied"|"duplicate"|"superseded","result"}`; 400 malformed JSON

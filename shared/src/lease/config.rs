@@ -1,4 +1,4 @@
-//! Lease timing, validated once. Every rule of DESIGN's lease protocol is checked here and a
+//! Lease timing, validated once. Every timing rule of the lease protocol (`docs/protocol.md`, Timing) is checked here and a
 //! violation names the rule and the values, so a bad deployment stops at start-up.
 
 use crate::config::{u64_or, EnvError, EnvSource};
@@ -72,7 +72,7 @@ impl Default for LeaseConfig {
 }
 
 impl LeaseConfig {
-    /// Builds a configuration, refusing any combination DESIGN's rules forbid.
+    /// Builds a configuration, refusing any combination the timing rules forbid.
     pub fn new(
         lease_ms: Millis,
         renew_interval_ms: Millis,
@@ -119,7 +119,7 @@ impl LeaseConfig {
 
     /// Reads `TENURE_LEASE_MS`, `TENURE_RENEW_INTERVAL_MS`, `TENURE_CLOCK_SKEW_MS`,
     /// `TENURE_HEARTBEAT_TIMEOUT_MS` and `TENURE_POLL_INTERVAL_MS` (each optional, defaulting
-    /// to DESIGN's values) and validates the result.
+    /// to the documented defaults) and validates the result.
     pub fn from_env(env: &(impl EnvSource + ?Sized)) -> Result<Self, ConfigError> {
         let defaults = Self::default();
         Self::new(
@@ -225,7 +225,7 @@ mod tests {
         assert_eq!(
             LeaseConfig::new(10_000, 2_000, 200, 3_000, 500),
             Ok(d),
-            "DESIGN's defaults must pass DESIGN's rules"
+            "the documented defaults must pass the timing rules"
         );
     }
 

@@ -14,7 +14,7 @@ pub const FENCE_ATTRIBUTE: &str = "fence";
 const NAME: &str = "#tenure_fence";
 const VALUE: &str = ":tenure_fence_epoch";
 
-/// The condition DESIGN names: `attribute_not_exists(fence) OR fence <= :epoch`, joined to the
+/// The fencing condition (`docs/protocol.md`): `attribute_not_exists(fence) OR fence <= :epoch`, joined to the
 /// caller's own condition (if any) with AND.
 pub fn fenced_condition(existing: Option<&str>) -> String {
     let fence = format!("(attribute_not_exists({NAME}) OR {NAME} <= {VALUE})");

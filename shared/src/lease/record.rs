@@ -104,7 +104,7 @@ pub struct LeaseRecord {
 }
 
 impl LeaseRecord {
-    /// A new group as DESIGN's wire contract defines it: epoch 0, no holder, free since `now`.
+    /// A new group as the wire contract defines it (`docs/protocol.md`): epoch 0, no holder, free since `now`.
     pub fn new_group(
         group_id: GroupId,
         lease_ms: Millis,

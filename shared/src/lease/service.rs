@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use tracing::{info, warn};
 
-/// Most group ids one check or release may name (DESIGN's wire contract).
+/// Most group ids one check or release may name (the wire contract, `docs/protocol.md`).
 pub const MAX_GROUPS_PER_CALL: usize = 500;
 /// Most hosts one check may watch.
 pub const MAX_WATCH_PER_CALL: usize = 500;
