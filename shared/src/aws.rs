@@ -170,6 +170,35 @@ pub fn is_condition_failure<E: ProvideErrorMetadata, R>(err: &SdkError<E, R>) ->
 /// A DynamoDB item as the SDK hands it over.
 pub type Item = HashMap<String, AttributeValue>;
 
+/// A number attribute (expression values are built by hand where a condition needs them).
+pub(crate) fn n(value: u64) -> AttributeValue {
+    AttributeValue::N(value.to_string())
+}
+
+/// A string attribute.
+pub(crate) fn s(value: &str) -> AttributeValue {
+    AttributeValue::S(value.to_owned())
+}
+
+/// One item by its string partition key, strongly consistent (a decision must not act on a
+/// stale copy); `None` when there is none.
+pub(crate) async fn get_consistent(
+    client: &aws_sdk_dynamodb::Client,
+    table: &str,
+    key: &str,
+    value: &str,
+) -> Result<Option<Item>, StoreError> {
+    Ok(client
+        .get_item()
+        .table_name(table)
+        .key(key, s(value))
+        .consistent_read(true)
+        .send()
+        .await
+        .map_err(|e| StoreError::from_sdk("GetItem", e))?
+        .item)
+}
+
 /// Decodes a stored item into its record; `key` names the item in the error.
 pub fn decode_item<T: serde::de::DeserializeOwned>(key: &str, item: Item) -> Result<T, StoreError> {
     serde_dynamo::from_item(item).map_err(|e| StoreError::Corrupt {

@@ -14,6 +14,7 @@ use super::ids::{OpId, Region};
 use super::kinds::{EffectContext, KindError, Kinds};
 use super::remote::OperationRequest;
 use crate::aws::StoreError;
+use crate::aws::{get_consistent, n, s};
 use crate::lease::LeaseConfig;
 use crate::Millis;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
@@ -67,13 +68,6 @@ pub fn payload_hash(request: &OperationRequest) -> String {
     h.update(b"\n");
     h.update(request.payload.to_string().as_bytes());
     h.finalize().iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn s(v: &str) -> AttributeValue {
-    AttributeValue::S(v.to_owned())
-}
-fn n(v: u64) -> AttributeValue {
-    AttributeValue::N(v.to_string())
 }
 
 #[derive(Clone)]
@@ -207,20 +201,17 @@ impl InboundStore {
         request: &OperationRequest,
         hash: &str,
     ) -> Result<Applied, ApplyError> {
-        let item = self
-            .client
-            .get_item()
-            .table_name(&self.inbound_table)
-            .key("op_id", s(request.op_id.as_str()))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(|e| StoreError::from_sdk("GetItem", e))?
-            .item
-            .ok_or_else(|| StoreError::Unavailable {
-                operation: "GetItem",
-                message: format!("op {} vanished", request.op_id),
-            })?;
+        let item = get_consistent(
+            &self.client,
+            &self.inbound_table,
+            "op_id",
+            request.op_id.as_str(),
+        )
+        .await?
+        .ok_or_else(|| StoreError::Unavailable {
+            operation: "GetItem",
+            message: format!("op {} vanished", request.op_id),
+        })?;
         let text = |name: &str| match item.get(name) {
             Some(AttributeValue::S(v)) => v.clone(),
             _ => String::new(),
@@ -270,16 +261,9 @@ impl InboundStore {
 
     /// The stored record of an op, if any (tests and operators).
     pub async fn outcome_of(&self, op_id: &OpId) -> Result<Option<String>, StoreError> {
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.inbound_table)
-            .key("op_id", s(op_id.as_str()))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(|e| StoreError::from_sdk("GetItem", e))?;
-        Ok(out.item.and_then(|i| match i.get("outcome") {
+        let item =
+            get_consistent(&self.client, &self.inbound_table, "op_id", op_id.as_str()).await?;
+        Ok(item.and_then(|i| match i.get("outcome") {
             Some(AttributeValue::S(v)) => Some(v.clone()),
             _ => None,
         }))

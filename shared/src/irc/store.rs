@@ -12,6 +12,7 @@ use super::item::{Status, Transition, WorkItem};
 use crate::aws::{
     decode_keyed, decode_opt_item, is_condition_failure, written_or_current, Item, StoreError,
 };
+use crate::aws::{get_consistent, n, s};
 use crate::Millis;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, ReturnValuesOnConditionCheckFailure};
 use aws_sdk_dynamodb::Client;
@@ -19,13 +20,6 @@ use std::collections::HashMap;
 
 /// The GSI the dispatcher and `tenurectl ops list` query.
 pub const STATUS_INDEX: &str = "by-status-due";
-
-fn n(v: u64) -> AttributeValue {
-    AttributeValue::N(v.to_string())
-}
-fn s(v: &str) -> AttributeValue {
-    AttributeValue::S(v.to_owned())
-}
 
 /// `:history`, a one-entry list for `list_append`.
 fn step(status: Status, at_ms: Millis) -> AttributeValue {
@@ -202,16 +196,8 @@ impl WorkItemStore {
 
     /// A strongly consistent read.
     pub async fn get(&self, op_id: &OpId) -> Result<Option<WorkItem>, StoreError> {
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .key("op_id", s(op_id.as_str()))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(|e| StoreError::from_sdk("GetItem", e))?;
-        decode_opt_item(op_id.as_str(), out.item)
+        let item = get_consistent(&self.client, &self.table, "op_id", op_id.as_str()).await?;
+        decode_opt_item(op_id.as_str(), item)
     }
 
     /// Claims the item for one attempt, in one request that returns it: from PENDING,

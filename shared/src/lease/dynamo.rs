@@ -15,6 +15,7 @@ use super::store::{
     LeaseStore, MemberUpdate, PutMode, Reads, ReleaseOutcome, RenewOutcome, StoreError, Written,
 };
 use crate::aws::{decode_keyed, decode_opt_item, is_condition_failure, written_or_current, Item};
+use crate::aws::{n, s};
 use crate::ids::{GroupId, HostId};
 use crate::Millis;
 use async_trait::async_trait;
@@ -38,14 +39,6 @@ const BATCH_GET_CONCURRENCY: usize = 8;
 /// Attempts of a transaction that meets a concurrent write of one of its items (a host's
 /// heartbeat, typically): `TransactionConflictException` is retried with jitter.
 const TRANSACTION_ATTEMPTS: u32 = 4;
-
-fn n(value: u64) -> AttributeValue {
-    AttributeValue::N(value.to_string())
-}
-
-fn s(value: &str) -> AttributeValue {
-    AttributeValue::S(value.to_owned())
-}
 
 /// The `if_not_exists` defaults of every write that can create a host item, so every
 /// attribute a condition compares exists.
