@@ -60,22 +60,30 @@ impl RetryPolicy {
             })?;
         let base_ms = u64_or(env, "TENURE_IRC_BACKOFF_BASE_MS", d.backoff.base_ms)?;
         let cap_ms = u64_or(env, "TENURE_IRC_BACKOFF_CAP_MS", d.backoff.cap_ms)?;
-        if base_ms == 0 || cap_ms < base_ms {
+        if base_ms == 0 {
+            return Err(invalid(
+                "TENURE_IRC_BACKOFF_BASE_MS",
+                base_ms.to_string(),
+                "must be > 0",
+            ));
+        }
+        if cap_ms < base_ms {
             return Err(invalid(
                 "TENURE_IRC_BACKOFF_CAP_MS",
                 cap_ms.to_string(),
-                format!("must be >= TENURE_IRC_BACKOFF_BASE_MS ({base_ms}) and the base > 0"),
+                format!("must be >= TENURE_IRC_BACKOFF_BASE_MS ({base_ms})"),
             ));
         }
         let claim_ttl_ms = u64_or(env, "TENURE_IRC_CLAIM_TTL_MS", d.claim_ttl_ms)?;
         let redispatch_after_ms =
             u64_or(env, "TENURE_IRC_REDISPATCH_AFTER_MS", d.redispatch_after_ms)?;
-        if claim_ttl_ms == 0 || redispatch_after_ms == 0 {
-            return Err(invalid(
-                "TENURE_IRC_CLAIM_TTL_MS",
-                claim_ttl_ms.to_string(),
-                "claim TTL and redispatch delay must be > 0",
-            ));
+        for (name, value) in [
+            ("TENURE_IRC_CLAIM_TTL_MS", claim_ttl_ms),
+            ("TENURE_IRC_REDISPATCH_AFTER_MS", redispatch_after_ms),
+        ] {
+            if value == 0 {
+                return Err(invalid(name, value.to_string(), "must be > 0"));
+            }
         }
         Ok(Self {
             max_attempts,
@@ -150,13 +158,17 @@ mod tests {
 
     #[test]
     fn bad_values_name_the_variable() {
-        for bad in [
-            [("TENURE_IRC_MAX_ATTEMPTS", "0")],
-            [("TENURE_IRC_BACKOFF_CAP_MS", "10")],
-            [("TENURE_IRC_CLAIM_TTL_MS", "x")],
+        for (name, value) in [
+            ("TENURE_IRC_MAX_ATTEMPTS", "0"),
+            ("TENURE_IRC_BACKOFF_BASE_MS", "0"),
+            ("TENURE_IRC_BACKOFF_CAP_MS", "10"),
+            ("TENURE_IRC_CLAIM_TTL_MS", "x"),
+            ("TENURE_IRC_CLAIM_TTL_MS", "0"),
+            ("TENURE_IRC_REDISPATCH_AFTER_MS", "0"),
         ] {
+            let bad = [(name, value)];
             let err = RetryPolicy::from_env(&bad[..]).unwrap_err();
-            assert!(err.to_string().contains("TENURE_IRC_"), "{err}");
+            assert!(err.to_string().contains(name), "{name}={value}: {err}");
         }
     }
 
