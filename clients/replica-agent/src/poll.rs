@@ -85,6 +85,8 @@ pub struct HostPoll {
     standby: bool,
     /// A look found a holder lapsed: its groups are to be read at once, not a poll later.
     urgent: bool,
+    /// The host's item says an operator is draining the whole host.
+    host_draining: bool,
 }
 
 impl HostPoll {
@@ -112,6 +114,7 @@ impl HostPoll {
             late_in_a_row: 0,
             standby: false,
             urgent: false,
+            host_draining: false,
         }
     }
 
@@ -245,6 +248,18 @@ impl HostPoll {
             self.close_open_gates(&mut effects.close);
         }
         effects.changed.extend(effects.close.iter().cloned());
+        if answer.draining && !self.host_draining {
+            // The whole host is being drained (`tenurectl lease drain --host`). A steady-state
+            // primary asks about no group, so nothing else would tell it before the resync:
+            // read every group it holds; each answer says whether to hand that one over.
+            let held = self
+                .groups
+                .iter()
+                .filter(|(_, v)| v.open || v.holder.as_ref() == Some(&self.host))
+                .map(|(g, _)| g.clone());
+            self.ask.extend(held);
+        }
+        self.host_draining = answer.draining;
         for entry in &answer.groups {
             match entry {
                 GroupEntry::Answer(a) => self.apply_group(a, t_sent_ns, &mut effects),

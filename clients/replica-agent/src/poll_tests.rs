@@ -116,6 +116,51 @@ fn a_primary_in_steady_state_asks_about_no_group_and_its_window_covers_them_all(
 }
 
 #[test]
+fn a_drain_of_the_whole_host_makes_a_steady_state_primary_read_what_it_holds() {
+    let mut p = poll(4);
+    let all = groups(4);
+    // It holds three of the four; another host holds the last.
+    round(&mut p, 0, |b| {
+        let entries = b
+            .groups
+            .iter()
+            .map(|g| {
+                if *g == all[3] {
+                    group_answer(g, Some("other"), 1, false)
+                } else {
+                    group_answer(g, Some("me"), 1, true)
+                }
+            })
+            .collect();
+        answer(0, 9_000, entries)
+    });
+    let (body, _) = round(&mut p, 1, |_| answer(0, 9_000, Vec::new()));
+    assert!(body.groups.is_empty(), "steady state: {body:?}");
+    // The host item says draining: the next check asks about the three it holds, once.
+    round(&mut p, 2, |_| HostAnswer {
+        draining: true,
+        ..answer(0, 9_000, Vec::new())
+    });
+    let (body, _) = round(&mut p, 3, |b| HostAnswer {
+        draining: true,
+        ..answer(
+            0,
+            9_000,
+            b.groups
+                .iter()
+                .map(|g| group_answer(g, Some("me"), 1, true))
+                .collect(),
+        )
+    });
+    assert_eq!(body.groups, all[..3].to_vec());
+    let (body, _) = round(&mut p, 4, |_| HostAnswer {
+        draining: true,
+        ..answer(0, 9_000, Vec::new())
+    });
+    assert!(body.groups.is_empty(), "asked once per drain: {body:?}");
+}
+
+#[test]
 fn heartbeats_go_every_third_of_the_heartbeat_timeout_and_reads_between() {
     let mut p = poll(1);
     let (b0, _) = round(&mut p, 0, |_| answer(0, 9_000, Vec::new()));

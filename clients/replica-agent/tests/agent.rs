@@ -420,6 +420,35 @@ async fn the_hook_hears_of_every_close_before_the_release_is_sent() {
     );
 }
 
+/// `tenurectl lease drain --host`: only the host item changes, and a steady-state primary asks
+/// about no group; the agent must still hand every group over within a few polls, not at the
+/// 10-minute resync.
+#[tokio::test(start_paused = true)]
+async fn a_drain_of_the_whole_host_hands_every_group_over_within_a_few_polls() {
+    let world = World::new(40).await;
+    let groups = world.groups.clone();
+    let a = world.agent("a", world.source(), "a-1");
+    let b = world.agent("b", world.source(), "b-1");
+    until(&[&a, &b], &groups, 5_000, || a.writable(&groups) == 40).await;
+    run_checked(&[&a, &b], &groups, 2_000).await;
+    world
+        .service
+        .set_host_draining(&h("a"), true)
+        .await
+        .expect("host drained");
+    let took = until(&[&a, &b], &groups, 10_000, || b.writable(&groups) == 40).await;
+    // Seen at a's next check, its groups read at the one after, released, and taken at b's
+    // next check: three polls, plus jitter.
+    assert!(
+        took <= Duration::from_millis(4 * world.cfg.poll_interval_ms),
+        "{took:?}"
+    );
+    assert_eq!(a.writable(&groups), 0);
+    // A draining host acquires nothing, and b keeps everything.
+    run_checked(&[&a, &b], &groups, 10_000).await;
+    assert_eq!(b.writable(&groups), 40);
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_whole_host_step_down_moves_everything_and_resume_makes_it_a_candidate() {
     let world = World::new(40).await;

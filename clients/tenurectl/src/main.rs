@@ -380,7 +380,7 @@ async fn drain(
             if json_output {
                 println!("{}", json!({"host_id": host, "draining": draining}));
             } else if draining {
-                println!("{host}: draining every group (each primary hands over at its next check once another member can take it; it acquires nothing)");
+                println!("{host}: draining every group (its agent reads the groups it holds at its next check and hands each over once another member can take it; it acquires nothing)");
             } else {
                 println!("{host}: no longer draining");
             }
