@@ -179,25 +179,10 @@ async fn tenure_cycles(
 async fn check_round_trip(stack: &Stack) -> Result<Duration> {
     let access = StackAccess::from_outputs(&stack.endpoint, &stack.region, &stack.outputs)?;
     let sdk = stack.sdk().await;
-    let client = tenure::lease::client::LeaseCheckClient::new(
-        tenure::sigv4::SigV4Client::for_function_urls(&sdk)?,
-        &access.lease_check_url,
-        &access.region,
-        Duration::from_secs(5),
-    );
-    let http = tenure::sigv4::SigV4Client::for_function_urls(&sdk)?;
-    let probe_host = tenure::ids::HostId::parse(&format!("probe-{}", std::process::id()))?;
+    let prober = kvdemo::many::Prober::new(&sdk, &access).map_err(|e| anyhow::anyhow!(e))?;
     let mut latency = kvdemo::many::Latency::default();
     for _ in 0..30 {
-        kvdemo::many::probe(
-            &client,
-            &http,
-            &access.lease_check_url,
-            &access.region,
-            &probe_host,
-            &mut latency,
-        )
-        .await;
+        prober.sample(&mut latency).await;
     }
     latency.check.sort();
     if latency.check.is_empty() {

@@ -25,8 +25,8 @@ use anyhow::{bail, ensure, Context, Result};
 use kvdemo::cluster::Cluster;
 use kvdemo::fixture::{Fixture, StackAccess};
 use kvdemo::many::{
-    coverage, gather_on, holder_of_all, inherited_grants, now_ns, percentile, probe,
-    restart_primary, until_every_group_held, Latency,
+    coverage, gather_on, holder_of_all, inherited_grants, now_ns, percentile, restart_primary,
+    until_every_group_held, Latency, Prober,
 };
 use rand::Rng;
 use std::time::{Duration, Instant};
@@ -126,20 +126,10 @@ impl Bench {
 
     /// Round trips (empty Function URL calls and probe checks) measured now.
     async fn latency(&self, samples: usize) -> Result<Latency> {
-        let client = self.client()?;
-        let http = SigV4Client::for_function_urls(&self.sdk)?;
-        let probe_host = HostId::parse(&format!("probe-{}", std::process::id()))?;
+        let prober = Prober::new(&self.sdk, &self.access).map_err(|e| anyhow::anyhow!(e))?;
         let mut latency = Latency::default();
         for _ in 0..samples {
-            probe(
-                &client,
-                &http,
-                &self.access.lease_check_url,
-                &self.access.region,
-                &probe_host,
-                &mut latency,
-            )
-            .await;
+            prober.sample(&mut latency).await;
         }
         Ok(latency)
     }
@@ -227,22 +217,12 @@ async fn scale(bench: &Bench, seconds: u64) -> Result<()> {
         fixture.hosts[0], bench.groups
     );
     let from = now_ns();
-    let client = bench.client()?;
-    let http = SigV4Client::for_function_urls(&bench.sdk)?;
-    let probe_host = HostId::parse(&format!("probe-{}", std::process::id()))?;
+    let prober = Prober::new(&bench.sdk, &bench.access).map_err(|e| anyhow::anyhow!(e))?;
     let mut latency = Latency::default();
     let until = Instant::now() + Duration::from_secs(seconds);
     let mut next_report = Instant::now() + Duration::from_secs(60);
     while Instant::now() < until {
-        probe(
-            &client,
-            &http,
-            &bench.access.lease_check_url,
-            &bench.access.region,
-            &probe_host,
-            &mut latency,
-        )
-        .await;
+        prober.sample(&mut latency).await;
         if Instant::now() >= next_report {
             eprintln!(
                 "  scale: {:.0} s of {seconds}",

@@ -53,32 +53,56 @@ impl Latency {
     }
 }
 
-/// One probe of each kind.
-pub async fn probe(
-    client: &LeaseCheckClient,
-    http: &SigV4Client,
-    base_url: &str,
-    region: &str,
-    probe_host: &tenure::ids::HostId,
-    latency: &mut Latency,
-) {
-    let body = HostCheckBody {
-        healthy: true,
-        heartbeat: false,
-        ..HostCheckBody::default()
-    };
-    let started = Instant::now();
-    if client.check_host(probe_host, &body).await.is_ok() {
-        latency.check.push(started.elapsed());
+/// What samples [`Latency`]: a signed lease-check client and a plain signed HTTP client for
+/// one stack's Function URL, and the probe host's id, built once.
+pub struct Prober {
+    client: LeaseCheckClient,
+    http: SigV4Client,
+    base_url: String,
+    region: String,
+    host: tenure::ids::HostId,
+}
+
+impl Prober {
+    pub fn new(
+        sdk: &aws_config::SdkConfig,
+        access: &crate::fixture::StackAccess,
+    ) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
+        Ok(Self {
+            client: LeaseCheckClient::new(
+                SigV4Client::for_function_urls(sdk)?,
+                &access.lease_check_url,
+                &access.region,
+                Duration::from_secs(5),
+            ),
+            http: SigV4Client::for_function_urls(sdk)?,
+            base_url: access.lease_check_url.trim_end_matches('/').to_owned(),
+            region: access.region.clone(),
+            host: tenure::ids::HostId::parse(&format!("probe-{}", std::process::id()))?,
+        })
     }
-    let url = format!("{}/v1/empty", base_url.trim_end_matches('/'));
-    let started = Instant::now();
-    if http
-        .send("GET", &url, region, &[], Duration::from_secs(5))
-        .await
-        .is_ok()
-    {
-        latency.empty.push(started.elapsed());
+
+    /// One sample of each kind into `latency` (a failed call adds none).
+    pub async fn sample(&self, latency: &mut Latency) {
+        let body = HostCheckBody {
+            healthy: true,
+            heartbeat: false,
+            ..HostCheckBody::default()
+        };
+        let started = Instant::now();
+        if self.client.check_host(&self.host, &body).await.is_ok() {
+            latency.check.push(started.elapsed());
+        }
+        let url = format!("{}/v1/empty", self.base_url);
+        let started = Instant::now();
+        if self
+            .http
+            .send("GET", &url, &self.region, &[], Duration::from_secs(5))
+            .await
+            .is_ok()
+        {
+            latency.empty.push(started.elapsed());
+        }
     }
 }
 

@@ -13,13 +13,10 @@ use anyhow::{ensure, Context, Result};
 use kvdemo::cluster::Cluster;
 use kvdemo::fixture::{Fixture, StackAccess};
 use kvdemo::many::{
-    coverage, gather_on, holder_of_all, inherited_grants, now_ns, probe, restart_primary, Latency,
+    coverage, gather_on, holder_of_all, inherited_grants, now_ns, restart_primary, Latency, Prober,
 };
 use std::time::{Duration, Instant};
-use tenure::ids::HostId;
-use tenure::lease::client::LeaseCheckClient;
 use tenure::lease::LeaseConfig;
-use tenure::sigv4::SigV4Client;
 use tenure_e2e::stacks;
 
 fn env_or(name: &str, default: u64) -> u64 {
@@ -29,6 +26,31 @@ fn env_or(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
+/// `groups` groups of three kvdemo hosts on the deployed stack, and how to reach it.
+async fn fixture(
+    tag: &str,
+    cfg: LeaseConfig,
+    groups: usize,
+) -> Result<(Fixture, StackAccess, aws_config::SdkConfig)> {
+    let stack = stacks("TENURE_E2E_REGIONS")?
+        .into_iter()
+        .next()
+        .context("a deployed stack")?;
+    let access = StackAccess::from_outputs(&stack.endpoint, &stack.region, &stack.outputs)?;
+    let sdk = stack.sdk().await;
+    let fixture = Fixture::create(
+        &access,
+        &sdk,
+        env!("CARGO_BIN_EXE_kvdemo").into(),
+        tag,
+        cfg,
+        cfg.lease_ms,
+        groups,
+    )
+    .await?;
+    Ok((fixture, access, sdk))
+}
+
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -36,24 +58,9 @@ async fn three_hosts_in_a_thousand_groups_keep_exactly_one_primary_each() -> Res
     let _turn = ONE_AT_A_TIME.lock().await;
     let groups = env_or("MANY_GROUPS", 1_000) as usize;
     let seconds = env_or("MANY_SECONDS", 120);
-    let stack = stacks("TENURE_E2E_REGIONS")?
-        .into_iter()
-        .next()
-        .context("a deployed stack")?;
-    let access = StackAccess::from_outputs(&stack.endpoint, &stack.region, &stack.outputs)?;
-    let sdk = stack.sdk().await;
     let cfg = LeaseConfig::default();
     let created = Instant::now();
-    let fixture = Fixture::create(
-        &access,
-        &sdk,
-        env!("CARGO_BIN_EXE_kvdemo").into(),
-        "many",
-        cfg,
-        cfg.lease_ms,
-        groups,
-    )
-    .await?;
+    let (fixture, access, sdk) = fixture("many", cfg, groups).await?;
     eprintln!("{groups} groups created in {:?}", created.elapsed());
     let cluster = Cluster::start(fixture.spec.clone(), &fixture.host_names())?;
     let within = Duration::from_secs(60);
@@ -64,26 +71,11 @@ async fn three_hosts_in_a_thousand_groups_keep_exactly_one_primary_each() -> Res
     );
     let from = now_ns();
 
-    let http = SigV4Client::for_function_urls(&sdk)?;
-    let client = LeaseCheckClient::new(
-        SigV4Client::for_function_urls(&sdk)?,
-        &access.lease_check_url,
-        &access.region,
-        Duration::from_secs(5),
-    );
-    let probe_host = HostId::parse(&format!("probe-{}", std::process::id()))?;
+    let prober = Prober::new(&sdk, &access).map_err(|e| anyhow::anyhow!(e))?;
     let mut latency = Latency::default();
     let until = Instant::now() + Duration::from_secs(seconds);
     while Instant::now() < until {
-        probe(
-            &client,
-            &http,
-            &access.lease_check_url,
-            &access.region,
-            &probe_host,
-            &mut latency,
-        )
-        .await;
+        prober.sample(&mut latency).await;
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     ensure!(
@@ -121,23 +113,8 @@ async fn three_hosts_in_a_thousand_groups_keep_exactly_one_primary_each() -> Res
 async fn a_restarted_primary_process_gets_no_grant_it_did_not_acquire_afresh() -> Result<()> {
     let _turn = ONE_AT_A_TIME.lock().await;
     let groups = env_or("RESTART_GROUPS", 100) as usize;
-    let stack = stacks("TENURE_E2E_REGIONS")?
-        .into_iter()
-        .next()
-        .context("a deployed stack")?;
-    let access = StackAccess::from_outputs(&stack.endpoint, &stack.region, &stack.outputs)?;
-    let sdk = stack.sdk().await;
     let cfg = LeaseConfig::default();
-    let fixture = Fixture::create(
-        &access,
-        &sdk,
-        env!("CARGO_BIN_EXE_kvdemo").into(),
-        "restart",
-        cfg,
-        cfg.lease_ms,
-        groups,
-    )
-    .await?;
+    let (fixture, _, _) = fixture("restart", cfg, groups).await?;
     let mut cluster = Cluster::start(fixture.spec.clone(), &fixture.host_names())?;
     let within = Duration::from_millis(3 * cfg.lease_ms + 30_000);
     gather_on(&cluster, 0, within).await?;
