@@ -21,7 +21,7 @@ case "${1:-}" in
         out="$root/.local/campaign-irc-regions.json"
         "$root/infra/local-regions.sh" deploy --out "$out" --irc-proxy "http://127.0.0.1:$port"
         IRC_CAMPAIGN_OPS="${2:-1000}" TENURE_E2E_REGIONS="$out" TENURE_E2E_IRC_PROXY_PORT="$port" \
-            exec cargo test --quiet -p tenure-e2e --test irc_campaign -- --nocapture
+            exec cargo test --quiet -p tenure-testkit --test irc_campaign -- --nocapture
         ;;
     *)
         echo "usage: infra/campaign.sh lease [FAILOVERS] | irc [OPS]" >&2

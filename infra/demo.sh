@@ -23,8 +23,9 @@ infra/setup.sh
 infra/ministack.sh start --port 4566
 export AWS_ENDPOINT_URL=http://127.0.0.1:4566 AWS_REGION="${AWS_REGION:-us-east-1}"
 export AWS_ACCESS_KEY_ID="${AWS_ACCESS_KEY_ID:-test}" AWS_SECRET_ACCESS_KEY="${AWS_SECRET_ACCESS_KEY:-test}"
-echo "demo: building (the first build compiles the AWS SDK and takes a few minutes)..."
-cargo build --quiet -p tenure --example lease_demo --example regions_demo
+started=$SECONDS
+echo "demo: building the demo's programs (a first build compiles the AWS SDK: a few minutes)"
+infra/build-demo.sh
 
 echo; echo "=== part 1: the lease protocol through the library ==="
 "$CARGO_TARGET_DIR/debug/examples/lease_demo"
@@ -39,3 +40,4 @@ infra/kv-demo.sh
 
 echo; echo "=== part 4: the inter-region coordinator, us-east-1 -> eu-west-1 ==="
 infra/irc-demo.sh
+echo; echo "demo: done in $((SECONDS - started)) s"

@@ -9,7 +9,7 @@ cd "$root"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/tmp/tenure-target}"
 export AWS_ENDPOINT_URL="${AWS_ENDPOINT_URL:-http://127.0.0.1:4566}"
 export AWS_ACCESS_KEY_ID="${AWS_ACCESS_KEY_ID:-test}" AWS_SECRET_ACCESS_KEY="${AWS_SECRET_ACCESS_KEY:-test}"
-cargo build --quiet -p tenurectl
+infra/build-demo.sh >/dev/null
 ctl="$CARGO_TARGET_DIR/debug/tenurectl"
 regions_file="${TENURE_REGIONS_FILE:-.local/regions.json}"
 output() { .venv/bin/python -c "import json; print(json.load(open('$regions_file'))['regions']['$1']['$2'])"; }

@@ -11,7 +11,7 @@ cd "$root"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/tmp/tenure-target}"
 export AWS_ENDPOINT_URL="${AWS_ENDPOINT_URL:-http://127.0.0.1:4566}" AWS_REGION=us-east-1
 export AWS_ACCESS_KEY_ID="${AWS_ACCESS_KEY_ID:-test}" AWS_SECRET_ACCESS_KEY="${AWS_SECRET_ACCESS_KEY:-test}"
-cargo build --quiet -p kvdemo -p tenurectl
+infra/build-demo.sh >/dev/null
 bin="$CARGO_TARGET_DIR/debug"
 outputs=.local/regions.json
 output() { .venv/bin/python -c "import json; print(json.load(open('$outputs'))['regions']['us-east-1']['$1'])"; }

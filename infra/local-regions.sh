@@ -9,9 +9,7 @@ export PATH="$root/.venv/bin:$PATH" SAM_CLI_TELEMETRY=0
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/tmp/tenure-target}"
 export AWS_ACCESS_KEY_ID="${AWS_ACCESS_KEY_ID:-test}" AWS_SECRET_ACCESS_KEY="${AWS_SECRET_ACCESS_KEY:-test}"
 if [[ "${1:-}" == "deploy" ]]; then
-    started=$SECONDS
-    echo "local-regions: sam build (a cold build compiles the release functions: several minutes)"
-    sam build --cached > .local/sam-build.log 2>&1 || { tail -40 .local/sam-build.log >&2; exit 1; }
-    echo "local-regions: sam build done in $((SECONDS - started)) s"
+    mkdir -p .local
+    infra/build-functions.sh
 fi
 exec "$root/.venv/bin/python" "$root/infra/local_regions.py" "$@"

@@ -18,8 +18,8 @@ use tenure::irc::store::{ClaimOutcome, NewOp, SubmitOutcome, WorkItemStore};
 use tenure::irc::submit::{SubmitRequest, Submitter};
 use tenure::irc::{OpId, Region, Status, WorkItem};
 use tenure::lease::LeaseConfig;
-use tenure_e2e::fault_proxy::{Fault, FaultProxy};
-use tenure_e2e::{find, group_item, stacks, Stack};
+use tenure_testkit::fault_proxy::{Fault, FaultProxy};
+use tenure_testkit::{find, group_item, stacks, Stack};
 
 const SOURCE: &str = "us-east-1";
 const TARGET: &str = "eu-west-1";

@@ -1,6 +1,6 @@
 //! The IRC fault campaign on the two deployed local regions: `IRC_CAMPAIGN_OPS` ops (default
 //! 100, the test command's short run; the long run is `IRC_CAMPAIGN_OPS=1000 cargo test -p
-//! tenure-e2e --test irc_campaign -- --nocapture`) submitted both ways between us-east-1 and
+//! tenure-testkit --test irc_campaign -- --nocapture`) submitted both ways between us-east-1 and
 //! eu-west-1, on a few resources each, while
 //!
 //! - the fault proxy in front of each irc-remote answers 5xx/429 without forwarding, loses the
@@ -28,8 +28,8 @@ use tenure::irc::queue::WorkQueue;
 use tenure::irc::store::WorkItemStore;
 use tenure::irc::submit::{SubmitRequest, Submitter};
 use tenure::irc::{Region, Status, WorkItem};
-use tenure_e2e::fault_proxy::{Chaos, FaultProxy};
-use tenure_e2e::{count_from_env, find, group_item, lambda_processes, stacks, Stack};
+use tenure_testkit::fault_proxy::{Chaos, FaultProxy};
+use tenure_testkit::{count_from_env, find, group_item, lambda_processes, stacks, Stack};
 
 /// One way ops travel: submitted in `source`, applied in `target`.
 struct Direction {
@@ -169,16 +169,19 @@ async fn faults_lose_no_op_apply_none_twice_and_keep_order_per_resource() -> Res
         Direction::new(&west, &east).await?,
     ];
     let prefix = format!("chaos-{}-{}", std::process::id(), SystemClock.now_ms());
-    proxy.set_chaos(Some(Chaos {
-        resource_prefix: prefix.clone(),
+    proxy.reset_counts();
+    proxy.set_chaos(Chaos {
+        resource_prefix: Some(prefix.clone()),
         error_before: 0.10,
+        error_statuses: vec![500, 503, 429],
         error_after: 0.05,
         exit_after: 0.03,
         hold_before: 0.01,
         hold_after: 0.01,
         // The worker waits at most its 20 s timeout less 3 s.
         hold: Duration::from_secs(18),
-    }));
+        ..Chaos::default()
+    });
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let restarter = tokio::spawn(restart_dispatchers(all.clone(), stop.clone()));
     let started = Instant::now();
@@ -265,8 +268,8 @@ async fn faults_lose_no_op_apply_none_twice_and_keep_order_per_resource() -> Res
     }
     let elapsed = started.elapsed();
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
-    let counts = proxy.chaos_counts();
-    proxy.set_chaos(None);
+    let counts = proxy.counts();
+    proxy.set_chaos(Chaos::default());
     let dispatcher_kills = restarter.await??;
 
     let unfinished: Vec<_> = submitted

@@ -7,7 +7,7 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use serde_json::{json, Value};
 use std::time::Duration;
 use tenure::sigv4::SigV4Client;
-use tenure_e2e::{stacks, Stack};
+use tenure_testkit::{stacks, Stack};
 
 fn auth_stack() -> Result<Stack> {
     stacks("TENURE_E2E_AUTH_REGIONS")?
@@ -55,7 +55,7 @@ async fn assume(stack: &Stack, role_arn: &str) -> Result<aws_sdk_dynamodb::Clien
     let creds = aws_sdk_sts::Client::new(&sdk)
         .assume_role()
         .role_arn(role_arn)
-        .role_session_name("tenure-e2e")
+        .role_session_name("tenure-testkit")
         .send()
         .await?
         .credentials
@@ -81,7 +81,7 @@ async fn a_role_without_the_policy_cannot_touch_the_leases_table() -> Result<()>
     let stack = auth_stack()?;
     let table = stack.output("LeasesTable")?.to_owned();
     let iam = aws_sdk_iam::Client::new(&stack.sdk().await);
-    let name = format!("tenure-e2e-no-policy-{}", std::process::id());
+    let name = format!("tenure-testkit-no-policy-{}", std::process::id());
     let trust = json!({"Version": "2012-10-17", "Statement": [{"Effect": "Allow",
         "Principal": {"AWS": "arn:aws:iam::000000000000:root"}, "Action": "sts:AssumeRole"}]});
     let role = iam

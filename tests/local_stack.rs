@@ -12,7 +12,7 @@ use tenure::lease::record::Member;
 use tenure::lease::service::LeaseService;
 use tenure::lease::LeaseConfig;
 use tenure::sigv4::SigV4Client;
-use tenure_e2e::{stacks, Stack};
+use tenure_testkit::{stacks, Stack};
 
 fn unique_group(prefix: &str) -> GroupId {
     let ms = SystemTime::now()

@@ -3,6 +3,7 @@
 //! change. Clients are built once per process and shared.
 
 use crate::telemetry::RequestCounter;
+pub use crate::StoreError;
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, SdkConfig};
@@ -54,7 +55,7 @@ pub async fn ensure_table(
 /// [`ensure_table`] with global secondary indexes, each `(index name, string partition key)`
 /// projecting keys only (as the template's `by-holder` index on `Leases`); waits until the
 /// table and every index are ACTIVE. An existing table is kept as it is.
-pub async fn ensure_table_with_indexes(
+pub(crate) async fn ensure_table_with_indexes(
     client: &aws_sdk_dynamodb::Client,
     table: &str,
     key: &str,
@@ -126,23 +127,9 @@ pub async fn ensure_table_with_indexes(
     Err(format!("table {table} never became ACTIVE"))
 }
 
-/// A DynamoDB-backed store could not answer, or holds an item it cannot read. Callers of the
-/// lease store cannot tell "lost the lease" from this, and must not: a host that gets it is in
-/// state *unknown* (read-only, keeps polling).
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum StoreError {
-    #[error("DynamoDB {operation} failed: {message}")]
-    Unavailable {
-        operation: &'static str,
-        message: String,
-    },
-    #[error("item {item} is malformed: {reason}")]
-    Corrupt { item: String, reason: String },
-}
-
 impl StoreError {
     /// The service's error code and message (or the transport failure), named by operation.
-    pub fn from_sdk<E, R>(operation: &'static str, err: SdkError<E, R>) -> Self
+    pub(crate) fn from_sdk<E, R>(operation: &'static str, err: SdkError<E, R>) -> Self
     where
         E: ProvideErrorMetadata + std::error::Error + 'static,
         R: std::fmt::Debug,
@@ -163,7 +150,7 @@ impl StoreError {
 }
 
 /// Whether a request failed on its condition (as opposed to being unavailable).
-pub fn is_condition_failure<E: ProvideErrorMetadata, R>(err: &SdkError<E, R>) -> bool {
+pub(crate) fn is_condition_failure<E: ProvideErrorMetadata, R>(err: &SdkError<E, R>) -> bool {
     matches!(err, SdkError::ServiceError(e) if e.err().code() == Some("ConditionalCheckFailedException"))
 }
 
@@ -200,7 +187,10 @@ pub(crate) async fn get_consistent(
 }
 
 /// Decodes a stored item into its record; `key` names the item in the error.
-pub fn decode_item<T: serde::de::DeserializeOwned>(key: &str, item: Item) -> Result<T, StoreError> {
+pub(crate) fn decode_item<T: serde::de::DeserializeOwned>(
+    key: &str,
+    item: Item,
+) -> Result<T, StoreError> {
     serde_dynamo::from_item(item).map_err(|e| StoreError::Corrupt {
         item: key.to_owned(),
         reason: e.to_string(),
@@ -209,7 +199,7 @@ pub fn decode_item<T: serde::de::DeserializeOwned>(key: &str, item: Item) -> Res
 
 /// [`decode_item`] for an item read without knowing its key (a scan or query): the error names
 /// it by its `key_attribute`.
-pub fn decode_keyed<T: serde::de::DeserializeOwned>(
+pub(crate) fn decode_keyed<T: serde::de::DeserializeOwned>(
     key_attribute: &str,
     item: Item,
 ) -> Result<T, StoreError> {
@@ -221,7 +211,7 @@ pub fn decode_keyed<T: serde::de::DeserializeOwned>(
 }
 
 /// `None` for no item, or the empty item DynamoDB returns as ALL_OLD when there was none.
-pub fn decode_opt_item<T: serde::de::DeserializeOwned>(
+pub(crate) fn decode_opt_item<T: serde::de::DeserializeOwned>(
     key: &str,
     item: Option<Item>,
 ) -> Result<Option<T>, StoreError> {
@@ -234,7 +224,7 @@ pub fn decode_opt_item<T: serde::de::DeserializeOwned>(
 /// failed condition: `Ok(Ok(new))` written, `Ok(Err(current))` refused (the item as it stands,
 /// `None` when there is none), `Err` when DynamoDB did not answer. One request both decides and
 /// reports, so callers never act on a separate, possibly stale, read.
-pub fn written_or_current<T: serde::de::DeserializeOwned, R: std::fmt::Debug>(
+pub(crate) fn written_or_current<T: serde::de::DeserializeOwned, R: std::fmt::Debug>(
     key: &str,
     operation: &'static str,
     result: Result<
@@ -252,7 +242,7 @@ pub fn written_or_current<T: serde::de::DeserializeOwned, R: std::fmt::Debug>(
 }
 
 /// For a failed condition: `Some(item as it stands)` (an empty item when it does not exist).
-pub fn condition_failure_item<R>(
+pub(crate) fn condition_failure_item<R>(
     err: &SdkError<UpdateItemError, R>,
 ) -> Option<Option<HashMap<String, AttributeValue>>> {
     match err {

@@ -54,7 +54,7 @@ pub fn required(env: &(impl EnvSource + ?Sized), name: &'static str) -> Result<S
 }
 
 /// An optional unsigned integer setting with a default.
-pub fn u64_or(
+pub(crate) fn u64_or(
     env: &(impl EnvSource + ?Sized),
     name: &'static str,
     default: u64,

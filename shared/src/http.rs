@@ -1,7 +1,9 @@
 //! The HTTP edge shared by tenure's Function URLs: one JSON error shape for every endpoint
 //! (`{"error":{"code","message"}}`), a body size limit, and the conversion to and from
-//! `lambda_http`'s types, so handlers stay plain functions over (method, path, body).
+//! `lambda_http`'s types (feature `lambda`), so handlers stay plain functions over (method,
+//! path, body) and the parsers can be tested and fuzzed without a Lambda runtime.
 
+#[cfg(feature = "lambda")]
 use lambda_http::{Body, Request, Response};
 use serde_json::{json, Value};
 
@@ -48,8 +50,9 @@ pub struct ApiRequest<'a> {
     pub body: &'a [u8],
 }
 
+#[cfg(feature = "lambda")]
 impl<'a> ApiRequest<'a> {
-    pub fn from_lambda(request: &'a Request) -> Self {
+    pub(crate) fn from_lambda(request: &'a Request) -> Self {
         Self {
             method: request.method().as_str(),
             path: request.uri().path(),
@@ -59,7 +62,8 @@ impl<'a> ApiRequest<'a> {
 }
 
 /// Turns an [`ApiResponse`] into the Function URL response.
-pub fn into_lambda(response: ApiResponse) -> Response<Body> {
+#[cfg(feature = "lambda")]
+pub(crate) fn into_lambda(response: ApiResponse) -> Response<Body> {
     let mut out = Response::new(Body::Text(response.body.to_string()));
     *out.status_mut() = lambda_http::http::StatusCode::from_u16(response.status)
         .unwrap_or(lambda_http::http::StatusCode::INTERNAL_SERVER_ERROR);
@@ -71,7 +75,7 @@ pub fn into_lambda(response: ApiResponse) -> Response<Body> {
 }
 
 /// Parses a JSON body, refusing oversize bodies (413) and malformed JSON (400).
-pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiResponse> {
+pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiResponse> {
     if body.len() > MAX_BODY_BYTES {
         return Err(ApiResponse::error(
             413,
@@ -105,6 +109,7 @@ mod tests {
         assert_eq!(err.status, 413);
     }
 
+    #[cfg(feature = "lambda")]
     #[test]
     fn lambda_response_carries_status_and_json() {
         let resp = into_lambda(ApiResponse::error(409, "stale_epoch", "x"));

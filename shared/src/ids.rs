@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 /// Longest id the wire contract accepts.
-pub const MAX_ID_LEN: usize = 64;
+pub(crate) const MAX_ID_LEN: usize = 64;
 
 /// Why an id was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

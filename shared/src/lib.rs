@@ -8,17 +8,34 @@
 //! - [`clock`]: the one place time is read, so tests and the model checker can drive it.
 //! - [`ids`]: validated identifiers shared by every wire contract.
 //! - [`telemetry`]: request counting for cost figures.
+//!
+//! Features keep the AWS SDK and the Lambda runtime out of the core, so a database host that
+//! embeds `replica-agent` compiles only the protocol and a SigV4 client: `client` (SigV4 HTTP
+//! clients), `aws` (DynamoDB and SQS adapters; implies `client`), `events` (Lambda's event
+//! types), `lambda` (the handlers; implies `aws` and `events`, and is the default).
 
-pub mod aws;
+// The core: no AWS SDK, no Lambda runtime (`cargo build -p tenure --no-default-features`).
 pub mod clock;
 pub mod config;
+pub mod fault;
 pub mod http;
 pub mod ids;
 pub mod irc;
 pub mod lease;
+mod store_error;
+
+// Behind features (shared/Cargo.toml): `client` the SigV4 HTTP clients, `aws` the DynamoDB
+// and SQS adapters, `events` Lambda's event types, `lambda` the function handlers.
+#[cfg(feature = "aws")]
+pub mod aws;
+#[cfg(feature = "events")]
 pub mod schedule;
+#[cfg(feature = "client")]
 pub mod sigv4;
+#[cfg(feature = "aws")]
 pub mod telemetry;
+
+pub use store_error::StoreError;
 
 /// Milliseconds since the Unix epoch, on a function's clock.
 pub type Millis = u64;

@@ -18,7 +18,7 @@ use tenure::irc::queue::WorkQueue;
 use tenure::irc::store::WorkItemStore;
 use tenure::irc::submit::{SubmitRequest, Submitter};
 use tenure::irc::{OpId, Region, Status, WorkItem};
-use tenure_e2e::{stacks, stacks_from};
+use tenure_testkit::{stacks, stacks_from};
 
 fn percentile(sorted: &[u64], p: f64) -> u64 {
     let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;

@@ -4,7 +4,7 @@
 //! `heartbeat_timeout_ms / 3`, secondaries looking at each holder once its lease could have
 //! lapsed, with that holder's groups in `watch_groups` (read by lease-check only if the look
 //! finds the holder lapsed or at another epoch). lease-check's and the renewer's DynamoDB traffic goes through counting proxies
-//! (`tenure_e2e::wire_counter`), so the cost is counted on the wire in request units.
+//! (`tenure_testkit::wire_counter`), so the cost is counted on the wire in request units.
 //!
 //! ```text
 //! lease_v2 cost [--seconds 30]        # steady state at 1, 100, 1000 groups; v1 at 1 and 10
@@ -23,8 +23,8 @@ use tenure::lease::record::{Epoch, Member};
 use tenure::lease::service::{GroupEntry, HostAnswer, LeaseService, WatchGroups};
 use tenure::lease::store::LeaseStore;
 use tenure::lease::LeaseConfig;
-use tenure_e2e::wire_counter::{table_usage, total_usage, Counts, Usage, WireCounter};
-use tenure_e2e::{invoke_async, set_function_env, stacks, stacks_from, Stack};
+use tenure_testkit::wire_counter::{table_usage, total_usage, Counts, Usage, WireCounter};
+use tenure_testkit::{invoke_async, set_function_env, stacks, stacks_from, Stack};
 
 const STORE_ENDPOINT: &str = "AWS_ENDPOINT_URL_DYNAMODB";
 const MAX_PER_CALL: usize = 500;

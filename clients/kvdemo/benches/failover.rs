@@ -14,16 +14,16 @@
 //!   CYCLES=5 infra/bench-failover.sh     # a quick look
 
 use anyhow::{bail, Context, Result};
-use kvdemo::cluster::Cluster;
-use kvdemo::fixture::{Fixture, StackAccess};
-use kvdemo::many::percentile;
 use rand::Rng;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use tenure::clock::{Clock, SystemClock};
 use tenure::lease::LeaseConfig;
-use tenure_e2e::{stacks, Stack};
+use tenure_testkit::cluster::Cluster;
+use tenure_testkit::fixture::{Fixture, StackAccess};
+use tenure_testkit::many::percentile;
+use tenure_testkit::{stacks, Stack};
 
 const PEER_KEY: &str = "bench-lease";
 
@@ -164,7 +164,7 @@ async fn tenure_cycles(
         service.set_draining(group, host, false).await?;
     }
 
-    let found = kvdemo::checker::violations(&cluster.writable_intervals()?);
+    let found = tenure_testkit::checker::violations(&cluster.writable_intervals()?);
     if !found.is_empty() {
         bail!("{label}: the gate logs show a safety violation: {found:#?}");
     }
@@ -179,8 +179,9 @@ async fn tenure_cycles(
 async fn check_round_trip(stack: &Stack) -> Result<Duration> {
     let access = StackAccess::from_outputs(&stack.endpoint, &stack.region, &stack.outputs)?;
     let sdk = stack.sdk().await;
-    let prober = kvdemo::many::Prober::new(&sdk, &access).map_err(|e| anyhow::anyhow!(e))?;
-    let mut latency = kvdemo::many::Latency::default();
+    let prober =
+        tenure_testkit::many::Prober::new(&sdk, &access).map_err(|e| anyhow::anyhow!(e))?;
+    let mut latency = tenure_testkit::many::Latency::default();
     for _ in 0..30 {
         prober.sample(&mut latency).await;
     }
@@ -296,7 +297,7 @@ fn main() -> Result<()> {
     }
     runtime.block_on(async {
         let stacks = match &args.regions_file {
-            Some(file) => tenure_e2e::stacks_from(std::path::Path::new(file))?,
+            Some(file) => tenure_testkit::stacks_from(std::path::Path::new(file))?,
             None => stacks("TENURE_BENCH_REGIONS")?,
         };
         let default = find(&stacks, "us-east-1")?;

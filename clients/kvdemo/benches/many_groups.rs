@@ -15,19 +15,13 @@
 //! - `drain`: `--cycles` drains of one group among N; the time until another host may write
 //!   it, against 2 polls plus the round trips measured in the same run;
 //! - `cost`: the request-unit count of part 1 with the real agent: lease-check's and the
-//!   renewer's DynamoDB traffic counted on the wire (`tenure_e2e::wire_counter`), per host poll,
+//!   renewer's DynamoDB traffic counted on the wire (`tenure_testkit::wire_counter`), per host poll,
 //!   with the three hosts in 1, 100 and 1,000 groups, `--cost-seconds` (default 60) each.
 //!
 //!   infra/bench-many.sh                          # scale, failover, restart, drain
 //!   infra/bench-many.sh failover --cycles 3      # a quick look
 
 use anyhow::{bail, ensure, Context, Result};
-use kvdemo::cluster::Cluster;
-use kvdemo::fixture::{Fixture, StackAccess};
-use kvdemo::many::{
-    coverage, gather_on, holder_of_all, inherited_grants, now_ns, percentile, restart_primary,
-    until_every_group_held, Latency, Prober,
-};
 use rand::Rng;
 use std::time::{Duration, Instant};
 use tenure::clock::{Clock, SystemClock};
@@ -36,8 +30,14 @@ use tenure::lease::client::{HostCheckBody, LeaseCheckClient};
 use tenure::lease::record::Member;
 use tenure::lease::LeaseConfig;
 use tenure::sigv4::SigV4Client;
-use tenure_e2e::wire_counter::{table_usage, total_usage, WireCounter};
-use tenure_e2e::{invoke_async, set_function_env, stacks, stacks_from, Stack};
+use tenure_testkit::cluster::Cluster;
+use tenure_testkit::fixture::{Fixture, StackAccess};
+use tenure_testkit::many::{
+    coverage, gather_on, holder_of_all, inherited_grants, now_ns, percentile, restart_primary,
+    until_every_group_held, Latency, Prober,
+};
+use tenure_testkit::wire_counter::{table_usage, total_usage, WireCounter};
+use tenure_testkit::{invoke_async, set_function_env, stacks, stacks_from, Stack};
 
 struct Args {
     modes: Vec<String>,
@@ -301,12 +301,12 @@ async fn failover(bench: &Bench, cycles: usize) -> Result<()> {
         // The killed host comes back as a new incarnation.
         cluster.restart(holder)?;
     }
-    let found = kvdemo::checker::violations(&cluster.writable_intervals()?);
+    let found = tenure_testkit::checker::violations(&cluster.writable_intervals()?);
     // How long each takeover's acquisitions took, from the new holder's gate log: its first
     // and last `open` line between the kill and the moment it held every group.
     let mut spreads = Vec::new();
     for &(next, from, to) in &takeovers {
-        let opens: Vec<u64> = kvdemo::checker::read_log(&cluster.hosts[next].log)?
+        let opens: Vec<u64> = tenure_testkit::checker::read_log(&cluster.hosts[next].log)?
             .into_iter()
             .filter(|e| e.state == "open" && e.t_ns > from && e.t_ns <= to)
             .map(|e| e.t_ns)
@@ -397,7 +397,7 @@ async fn restart(bench: &Bench, cycles: usize) -> Result<()> {
         moved += outcome.moved;
     }
     let intervals = cluster.writable_intervals()?;
-    let found = kvdemo::checker::violations(&intervals);
+    let found = tenure_testkit::checker::violations(&intervals);
     let inherited: usize = kills
         .iter()
         .map(|&(i, at)| inherited_grants(&intervals, fixture.hosts[i].as_str(), at).len())
@@ -463,7 +463,7 @@ async fn drain(bench: &Bench, cycles: usize) -> Result<()> {
             .set_draining(group, &fixture.hosts[holder], false)
             .await?;
     }
-    let found = kvdemo::checker::violations(&cluster.writable_intervals()?);
+    let found = tenure_testkit::checker::violations(&cluster.writable_intervals()?);
     drop(cluster);
     fixture.drop_table().await;
     let mut latency = bench.latency(50).await?;
@@ -561,7 +561,7 @@ async fn cost(bench: &Bench, stack: &Stack, seconds: u64) -> Result<()> {
                 per(groups_usage.read_units + groups_usage.write_units),
                 renewals as f64 / rounds,
             );
-            let found = kvdemo::checker::violations(&cluster.writable_intervals()?);
+            let found = tenure_testkit::checker::violations(&cluster.writable_intervals()?);
             ensure!(found.is_empty(), "{found:#?}");
             drop(cluster);
             fixture.drop_table().await;

@@ -12,7 +12,7 @@
 //!   change of a group's role, written after the gate changed (a close is logged no earlier
 //!   than it happened).
 //!
-//! So the log never understates when the host could write (see [`crate::checker`]). Every
+//! So the log never understates when the host could write (see the test kit's `tenure_testkit::checker`). Every
 //! line is flushed as it is written, so a kill -9 loses nothing already logged.
 
 use replica_agent::clock::boot_ns;

@@ -6,14 +6,13 @@
 //! log on CLOCK_BOOTTIME, which every process on one machine shares, so a checker can prove no
 //! two hosts could write one group at once.
 
-pub mod campaign;
-pub mod chaos_proxy;
-pub mod checker;
-pub mod cluster;
-pub mod fixture;
+//!
+//! Only the demo host lives here; what drives it in tests and benches (clusters of host
+//! processes, the fault proxy, the gate-log checker, campaigns) is the test kit,
+//! `tenure-testkit` under `tests/kit/`.
+
 pub mod gate_log;
 pub mod http;
-pub mod many;
 pub mod store;
 
 use replica_agent::{GroupRole, HostAgent};

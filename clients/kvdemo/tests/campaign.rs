@@ -13,12 +13,12 @@
 //! allows) to keep the short run short.
 
 use anyhow::{ensure, Context, Result};
-use kvdemo::chaos_proxy::{ChaosProxy, Faults};
-use kvdemo::cluster::Cluster;
-use kvdemo::fixture::{Fixture, StackAccess};
 use std::time::Duration;
 use tenure::lease::LeaseConfig;
-use tenure_e2e::{count_from_env, invoke_async, set_function_env, stacks};
+use tenure_testkit::cluster::Cluster;
+use tenure_testkit::fault_proxy::{Chaos, FaultProxy, Route};
+use tenure_testkit::fixture::{Fixture, StackAccess};
+use tenure_testkit::{count_from_env, invoke_async, set_function_env, stacks};
 
 /// The functions whose lease-table traffic the campaign sends through a chaos proxy.
 const LEASE_FUNCTIONS: [&str; 2] = ["LeaseCheckFunction", "LeaseRenewerFunction"];
@@ -47,16 +47,16 @@ async fn faults_never_yield_two_writers_or_lose_an_acknowledged_write() -> Resul
         groups,
     )
     .await?;
-    let store_faults = Faults {
-        cut_off_lease_check: false,
-        error: 0.02,
-        lost_answer: 0.01,
+    let store_faults = Chaos {
+        error_before: 0.02,
+        error_after: 0.01,
         throttle: 0.02,
         max_latency: Duration::from_millis(30),
+        ..Chaos::default()
     };
     // The lease functions' own DynamoDB traffic (conditional acquire, renew, heartbeat writes).
-    let lease_store_proxy = ChaosProxy::start(&stack.endpoint)?;
-    lease_store_proxy.set(store_faults.clone());
+    let lease_store_proxy = FaultProxy::start(Route::Upstream(stack.endpoint.clone()))?;
+    lease_store_proxy.set_chaos(store_faults.clone());
     for function in LEASE_FUNCTIONS {
         set_function_env(
             &stack,
@@ -70,7 +70,7 @@ async fn faults_never_yield_two_writers_or_lose_an_acknowledged_write() -> Resul
     fixture.spec.chaos_proxies = true;
     let report = async {
         let cluster = Cluster::start(fixture.spec.clone(), &fixture.host_names())?;
-        kvdemo::campaign::run(
+        tenure_testkit::campaign::run(
             cluster,
             failovers,
             Duration::from_millis(lease_ms),
@@ -121,7 +121,7 @@ async fn faults_never_yield_two_writers_or_lose_an_acknowledged_write() -> Resul
     );
     let injected = &report.store_faults;
     ensure!(
-        injected.passed > 0 && injected.error + injected.throttle + injected.lost_answer > 0,
+        injected.passed > 0 && injected.error_before + injected.throttle + injected.error_after > 0,
         "the chaos proxies saw no traffic or injected no store fault: {injected:?}"
     );
     ensure!(

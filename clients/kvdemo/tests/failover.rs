@@ -7,15 +7,15 @@
 
 use anyhow::{bail, ensure, Context, Result};
 use aws_sdk_dynamodb::types::AttributeValue;
-use kvdemo::checker::violations;
-use kvdemo::cluster::Cluster;
-use kvdemo::fixture::{Fixture, StackAccess};
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 use tenure::lease::client::LeaseCheckClient;
 use tenure::lease::LeaseConfig;
 use tenure::sigv4::SigV4Client;
-use tenure_e2e::stacks;
+use tenure_testkit::checker::violations;
+use tenure_testkit::cluster::Cluster;
+use tenure_testkit::fixture::{Fixture, StackAccess};
+use tenure_testkit::stacks;
 
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 

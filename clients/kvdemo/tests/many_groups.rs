@@ -10,14 +10,14 @@
 //! The tests take turns (one lock), so the scale run is not measured under the other's load.
 
 use anyhow::{ensure, Context, Result};
-use kvdemo::cluster::Cluster;
-use kvdemo::fixture::{Fixture, StackAccess};
-use kvdemo::many::{
-    coverage, gather_on, holder_of_all, inherited_grants, now_ns, restart_primary, Latency, Prober,
-};
 use std::time::{Duration, Instant};
 use tenure::lease::LeaseConfig;
-use tenure_e2e::stacks;
+use tenure_testkit::cluster::Cluster;
+use tenure_testkit::fixture::{Fixture, StackAccess};
+use tenure_testkit::many::{
+    coverage, gather_on, holder_of_all, inherited_grants, now_ns, restart_primary, Latency, Prober,
+};
+use tenure_testkit::stacks;
 
 fn env_or(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -130,7 +130,7 @@ async fn a_restarted_primary_process_gets_no_grant_it_did_not_acquire_afresh() -
         restart.moved
     );
     let intervals = cluster.writable_intervals()?;
-    let found = kvdemo::checker::violations(&intervals);
+    let found = tenure_testkit::checker::violations(&intervals);
     ensure!(found.is_empty(), "{found:#?}");
     // Whatever the new incarnation writes, it writes at an epoch it acquired itself: higher
     // than any epoch of that group before the kill.

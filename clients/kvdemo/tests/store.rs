@@ -7,7 +7,7 @@ use kvdemo::store::{KvError, KvStore};
 use tenure::clock::{Clock, SystemClock};
 use tenure::ids::GroupId;
 use tenure::lease::Epoch;
-use tenure_e2e::stacks;
+use tenure_testkit::stacks;
 
 async fn store(tag: &str) -> Result<KvStore> {
     let stack = stacks("TENURE_E2E_REGIONS")?

@@ -23,7 +23,7 @@ async fn main() -> Result<(), Error> {
         remote: RemoteClient::new(SigV4Client::for_function_urls(&sdk)?, config.endpoints),
         policy: config.policy,
         clock: SystemClock,
-        fault_injection: config.fault_injection,
+        faults: config.faults,
     };
     run(service_fn(|event| worker.handle_event(event))).await
 }

@@ -4,6 +4,7 @@
 use super::backoff::Backoff;
 use super::ids::Region;
 use crate::config::{required, u64_or, EnvError, EnvSource};
+use crate::fault::FaultSwitch;
 use crate::Millis;
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -101,7 +102,7 @@ pub fn this_region(env: &(impl EnvSource + ?Sized)) -> Result<Region, EnvError> 
 }
 
 /// `TENURE_REGION_ENDPOINTS`: JSON object region -> irc-remote base URL.
-pub fn region_endpoints(
+pub(crate) fn region_endpoints(
     env: &(impl EnvSource + ?Sized),
 ) -> Result<BTreeMap<Region, String>, EnvError> {
     const NAME: &str = "TENURE_REGION_ENDPOINTS";
@@ -130,7 +131,7 @@ pub fn region_endpoints(
 }
 
 /// `TENURE_PEER_REGIONS`: comma-separated regions this stack exchanges operations with.
-pub fn peer_regions(env: &(impl EnvSource + ?Sized)) -> Result<BTreeSet<Region>, EnvError> {
+pub(crate) fn peer_regions(env: &(impl EnvSource + ?Sized)) -> Result<BTreeSet<Region>, EnvError> {
     const NAME: &str = "TENURE_PEER_REGIONS";
     let raw = required(env, NAME)?;
     raw.split(',')
@@ -231,8 +232,8 @@ pub struct WorkerFunctionConfig {
     pub queue_url: String,
     pub endpoints: BTreeMap<Region, String>,
     pub policy: RetryPolicy,
-    /// `TENURE_IRC_FAULT_INJECTION=true` (local fault tests only).
-    pub fault_injection: bool,
+    /// `TENURE_IRC_FAULT_INJECTION=true` (local fault tests only; see [`crate::fault`]).
+    pub faults: FaultSwitch,
 }
 
 impl WorkerFunctionConfig {
@@ -242,7 +243,7 @@ impl WorkerFunctionConfig {
             queue_url: required(env, "TENURE_IRC_QUEUE_URL")?,
             endpoints: region_endpoints(env)?,
             policy: RetryPolicy::from_env(env)?,
-            fault_injection: flag(env, "TENURE_IRC_FAULT_INJECTION")?,
+            faults: FaultSwitch::new(flag(env, "TENURE_IRC_FAULT_INJECTION")?),
         })
     }
 }

@@ -121,6 +121,7 @@ impl<C: Clock> Dispatcher<C> {
     }
 
     /// The scheduled entry point (the event's content is only logged).
+    #[cfg(feature = "lambda")]
     pub async fn handle_scheduled(
         &self,
         event: lambda_runtime::LambdaEvent<serde_json::Value>,

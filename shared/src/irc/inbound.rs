@@ -13,10 +13,10 @@
 use super::ids::{OpId, Region};
 use super::kinds::{EffectContext, KindError, Kinds};
 use super::remote::OperationRequest;
-use crate::aws::StoreError;
 use crate::aws::{get_consistent, n, s};
 use crate::lease::LeaseConfig;
 use crate::Millis;
+use crate::StoreError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem, Update};
 use aws_sdk_dynamodb::Client;
@@ -58,7 +58,7 @@ impl From<KindError> for ApplyError {
 
 /// The content an op_id stands for: kind, resource, seq and payload (keys sorted by
 /// serde_json's map, so equal JSON hashes equally).
-pub fn payload_hash(request: &OperationRequest) -> String {
+pub(crate) fn payload_hash(request: &OperationRequest) -> String {
     let mut h = Sha256::new();
     h.update(request.kind.as_bytes());
     h.update(b"\n");

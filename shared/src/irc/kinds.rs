@@ -1,15 +1,25 @@
 //! Operation kinds: what an operation may do in the target region. Each kind checks its
-//! payload (on submit and again at the remote) and turns it into one write that joins the
-//! remote's idempotency transaction. Adding a kind is one type implementing
-//! [`OperationKind`] and one [`Kinds::register`] call.
+//! payload (on submit and again at the remote; core, so it is fuzzed without AWS) and, with
+//! the `aws` feature, turns it into one write that joins the remote's idempotency
+//! transaction. Adding a kind is one type implementing [`OperationKind`] and one
+//! [`Kinds::register`] call.
 
 use crate::ids::{GroupId, HostId};
+#[cfg(feature = "aws")]
+use crate::lease::dynamo::{blind_delete_write, group_definition_writes};
+#[cfg(feature = "aws")]
 use crate::lease::record::Member;
+#[cfg(feature = "aws")]
+use crate::lease::store::{BlindDeletePlan, GroupDefinition, PutMode};
+#[cfg(feature = "aws")]
 use crate::lease::LeaseConfig;
 use crate::Millis;
-use aws_sdk_dynamodb::types::{AttributeValue, TransactWriteItem, Update};
+#[cfg(feature = "aws")]
+use aws_sdk_dynamodb::types::TransactWriteItem;
 use serde::Deserialize;
-use serde_json::{json, Value};
+#[cfg(feature = "aws")]
+use serde_json::json;
+use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 
 /// Why a kind refused an operation.
@@ -26,6 +36,7 @@ pub enum KindError {
 }
 
 /// What the target region offers an effect.
+#[cfg(feature = "aws")]
 #[derive(Debug, Clone, Copy)]
 pub struct EffectContext<'a> {
     pub leases_table: &'a str,
@@ -37,6 +48,7 @@ pub struct EffectContext<'a> {
 
 /// One write of the remote's transaction, what it means when its condition fails, and the
 /// result stored and returned when it applies.
+#[cfg(feature = "aws")]
 #[derive(Debug, Clone)]
 pub struct Effect {
     pub write: TransactWriteItem,
@@ -52,6 +64,7 @@ pub trait OperationKind: Send + Sync {
     /// Checks the payload's shape against `resource` (no region state needed).
     fn check(&self, resource: &str, payload: &Value) -> Result<(), KindError>;
     /// The write that applies the operation in the target region.
+    #[cfg(feature = "aws")]
     fn effect(
         &self,
         ctx: &EffectContext<'_>,
@@ -107,12 +120,15 @@ fn same_group(kind: &str, resource: &str, group: &GroupId) -> Result<(), KindErr
     Ok(())
 }
 
+#[cfg(feature = "aws")]
 fn internal(e: impl std::fmt::Display) -> KindError {
     KindError::Internal(e.to_string())
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+// The core only checks a member's shape; the `aws` effect uses every field.
+#[cfg_attr(not(feature = "aws"), allow(dead_code))]
 struct MemberSpec {
     host_id: HostId,
     az: String,
@@ -122,6 +138,7 @@ struct MemberSpec {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(not(feature = "aws"), allow(dead_code))]
 struct GroupPutPayload {
     group_id: GroupId,
     lease_ms: Millis,
@@ -130,7 +147,7 @@ struct GroupPutPayload {
 
 /// Members a `group.put` may list: the remote's transaction holds the op record, the sequence,
 /// the group and one attention write per member, and DynamoDB allows 100 items.
-pub const MAX_PUT_MEMBERS: usize = 97;
+pub(crate) const MAX_PUT_MEMBERS: usize = 97;
 
 /// `group.put`: creates or redefines a replica group (lease length, members). It never
 /// touches `holder` or `epoch`, so a live grant keeps running and a group deleted before
@@ -138,7 +155,7 @@ pub const MAX_PUT_MEMBERS: usize = 97;
 /// start afresh), and every member is told (`ADD attention`) in the same transaction, so it
 /// reads the group at its next poll. A holder dropped from the members keeps its grant and is
 /// answered `draining` (it hears of it at its next group read; see `docs/protocol.md`).
-pub struct GroupPut;
+pub(crate) struct GroupPut;
 
 impl GroupPut {
     fn parse(resource: &str, payload: &Value) -> Result<GroupPutPayload, KindError> {
@@ -186,6 +203,7 @@ impl OperationKind for GroupPut {
         Self::parse(resource, payload).map(|_| ())
     }
 
+    #[cfg(feature = "aws")]
     fn effect(
         &self,
         ctx: &EffectContext<'_>,
@@ -202,40 +220,27 @@ impl OperationKind for GroupPut {
             .map(|m| (m.host_id, Member::new(m.az, m.priority)))
             .collect();
         let count = members.len();
-        let notify = members
-            .keys()
-            .map(|host| {
-                crate::lease::dynamo::attention_write(
-                    ctx.hosts_table,
-                    host,
-                    &p.group_id,
-                    ctx.now_ms,
-                )
-            })
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(internal)?;
-        let members = serde_dynamo::to_attribute_value(&members).map_err(internal)?;
-        let n = |v: u64| AttributeValue::N(v.to_string());
-        let update = Update::builder()
-            .table_name(ctx.leases_table)
-            .key("group_id", AttributeValue::S(p.group_id.to_string()))
-            .update_expression(
-                "SET lease_ms = :lease, members = :members, updated_at_ms = :now, \
-                 version = if_not_exists(version, :zero) + :one, \
-                 epoch = if_not_exists(epoch, :zero), \
-                 expires_at_ms = if_not_exists(expires_at_ms, :zero), \
-                 free_since_ms = if_not_exists(free_since_ms, :now) REMOVE deleted",
-            )
-            .expression_attribute_values(":lease", n(p.lease_ms))
-            .expression_attribute_values(":members", members)
-            .expression_attribute_values(":now", n(ctx.now_ms))
-            .expression_attribute_values(":zero", n(0))
-            .expression_attribute_values(":one", n(1))
-            .build()
-            .map_err(internal)?;
+        // The lease store's own upsert, so `Leases` has one owner of its expressions.
+        let definition = GroupDefinition {
+            group_id: p.group_id.clone(),
+            lease_ms: p.lease_ms,
+            members,
+        };
+        let mut writes = group_definition_writes(
+            ctx.leases_table,
+            ctx.hosts_table,
+            &definition,
+            PutMode::Upsert,
+            ctx.now_ms,
+        )
+        .map_err(internal)?
+        .into_iter();
+        let write = writes
+            .next()
+            .ok_or_else(|| internal("group.put built no write"))?;
         Ok(Effect {
-            write: TransactWriteItem::builder().update(update).build(),
-            notify,
+            write,
+            notify: writes.collect(),
             on_condition_failed: KindError::Internal("group.put has no condition".into()),
             result: json!({"group_id": p.group_id, "lease_ms": p.lease_ms, "members": count}),
         })
@@ -254,11 +259,7 @@ struct GroupDeletePayload {
 /// fence never sees an epoch go back. A group held under v2 is refused (`lease_held`) even if
 /// its holder was revoked: telling that needs the holder's host record, which this one-write
 /// effect cannot read; `tenurectl groups delete` revokes a lapsed holder and deletes.
-pub struct GroupDelete;
-
-/// The condition of `group.delete`'s tombstone.
-pub const GROUP_DELETE_CONDITION: &str = "attribute_exists(group_id) AND attribute_not_exists(deleted) \
-     AND (attribute_not_exists(holder) OR (attribute_not_exists(holder_host_epoch) AND expires_at_ms < :cutoff))";
+pub(crate) struct GroupDelete;
 
 impl OperationKind for GroupDelete {
     fn name(&self) -> &'static str {
@@ -270,6 +271,7 @@ impl OperationKind for GroupDelete {
         same_group("group.delete", resource, &p.group_id)
     }
 
+    #[cfg(feature = "aws")]
     fn effect(
         &self,
         ctx: &EffectContext<'_>,
@@ -278,26 +280,14 @@ impl OperationKind for GroupDelete {
     ) -> Result<Effect, KindError> {
         let p: GroupDeletePayload = parse("group.delete", payload)?;
         same_group("group.delete", resource, &p.group_id)?;
-        let cutoff = ctx.now_ms.saturating_sub(ctx.lease.clock_skew_ms);
-        let n = |v: u64| AttributeValue::N(v.to_string());
-        let tombstone = Update::builder()
-            .table_name(ctx.leases_table)
-            .key("group_id", AttributeValue::S(p.group_id.to_string()))
-            .update_expression(
-                "SET deleted = :true, updated_at_ms = :now, \
-                 version = if_not_exists(version, :zero) + :one \
-                 REMOVE holder, holder_host_epoch, members",
-            )
-            .condition_expression(GROUP_DELETE_CONDITION)
-            .expression_attribute_values(":cutoff", n(cutoff))
-            .expression_attribute_values(":true", AttributeValue::Bool(true))
-            .expression_attribute_values(":now", n(ctx.now_ms))
-            .expression_attribute_values(":zero", n(0))
-            .expression_attribute_values(":one", n(1))
-            .build()
-            .map_err(internal)?;
+        // A v1 lease counts as lapsed only past the clock skew, as everywhere else.
+        let plan = BlindDeletePlan {
+            not_after_ms: ctx.now_ms.saturating_sub(ctx.lease.clock_skew_ms),
+            now: ctx.now_ms,
+        };
+        let write = blind_delete_write(ctx.leases_table, &p.group_id, &plan).map_err(internal)?;
         Ok(Effect {
-            write: TransactWriteItem::builder().update(tombstone).build(),
+            write,
             notify: Vec::new(),
             on_condition_failed: KindError::Conflict {
                 code: "lease_held",
@@ -311,9 +301,10 @@ impl OperationKind for GroupDelete {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "aws"))]
 mod tests {
     use super::*;
+    use aws_sdk_dynamodb::types::AttributeValue;
 
     fn ctx(lease: &LeaseConfig) -> EffectContext<'_> {
         EffectContext {
@@ -378,9 +369,12 @@ mod tests {
             !update.update_expression().contains("epoch ="),
             "the tombstone keeps the epoch"
         );
-        assert_eq!(update.condition_expression(), Some(GROUP_DELETE_CONDITION));
         assert_eq!(
-            update.expression_attribute_values().unwrap()[":cutoff"],
+            update.condition_expression(),
+            Some(crate::lease::dynamo::BLIND_DELETE_CONDITION)
+        );
+        assert_eq!(
+            update.expression_attribute_values().unwrap()[":not_after"],
             AttributeValue::N((1_000_000 - lease.clock_skew_ms).to_string())
         );
         assert!(matches!(

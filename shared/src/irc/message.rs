@@ -5,7 +5,7 @@
 use super::ids::{OpId, Region};
 use serde::{Deserialize, Serialize};
 
-pub const MESSAGE_VERSION: u32 = 1;
+pub(crate) const MESSAGE_VERSION: u32 = 1;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

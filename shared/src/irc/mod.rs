@@ -10,17 +10,23 @@
 //! per-resource sequence condition for ops that overtake each other anyway.
 
 pub mod backoff;
+pub mod claim;
 pub mod config;
+#[cfg(feature = "aws")]
 pub mod dispatcher;
 pub mod ids;
+#[cfg(feature = "aws")]
 pub mod inbound;
 pub mod item;
 pub mod kinds;
+pub mod memory;
 pub mod message;
 pub mod queue;
 pub mod remote;
 pub mod remote_api;
+#[cfg(feature = "aws")]
 pub mod store;
+#[cfg(feature = "aws")]
 pub mod submit;
 pub mod worker;
 

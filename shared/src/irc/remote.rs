@@ -1,12 +1,19 @@
 //! The worker's call to the target region's irc-remote: `POST {endpoint}v1/operations`, signed
 //! with SigV4 for the target region (service `lambda`), and the answer sorted into what the
-//! work item should become.
+//! work item should become. The wire types, the sorting and the [`Remote`] trait the worker
+//! calls through are core; the HTTP client [`RemoteClient`] needs the `client` feature.
 
 use super::ids::{OpId, Region};
 use super::item::WorkItem;
+use crate::fault::Fault;
+#[cfg(feature = "client")]
+use crate::fault::FAULT_HEADER;
+#[cfg(feature = "client")]
 use crate::sigv4::SigV4Client;
+use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+#[cfg(feature = "client")]
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -34,17 +41,47 @@ pub enum RemoteOutcome {
     Transient(String),
 }
 
-/// Header a fault-injecting proxy sets to make a worker die after the remote applied the op
-/// (honoured only when fault injection is switched on; see the worker).
-pub const FAULT_HEADER: &str = "x-tenure-fault";
-
 /// One attempt's answer.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RemoteCall {
     pub outcome: RemoteOutcome,
-    pub fault: Option<String>,
+    /// A fault the answer asked for ([`crate::fault`]; obeyed only where switched on).
+    pub fault: Option<Fault>,
 }
 
+impl RemoteCall {
+    pub fn answered(outcome: RemoteOutcome) -> Self {
+        Self {
+            outcome,
+            fault: None,
+        }
+    }
+}
+
+/// The target regions as the worker sees them: one attempt for an item, within `timeout`.
+/// Never fails: every way an attempt can go wrong is a [`RemoteOutcome`].
+#[async_trait]
+pub trait Remote: Send + Sync {
+    async fn call(&self, item: &WorkItem, timeout: Duration) -> RemoteCall;
+}
+
+/// The request body for `item` (its stored payload is JSON text).
+pub fn request_for(item: &WorkItem) -> Result<OperationRequest, String> {
+    let payload = serde_json::from_str(&item.payload)
+        .map_err(|e| format!("stored payload is not JSON: {e}"))?;
+    Ok(OperationRequest {
+        v: 1,
+        op_id: item.op_id.clone(),
+        source_region: item.source_region.clone(),
+        kind: item.kind.clone(),
+        resource: item.resource.clone(),
+        seq: item.seq,
+        payload,
+    })
+}
+
+/// irc-remote over HTTP, SigV4-signed, one endpoint per target region.
+#[cfg(feature = "client")]
 #[derive(Debug, Clone)]
 pub struct RemoteClient {
     http: SigV4Client,
@@ -92,38 +129,26 @@ pub fn classify(status: u16, body: &[u8]) -> RemoteOutcome {
     }
 }
 
+#[cfg(feature = "client")]
 impl RemoteClient {
     pub fn new(http: SigV4Client, endpoints: BTreeMap<Region, String>) -> Self {
         Self { http, endpoints }
     }
+}
 
-    pub fn request_for(item: &WorkItem) -> Result<OperationRequest, String> {
-        let payload = serde_json::from_str(&item.payload)
-            .map_err(|e| format!("stored payload is not JSON: {e}"))?;
-        Ok(OperationRequest {
-            v: 1,
-            op_id: item.op_id.clone(),
-            source_region: item.source_region.clone(),
-            kind: item.kind.clone(),
-            resource: item.resource.clone(),
-            seq: item.seq,
-            payload,
-        })
-    }
-
+#[cfg(feature = "client")]
+#[async_trait]
+impl Remote for RemoteClient {
     /// One attempt for `item`, giving up after `timeout`.
-    pub async fn call(&self, item: &WorkItem, timeout: Duration) -> RemoteCall {
-        let permanent = |m: String| RemoteCall {
-            outcome: RemoteOutcome::Permanent(m),
-            fault: None,
-        };
+    async fn call(&self, item: &WorkItem, timeout: Duration) -> RemoteCall {
+        let permanent = |m: String| RemoteCall::answered(RemoteOutcome::Permanent(m));
         let Some(endpoint) = self.endpoints.get(&item.target_region) else {
             return permanent(format!(
                 "no irc-remote endpoint for {} in TENURE_REGION_ENDPOINTS",
                 item.target_region
             ));
         };
-        let request = match Self::request_for(item) {
+        let request = match request_for(item) {
             Ok(r) => r,
             Err(m) => return permanent(m),
         };
@@ -139,13 +164,10 @@ impl RemoteClient {
         {
             Ok(response) => RemoteCall {
                 outcome: classify(response.status, &response.body),
-                fault: response.header(FAULT_HEADER).map(str::to_owned),
+                fault: response.header(FAULT_HEADER).and_then(Fault::from_header),
             },
             // Timeouts, transport and credential failures: all worth another attempt.
-            Err(e) => RemoteCall {
-                outcome: RemoteOutcome::Transient(e.to_string()),
-                fault: None,
-            },
+            Err(e) => RemoteCall::answered(RemoteOutcome::Transient(e.to_string())),
         }
     }
 }

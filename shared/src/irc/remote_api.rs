@@ -5,24 +5,71 @@
 //! or a bad envelope (ids, version, region not allowed); 409 same op_id with other content, or
 //! the kind's own conflict (`lease_held`); 413 oversize; 422 unknown kind or a payload the kind
 //! rejects; 503 store unavailable. Every error is `{"error":{"code","message"}}`.
+//!
+//! Parsing and checking ([`parse_request`]) are core, so they are property-tested and fuzzed
+//! without AWS; [`RemoteApi`], which applies through the inbound store, needs `lambda`.
 
 use super::ids::{OpId, Region};
-use super::inbound::{ApplyError, InboundStore};
 use super::kinds::Kinds;
 use super::remote::OperationRequest;
-use crate::clock::Clock;
-use crate::http::{into_lambda, parse_json, ApiRequest, ApiResponse};
+use crate::http::{parse_json, ApiRequest, ApiResponse};
 use crate::ids::GroupId;
-use lambda_http::{Body, Request, Response};
-use serde_json::{json, Value};
+#[cfg(feature = "lambda")]
+pub use handler::RemoteApi;
+use serde_json::Value;
 use std::collections::BTreeSet;
-use tracing::{info, warn};
 
-/// irc-remote's state: the inbound store and the regions it accepts ops from.
-pub struct RemoteApi<C> {
-    pub store: InboundStore,
-    pub peers: BTreeSet<Region>,
-    pub clock: C,
+#[cfg(feature = "lambda")]
+mod handler {
+    use super::super::ids::Region;
+    use super::super::inbound::{ApplyError, InboundStore};
+    use super::parse_request;
+    use crate::clock::Clock;
+    use crate::http::{into_lambda, ApiRequest, ApiResponse};
+    use lambda_http::{Body, Request, Response};
+    use serde_json::json;
+    use std::collections::BTreeSet;
+    use tracing::{info, warn};
+
+    /// irc-remote's state: the inbound store and the regions it accepts ops from.
+    pub struct RemoteApi<C> {
+        pub store: InboundStore,
+        pub peers: BTreeSet<Region>,
+        pub clock: C,
+    }
+
+    impl<C: Clock> RemoteApi<C> {
+        pub async fn handle(&self, request: ApiRequest<'_>) -> ApiResponse {
+            let op = match parse_request(request, &self.peers, self.store.kinds()) {
+                Ok(op) => op,
+                Err(response) => return response,
+            };
+            match self.store.apply(&op, self.clock.now_ms()).await {
+                Ok(applied) => {
+                    info!(op_id = %op.op_id, source = %op.source_region, kind = %op.kind,
+                      resource = %op.resource, seq = op.seq, outcome = applied.outcome, "operation");
+                    ApiResponse::ok(json!({
+                        "op_id": op.op_id,
+                        "outcome": applied.outcome,
+                        "result": applied.result,
+                    }))
+                }
+                Err(ApplyError::Invalid(m)) => ApiResponse::error(422, "invalid_operation", m),
+                Err(ApplyError::Conflict { code, message }) => {
+                    ApiResponse::error(409, code, message)
+                }
+                Err(ApplyError::Store(e)) => {
+                    warn!(op_id = %op.op_id, error = %e, "store unavailable");
+                    ApiResponse::error(503, "store_unavailable", e.to_string())
+                }
+            }
+        }
+
+        /// The Lambda entry point's body.
+        pub async fn handle_lambda(&self, request: Request) -> Response<Body> {
+            into_lambda(self.handle(ApiRequest::from_lambda(&request)).await)
+        }
+    }
 }
 
 fn bad(code: &str, message: impl Into<String>) -> ApiResponse {
@@ -120,41 +167,11 @@ pub fn parse_request(
     Ok(op)
 }
 
-impl<C: Clock> RemoteApi<C> {
-    pub async fn handle(&self, request: ApiRequest<'_>) -> ApiResponse {
-        let op = match parse_request(request, &self.peers, self.store.kinds()) {
-            Ok(op) => op,
-            Err(response) => return response,
-        };
-        match self.store.apply(&op, self.clock.now_ms()).await {
-            Ok(applied) => {
-                info!(op_id = %op.op_id, source = %op.source_region, kind = %op.kind,
-                      resource = %op.resource, seq = op.seq, outcome = applied.outcome, "operation");
-                ApiResponse::ok(json!({
-                    "op_id": op.op_id,
-                    "outcome": applied.outcome,
-                    "result": applied.result,
-                }))
-            }
-            Err(ApplyError::Invalid(m)) => ApiResponse::error(422, "invalid_operation", m),
-            Err(ApplyError::Conflict { code, message }) => ApiResponse::error(409, code, message),
-            Err(ApplyError::Store(e)) => {
-                warn!(op_id = %op.op_id, error = %e, "store unavailable");
-                ApiResponse::error(503, "store_unavailable", e.to_string())
-            }
-        }
-    }
-
-    /// The Lambda entry point's body.
-    pub async fn handle_lambda(&self, request: Request) -> Response<Body> {
-        into_lambda(self.handle(ApiRequest::from_lambda(&request)).await)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
+    use serde_json::json;
 
     fn peers() -> BTreeSet<Region> {
         ["us-east-1", "eu-west-1"]

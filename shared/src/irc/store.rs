@@ -7,6 +7,7 @@
 //! apply is idempotent on `op_id`, so a second attempt after a lost completion gets the stored
 //! result instead of a second effect.
 
+pub use super::claim::{ClaimOutcome, CompleteOutcome, Completion, WorkItemClaims};
 use super::ids::{OpId, Region};
 use super::item::{Status, Transition, WorkItem};
 use crate::aws::{
@@ -50,32 +51,6 @@ pub enum SubmitOutcome {
     Submitted(WorkItem),
     /// An op with this id exists already (a retried submit): nothing was written.
     AlreadySubmitted(WorkItem),
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ClaimOutcome {
-    Claimed(WorkItem),
-    /// Already SUCCEEDED or FAILED: a duplicate delivery.
-    Terminal(WorkItem),
-    /// Another worker holds a live claim.
-    Busy(WorkItem),
-    Missing,
-}
-
-/// How an attempt ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Completion {
-    Succeeded { result: String },
-    Failed { error: String },
-    Retry { error: String, due_at_ms: Millis },
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum CompleteOutcome {
-    Completed(WorkItem),
-    /// The claim expired and someone else claimed the item; this attempt's outcome is dropped
-    /// (the remote is idempotent, so the newer attempt gets the same result).
-    ClaimLost(Option<WorkItem>),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -422,5 +397,28 @@ impl WorkItemStore {
                 Ok(None) | Err(None) => RetryOutcome::Missing,
             },
         )
+    }
+}
+
+#[async_trait::async_trait]
+impl WorkItemClaims for WorkItemStore {
+    async fn claim(
+        &self,
+        op_id: &OpId,
+        token: &str,
+        now: Millis,
+        claim_ttl_ms: Millis,
+    ) -> Result<ClaimOutcome, StoreError> {
+        WorkItemStore::claim(self, op_id, token, now, claim_ttl_ms).await
+    }
+
+    async fn complete(
+        &self,
+        op_id: &OpId,
+        token: &str,
+        completion: &Completion,
+        now: Millis,
+    ) -> Result<CompleteOutcome, StoreError> {
+        WorkItemStore::complete(self, op_id, token, completion, now).await
     }
 }

@@ -8,8 +8,8 @@ use super::item::WorkItem;
 use super::kinds::Kinds;
 use super::queue::WorkQueue;
 use super::store::{NewOp, SubmitOutcome, WorkItemStore};
-use crate::aws::StoreError;
 use crate::clock::Clock;
+use crate::StoreError;
 use serde_json::Value;
 use tracing::warn;
 

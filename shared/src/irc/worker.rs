@@ -4,16 +4,21 @@
 //!
 //! A record reported failed comes back later; in a FIFO batch every later record of the same
 //! message group is reported failed with it, unprocessed, so SQS redelivers them in order.
+//!
+//! The batch rules are core: they run against [`WorkItemClaims`], [`Redelivery`] and
+//! [`Remote`] (the in-memory ones in [`super::memory`] in the unit tests below); the Lambda
+//! entry point, which turns SQS's event into [`BatchRecord`]s and the failed ids into
+//! `batchItemFailures`, needs the `lambda` feature.
 
+use super::claim::{ClaimOutcome, CompleteOutcome, Completion, WorkItemClaims};
 use super::config::RetryPolicy;
 use super::ids::OpId;
 use super::item::WorkItem;
 use super::message::QueueMessage;
-use super::queue::WorkQueue;
-use super::remote::{RemoteClient, RemoteOutcome};
-use super::store::{ClaimOutcome, CompleteOutcome, Completion, WorkItemStore};
+use super::queue::Redelivery;
+use super::remote::{Remote, RemoteOutcome};
 use crate::clock::Clock;
-use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
+use crate::fault::FaultSwitch;
 use rand::Rng;
 use serde_json::json;
 use std::collections::HashSet;
@@ -22,14 +27,24 @@ use std::time::Instant;
 use tracing::{error, info, warn};
 
 /// What the worker needs, built once per process.
-pub struct Worker<C> {
-    pub store: WorkItemStore,
-    pub queue: WorkQueue,
-    pub remote: RemoteClient,
+pub struct Worker<S, Q, R, C> {
+    pub store: S,
+    pub queue: Q,
+    pub remote: R,
     pub policy: RetryPolicy,
     pub clock: C,
-    /// Honour [`super::remote::FAULT_HEADER`] `exit-after-apply` (local fault tests only).
-    pub fault_injection: bool,
+    /// Obey a fault the fault proxy asks for (local fault tests only; [`crate::fault`]).
+    pub faults: FaultSwitch,
+}
+
+/// One record of a batch, as the worker needs it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BatchRecord {
+    pub message_id: String,
+    /// The FIFO message group; `None` outside a FIFO queue (the record is a group of its own).
+    pub group: Option<String>,
+    pub body: Option<String>,
+    pub receipt_handle: Option<String>,
 }
 
 /// Time kept back from the invocation's deadline: completing the item and answering SQS.
@@ -49,53 +64,56 @@ enum RecordFailure {
     #[error("not enough time left in the invocation")]
     OutOfTime,
     #[error(transparent)]
-    Store(#[from] crate::aws::StoreError),
+    Store(#[from] crate::StoreError),
 }
 
-impl<C: Clock> Worker<C> {
-    /// The whole batch. `deadline` is the invocation's end.
+impl<S, Q, R, C> Worker<S, Q, R, C>
+where
+    S: WorkItemClaims,
+    Q: Redelivery,
+    R: Remote,
+    C: Clock,
+{
+    /// The whole batch; returns the message ids to report failed, in the batch's order.
+    /// `deadline` is the invocation's end.
     ///
     /// Records of different FIFO message groups are independent, so their groups run
     /// concurrently; inside a group records run in order, and once one fails every later
     /// record of that group is reported failed unprocessed (SQS redelivers them in order).
     /// Records without a group id (not from a FIFO queue) each form a group of their own.
-    pub async fn handle_batch(&self, event: SqsEvent, deadline: Instant) -> SqsBatchResponse {
-        let mut groups: Vec<(Option<String>, Vec<&SqsMessage>)> = Vec::new();
-        for record in &event.records {
-            let group = record.attributes.get("MessageGroupId").cloned();
+    pub async fn handle_batch(&self, records: &[BatchRecord], deadline: Instant) -> Vec<String> {
+        let mut groups: Vec<(Option<&str>, Vec<&BatchRecord>)> = Vec::new();
+        for record in records {
+            let group = record.group.as_deref();
             match groups.iter_mut().find(|(g, _)| g.is_some() && *g == group) {
-                Some((_, records)) => records.push(record),
+                Some((_, members)) => members.push(record),
                 None => groups.push((group, vec![record])),
             }
         }
         let failed = futures::future::join_all(
             groups
                 .iter()
-                .map(|(group, records)| self.handle_group(group.as_deref(), records, deadline)),
+                .map(|(group, members)| self.handle_group(*group, members, deadline)),
         )
         .await;
         let failed: HashSet<String> = failed.into_iter().flatten().collect();
-        let mut response = SqsBatchResponse::default();
-        // Report in the batch's order.
-        for record in &event.records {
-            let id = record.message_id.clone().unwrap_or_default();
-            if failed.contains(&id) {
-                response.batch_item_failures.push(failure(&id));
-            }
-        }
-        response
+        records
+            .iter()
+            .filter(|r| failed.contains(&r.message_id))
+            .map(|r| r.message_id.clone())
+            .collect()
     }
 
     /// One message group's records in order; returns the message ids to report failed.
     async fn handle_group(
         &self,
         group: Option<&str>,
-        records: &[&SqsMessage],
+        records: &[&BatchRecord],
         deadline: Instant,
     ) -> Vec<String> {
         let mut failed = Vec::new();
         for record in records {
-            let id = record.message_id.clone().unwrap_or_default();
+            let id = record.message_id.clone();
             if !failed.is_empty() {
                 info!(message_id = %id, group = ?group, "held back behind a failed record of its group");
                 failed.push(id);
@@ -125,7 +143,7 @@ impl<C: Clock> Worker<C> {
 
     async fn handle_record(
         &self,
-        record: &SqsMessage,
+        record: &BatchRecord,
         deadline: Instant,
     ) -> Result<(), RecordFailure> {
         let message = QueueMessage::decode(record.body.as_deref())
@@ -154,10 +172,8 @@ impl<C: Clock> Worker<C> {
             }
         };
         let call = self.remote.call(&item, call_time).await;
-        if self.fault_injection && call.fault.as_deref() == Some("exit-after-apply") {
-            error!(op_id = %item.op_id, "fault injection: worker exits after the remote applied, before completing");
-            std::process::exit(1);
-        }
+        self.faults
+            .after_remote_apply(call.fault, item.op_id.as_str());
         let completion = self.completion(&item, call.outcome);
         let outcome = self
             .store
@@ -192,7 +208,7 @@ impl<C: Clock> Worker<C> {
     }
 
     /// What the item becomes after an attempt with `outcome`.
-    pub fn completion(&self, item: &WorkItem, outcome: RemoteOutcome) -> Completion {
+    fn completion(&self, item: &WorkItem, outcome: RemoteOutcome) -> Completion {
         completion_for(
             item,
             outcome,
@@ -207,7 +223,7 @@ impl<C: Clock> Worker<C> {
 /// once, a transient one retries after the backoff until `max_attempts` attempts were made.
 /// A retry is due for the dispatcher only `redispatch_after_ms` after its backoff, since the
 /// message's own redelivery is expected first.
-pub fn completion_for(
+pub(crate) fn completion_for(
     item: &WorkItem,
     outcome: RemoteOutcome,
     policy: &RetryPolicy,
@@ -233,20 +249,49 @@ pub fn completion_for(
     }
 }
 
-fn failure(message_id: &str) -> BatchItemFailure {
-    let mut f = BatchItemFailure::default();
-    f.item_identifier = message_id.to_owned();
-    f
-}
+#[cfg(feature = "lambda")]
+mod sqs_entry {
+    use super::*;
+    use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
 
-impl<C: Clock> Worker<C> {
-    /// The Lambda entry point's body: the invocation's deadline comes from its context.
-    pub async fn handle_event(
-        &self,
-        event: lambda_runtime::LambdaEvent<SqsEvent>,
-    ) -> Result<SqsBatchResponse, std::convert::Infallible> {
-        let deadline = crate::schedule::deadline_instant(event.context.deadline, &self.clock);
-        Ok(self.handle_batch(event.payload, deadline).await)
+    impl From<&SqsMessage> for BatchRecord {
+        fn from(m: &SqsMessage) -> Self {
+            BatchRecord {
+                message_id: m.message_id.clone().unwrap_or_default(),
+                group: m.attributes.get("MessageGroupId").cloned(),
+                body: m.body.clone(),
+                receipt_handle: m.receipt_handle.clone(),
+            }
+        }
+    }
+
+    impl<S, Q, R, C> Worker<S, Q, R, C>
+    where
+        S: WorkItemClaims,
+        Q: Redelivery,
+        R: Remote,
+        C: Clock,
+    {
+        /// An SQS batch: the failed records as `batchItemFailures` (ReportBatchItemFailures).
+        pub async fn handle_sqs(&self, event: &SqsEvent, deadline: Instant) -> SqsBatchResponse {
+            let records: Vec<BatchRecord> = event.records.iter().map(BatchRecord::from).collect();
+            let mut response = SqsBatchResponse::default();
+            for id in self.handle_batch(&records, deadline).await {
+                let mut failure = BatchItemFailure::default();
+                failure.item_identifier = id;
+                response.batch_item_failures.push(failure);
+            }
+            response
+        }
+
+        /// The Lambda entry point's body: the invocation's deadline comes from its context.
+        pub async fn handle_event(
+            &self,
+            event: lambda_runtime::LambdaEvent<SqsEvent>,
+        ) -> Result<SqsBatchResponse, std::convert::Infallible> {
+            let deadline = crate::schedule::deadline_instant(event.context.deadline, &self.clock);
+            Ok(self.handle_sqs(&event.payload, deadline).await)
+        }
     }
 }
 
@@ -317,5 +362,290 @@ mod tests {
             completion_for(&item(3), RemoteOutcome::Transient("HTTP 503".into()), &policy, 0, 0.5),
             Completion::Failed { error } if error.starts_with("gave up after 3 attempts")
         ));
+    }
+}
+
+/// The batch rules against the in-memory store, queue and remote.
+#[cfg(test)]
+mod batch_tests {
+    use super::*;
+    use crate::clock::FakeClock;
+    use crate::irc::item::Status;
+    use crate::irc::memory::{MemoryQueue, MemoryWorkItems, ScriptedRemote};
+    use crate::irc::remote::RemoteCall;
+    use crate::irc::{OpId, Region};
+
+    type TestWorker = Worker<MemoryWorkItems, MemoryQueue, ScriptedRemote, FakeClock>;
+
+    fn worker() -> TestWorker {
+        Worker {
+            store: MemoryWorkItems::new(),
+            queue: MemoryQueue::new(),
+            remote: ScriptedRemote::new(),
+            policy: RetryPolicy::default(),
+            clock: FakeClock::at(1_000_000),
+            faults: FaultSwitch::OFF,
+        }
+    }
+
+    fn eu() -> Region {
+        Region::parse("eu-west-1").unwrap()
+    }
+
+    /// A PENDING item for `resource`, stored, and its record in message group `resource`.
+    fn op(worker: &TestWorker, resource: &str) -> (OpId, BatchRecord) {
+        let op_id = OpId::new();
+        worker.store.insert(WorkItem {
+            op_id: op_id.clone(),
+            source_region: Region::parse("us-east-1").unwrap(),
+            target_region: eu(),
+            kind: "group.put".into(),
+            resource: resource.into(),
+            seq: 1,
+            payload: "{}".into(),
+            status: Status::Pending,
+            attempts: 0,
+            max_attempts: 5,
+            claim_token: None,
+            claim_expires_at_ms: None,
+            due_at_ms: 0,
+            result: None,
+            last_error: None,
+            created_at_ms: 0,
+            updated_at_ms: 0,
+            history: Vec::new(),
+        });
+        let record = BatchRecord {
+            message_id: format!("m-{op_id}"),
+            group: Some(format!("eu-west-1#{resource}")),
+            body: Some(QueueMessage::new(op_id.clone(), eu()).encode()),
+            receipt_handle: Some(format!("r-{op_id}")),
+        };
+        (op_id, record)
+    }
+
+    fn deadline() -> Instant {
+        Instant::now() + Duration::from_secs(60)
+    }
+
+    fn status(worker: &TestWorker, op_id: &OpId) -> Status {
+        worker.store.get(op_id).map(|i| i.status).unwrap()
+    }
+
+    fn transient() -> RemoteCall {
+        RemoteCall::answered(RemoteOutcome::Transient("HTTP 503".into()))
+    }
+
+    #[tokio::test]
+    async fn a_failed_record_holds_back_the_rest_of_its_group_unclaimed() {
+        let w = worker();
+        let (a1, ra1) = op(&w, "a");
+        let (a2, ra2) = op(&w, "a");
+        let (a3, ra3) = op(&w, "a");
+        let (b1, rb1) = op(&w, "b");
+        w.remote.script(&a1, [transient()]);
+        let batch = [ra1.clone(), ra2.clone(), rb1.clone(), ra3.clone()];
+
+        let failed = w.handle_batch(&batch, deadline()).await;
+
+        // a1 failed, a2 and a3 behind it, in the batch's order; b1, another group, went on.
+        assert_eq!(failed, vec![ra1.message_id, ra2.message_id, ra3.message_id]);
+        assert_eq!(status(&w, &a1), Status::Retrying);
+        assert_eq!(status(&w, &a2), Status::Pending);
+        assert_eq!(status(&w, &a3), Status::Pending);
+        assert_eq!(status(&w, &b1), Status::Succeeded);
+        // The held-back records were neither claimed nor sent: no attempt spent on them.
+        let claimed = w.store.claimed();
+        assert!(claimed.contains(&a1) && claimed.contains(&b1));
+        assert!(!claimed.contains(&a2) && !claimed.contains(&a3));
+        assert!(!w.remote.calls().contains(&a2));
+        assert_eq!(w.store.get(&a2).unwrap().attempts, 0);
+    }
+
+    #[tokio::test]
+    async fn records_of_one_group_are_applied_in_batch_order() {
+        let w = worker();
+        let records: Vec<(OpId, BatchRecord)> = (0..5).map(|_| op(&w, "a")).collect();
+        let batch: Vec<BatchRecord> = records.iter().map(|(_, r)| r.clone()).collect();
+
+        assert!(w.handle_batch(&batch, deadline()).await.is_empty());
+
+        let order: Vec<OpId> = records.into_iter().map(|(id, _)| id).collect();
+        assert_eq!(w.remote.calls(), order);
+    }
+
+    #[tokio::test]
+    async fn records_without_a_group_never_hold_each_other_back() {
+        let w = worker();
+        let (x, mut rx) = op(&w, "x");
+        let (y, mut ry) = op(&w, "y");
+        rx.group = None;
+        ry.group = None;
+        w.remote.script(&x, [transient()]);
+
+        let failed = w.handle_batch(&[rx.clone(), ry], deadline()).await;
+
+        assert_eq!(failed, vec![rx.message_id]);
+        assert_eq!(status(&w, &x), Status::Retrying);
+        assert_eq!(status(&w, &y), Status::Succeeded);
+    }
+
+    #[tokio::test]
+    async fn a_bad_body_fails_alone_and_is_released_for_the_dlq_at_once() {
+        let w = worker();
+        let bad = BatchRecord {
+            message_id: "bad".into(),
+            group: Some("eu-west-1#a".into()),
+            body: Some("{not json".into()),
+            receipt_handle: Some("r-bad".into()),
+        };
+        let (a, ra) = op(&w, "a");
+        let (b, rb) = op(&w, "b");
+
+        let failed = w.handle_batch(&[bad, ra.clone(), rb], deadline()).await;
+
+        // The bad record holds back its own group (order kept), not the other one.
+        assert_eq!(failed, vec!["bad".to_owned(), ra.message_id]);
+        assert_eq!(status(&w, &a), Status::Pending);
+        assert_eq!(status(&w, &b), Status::Succeeded);
+        assert_eq!(w.queue.delays(), vec![("r-bad".to_owned(), 0)]);
+    }
+
+    #[tokio::test]
+    async fn a_message_for_a_missing_item_fails_for_the_dlq() {
+        let w = worker();
+        let record = BatchRecord {
+            message_id: "ghost".into(),
+            group: Some("eu-west-1#g".into()),
+            body: Some(QueueMessage::new(OpId::new(), eu()).encode()),
+            receipt_handle: Some("r-ghost".into()),
+        };
+        assert_eq!(w.handle_batch(&[record], deadline()).await, vec!["ghost"]);
+        assert_eq!(w.queue.delays(), vec![("r-ghost".to_owned(), 0)]);
+    }
+
+    #[tokio::test]
+    async fn a_transient_failure_retries_after_its_backoff_not_the_visibility_timeout() {
+        let w = worker();
+        let (a, ra) = op(&w, "a");
+        w.remote.script(&a, [transient()]);
+
+        assert_eq!(
+            w.handle_batch(std::slice::from_ref(&ra), deadline()).await,
+            vec![ra.message_id]
+        );
+
+        let item = w.store.get(&a).unwrap();
+        assert_eq!((item.status, item.attempts), (Status::Retrying, 1));
+        // Backoff of attempt 1 is at most 1 s: the message comes back within a second or two.
+        let delays = w.queue.delays();
+        assert_eq!(delays.len(), 1);
+        assert_eq!(delays[0].0, format!("r-{a}"));
+        assert!((0..=2).contains(&delays[0].1), "{delays:?}");
+    }
+
+    #[tokio::test]
+    async fn a_permanent_refusal_fails_the_op_and_lets_the_group_go_on() {
+        let w = worker();
+        let (a1, ra1) = op(&w, "a");
+        let (a2, ra2) = op(&w, "a");
+        w.remote.script(
+            &a1,
+            [RemoteCall::answered(RemoteOutcome::Permanent(
+                "HTTP 422 invalid_payload: x".into(),
+            ))],
+        );
+
+        assert!(w.handle_batch(&[ra1, ra2], deadline()).await.is_empty());
+
+        let failed = w.store.get(&a1).unwrap();
+        assert_eq!(failed.status, Status::Failed);
+        assert_eq!(
+            failed.last_error.as_deref(),
+            Some("HTTP 422 invalid_payload: x")
+        );
+        assert_eq!(status(&w, &a2), Status::Succeeded);
+    }
+
+    #[tokio::test]
+    async fn a_duplicate_delivery_of_a_finished_or_claimed_op_does_nothing() {
+        let w = worker();
+        let (done, r_done) = op(&w, "a");
+        let (busy, r_busy) = op(&w, "b");
+        assert!(w
+            .handle_batch(std::slice::from_ref(&r_done), deadline())
+            .await
+            .is_empty());
+        // Another worker holds a live claim on `busy`.
+        w.store
+            .claim(&busy, "other", 1_000_000, 60_000)
+            .await
+            .unwrap();
+        let calls_before = w.remote.calls().len();
+
+        assert!(w
+            .handle_batch(&[r_done, r_busy], deadline())
+            .await
+            .is_empty());
+
+        assert_eq!(w.remote.calls().len(), calls_before);
+        assert_eq!(w.store.get(&done).unwrap().attempts, 1);
+        let held = w.store.get(&busy).unwrap();
+        assert_eq!(held.claim_token.as_deref(), Some("other"));
+        assert_eq!(held.attempts, 1);
+    }
+
+    #[tokio::test]
+    async fn an_expired_claim_is_taken_over_and_the_stale_completion_dropped() {
+        let w = worker();
+        let (a, ra) = op(&w, "a");
+        // A worker claimed it long ago and died; its claim has expired.
+        w.store.claim(&a, "dead", 0, 10).await.unwrap();
+
+        assert!(w.handle_batch(&[ra], deadline()).await.is_empty());
+
+        let item = w.store.get(&a).unwrap();
+        assert_eq!((item.status, item.attempts), (Status::Succeeded, 2));
+        // The dead worker's completion, arriving late, changes nothing.
+        let late = w
+            .store
+            .complete(
+                &a,
+                "dead",
+                &Completion::Failed {
+                    error: "late".into(),
+                },
+                2_000_000,
+            )
+            .await
+            .unwrap();
+        assert!(
+            matches!(late, CompleteOutcome::ClaimLost(Some(i)) if i.status == Status::Succeeded)
+        );
+    }
+
+    #[tokio::test]
+    async fn with_no_time_left_records_are_failed_unclaimed() {
+        let w = worker();
+        let (a, ra) = op(&w, "a");
+        let failed = w
+            .handle_batch(std::slice::from_ref(&ra), Instant::now())
+            .await;
+        assert_eq!(failed, vec![ra.message_id]);
+        assert!(w.store.claimed().is_empty());
+        assert_eq!(w.store.get(&a).unwrap().attempts, 0);
+    }
+
+    #[tokio::test]
+    async fn a_queue_that_cannot_set_the_delay_still_reports_the_record_failed() {
+        let w = worker();
+        let (a, ra) = op(&w, "a");
+        w.remote.script(&a, [transient()]);
+        w.queue.fail();
+        assert_eq!(
+            w.handle_batch(std::slice::from_ref(&ra), deadline()).await,
+            vec![ra.message_id]
+        );
+        assert_eq!(status(&w, &a), Status::Retrying);
     }
 }

@@ -22,8 +22,11 @@ use super::service::{
 };
 use super::store::LeaseStore;
 use crate::clock::Clock;
-use crate::http::{into_lambda, parse_json, ApiRequest, ApiResponse};
+#[cfg(feature = "lambda")]
+use crate::http::into_lambda;
+use crate::http::{parse_json, ApiRequest, ApiResponse};
 use crate::ids::{GroupId, HostId, IdError, Incarnation};
+#[cfg(feature = "lambda")]
 use lambda_http::{Body, Request, Response};
 use serde::Deserialize;
 use serde_json::json;
@@ -405,6 +408,7 @@ pub async fn handle<S: LeaseStore, C: Clock>(
 }
 
 /// The Function URL entry point: `lambda_http` request in, JSON response out.
+#[cfg(feature = "lambda")]
 pub async fn handle_lambda<S: LeaseStore, C: Clock>(
     service: &LeaseService<S, C>,
     request: Request,

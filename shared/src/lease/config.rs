@@ -21,7 +21,7 @@ pub struct LeaseConfig {
 /// the deadline arithmetic (`now + lease_ms`, the rules' `3 * renew_interval_ms`) overflow; with
 /// this bound every sum and product of settings and a wall-clock time stays far below
 /// `u64::MAX`. (Found by the `env_config` fuzz target.)
-pub const MAX_SETTING_MS: Millis = 86_400_000;
+pub(crate) const MAX_SETTING_MS: Millis = 86_400_000;
 
 /// A timing combination that breaks the protocol's safety or liveness argument.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -11,8 +11,9 @@ use super::protocol::{
 };
 use super::record::LeaseRecord;
 use super::store::{
-    CreateOutcome, DeleteExpect, DeleteOutcome, DeletePlan, GroupDefinition, HeartbeatOutcome,
-    LeaseStore, MemberUpdate, PutMode, Reads, ReleaseOutcome, RenewOutcome, StoreError, Written,
+    BlindDeletePlan, CreateOutcome, DeleteExpect, DeleteOutcome, DeletePlan, GroupDefinition,
+    HeartbeatOutcome, LeaseStore, MemberUpdate, PutMode, Reads, ReleaseOutcome, RenewOutcome,
+    StoreError, Written,
 };
 use crate::aws::{decode_keyed, decode_opt_item, is_condition_failure, written_or_current, Item};
 use crate::aws::{n, s};
@@ -31,7 +32,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 
 /// The name of the `Leases` index on `holder` (sparse: only held groups).
-pub const BY_HOLDER_INDEX: &str = "by-holder";
+pub(crate) const BY_HOLDER_INDEX: &str = "by-holder";
 /// BatchGetItem's limit.
 const BATCH_GET_MAX: usize = 100;
 /// Batch reads in flight at once for one call.
@@ -222,10 +223,122 @@ impl DynamoLeaseStore {
     }
 }
 
+/// The writes that define a group, for one transaction: the group item (lease, members; never
+/// `holder` or `epoch`, so a live grant keeps running and a tombstone's epoch continues) and
+/// `ADD attention` on every member, so each reads the group at its next poll. The store's
+/// `put_group` and the IRC's `group.put` (inside the remote's idempotency transaction) both
+/// write through this, so the `Leases` table's expressions live in this module alone.
+pub(crate) fn group_definition_writes(
+    leases_table: &str,
+    hosts_table: &str,
+    definition: &GroupDefinition,
+    mode: PutMode,
+    now: Millis,
+) -> Result<Vec<TransactWriteItem>, StoreError> {
+    let members =
+        serde_dynamo::to_attribute_value(&definition.members).map_err(|e| StoreError::Corrupt {
+            item: definition.group_id.to_string(),
+            reason: e.to_string(),
+        })?;
+    let free_since = match mode {
+        PutMode::Create => ":now",
+        PutMode::Upsert => "if_not_exists(free_since_ms, :now)",
+    };
+    let mut put = Update::builder()
+        .table_name(leases_table)
+        .set_key(Some(DynamoLeaseStore::group_key(&definition.group_id)))
+        .update_expression(format!(
+            "SET lease_ms = :lease, members = :members, updated_at_ms = :now, \
+             free_since_ms = {free_since}, epoch = if_not_exists(epoch, :zero), \
+             expires_at_ms = if_not_exists(expires_at_ms, :zero), \
+             version = if_not_exists(version, :zero) + :one REMOVE deleted"
+        ))
+        .expression_attribute_values(":lease", n(definition.lease_ms))
+        .expression_attribute_values(":members", members)
+        .expression_attribute_values(":now", n(now))
+        .expression_attribute_values(":zero", n(0))
+        .expression_attribute_values(":one", n(1));
+    if mode == PutMode::Create {
+        put = put
+            .condition_expression("attribute_not_exists(group_id) OR deleted = :true")
+            .expression_attribute_values(":true", AttributeValue::Bool(true));
+    }
+    let put = put.build().map_err(|e| internal("Update", e))?;
+    let mut items = vec![TransactWriteItem::builder().update(put).build()];
+    for host in definition.members.keys() {
+        items.push(attention_write(
+            hosts_table,
+            host,
+            &definition.group_id,
+            now,
+        )?);
+    }
+    Ok(items)
+}
+
+/// A group's tombstone (see [`DeletePlan`]): the item stays, with its epoch, so a group created
+/// again continues from it and a fence never sees an epoch go back.
+const TOMBSTONE: &str = "SET deleted = :true, updated_at_ms = :now, \
+     version = if_not_exists(version, :zero) + :one REMOVE holder, holder_host_epoch, members";
+
+fn tombstone_values(now: Millis) -> Item {
+    HashMap::from([
+        (":true".to_owned(), AttributeValue::Bool(true)),
+        (":now".to_owned(), n(now)),
+        (":zero".to_owned(), n(0)),
+        (":one".to_owned(), n(1)),
+    ])
+}
+
+/// [`DeletePlan::condition_holds`] spelt for DynamoDB, with its values.
+fn delete_condition(plan: &DeletePlan) -> (String, Item) {
+    let mut values = tombstone_values(plan.now);
+    values.insert(":seen".to_owned(), n(plan.seen_epoch.0));
+    let mut condition = String::from(
+        "attribute_exists(group_id) AND attribute_not_exists(deleted) AND epoch = :seen",
+    );
+    match plan.expect {
+        DeleteExpect::Free => condition.push_str(" AND attribute_not_exists(holder)"),
+        DeleteExpect::RevokedGrant(hhe) => {
+            condition.push_str(" AND holder_host_epoch = :hhe");
+            values.insert(":hhe".to_owned(), n(hhe.0));
+        }
+        DeleteExpect::V1Lapsed { not_after_ms } => {
+            condition.push_str(
+                " AND attribute_not_exists(holder_host_epoch) AND expires_at_ms < :not_after",
+            );
+            values.insert(":not_after".to_owned(), n(not_after_ms));
+        }
+    }
+    (condition, values)
+}
+
+/// [`BlindDeletePlan::condition_holds`] spelt for DynamoDB.
+pub(crate) const BLIND_DELETE_CONDITION: &str = "attribute_exists(group_id) AND attribute_not_exists(deleted) \
+     AND (attribute_not_exists(holder) OR (attribute_not_exists(holder_host_epoch) AND expires_at_ms < :not_after))";
+
+/// The IRC's `group.delete` as one transaction item (see [`BlindDeletePlan`]).
+pub(crate) fn blind_delete_write(
+    leases_table: &str,
+    group: &GroupId,
+    plan: &BlindDeletePlan,
+) -> Result<TransactWriteItem, StoreError> {
+    let mut values = tombstone_values(plan.now);
+    values.insert(":not_after".to_owned(), n(plan.not_after_ms));
+    let update = Update::builder()
+        .table_name(leases_table)
+        .set_key(Some(DynamoLeaseStore::group_key(group)))
+        .update_expression(TOMBSTONE)
+        .condition_expression(BLIND_DELETE_CONDITION)
+        .set_expression_attribute_values(Some(values))
+        .build()
+        .map_err(|e| internal("Update", e))?;
+    Ok(TransactWriteItem::builder().update(update).build())
+}
+
 /// `ADD attention :g` on a host item (with the host defaults), as one transaction item: how a
-/// change that a host must react to quickly reaches it at its next poll. Also used by the IRC's
-/// `group.put`, whose effect joins the remote's idempotency transaction.
-pub fn attention_write(
+/// change that a host must react to quickly reaches it at its next poll.
+pub(crate) fn attention_write(
     hosts_table: &str,
     host: &HostId,
     group: &GroupId,
@@ -583,40 +696,8 @@ impl LeaseStore for DynamoLeaseStore {
         mode: PutMode,
         now: Millis,
     ) -> Result<CreateOutcome, StoreError> {
-        let members = serde_dynamo::to_attribute_value(&definition.members).map_err(|e| {
-            StoreError::Corrupt {
-                item: definition.group_id.to_string(),
-                reason: e.to_string(),
-            }
-        })?;
-        let free_since = match mode {
-            PutMode::Create => ":now",
-            PutMode::Upsert => "if_not_exists(free_since_ms, :now)",
-        };
-        let mut put = Update::builder()
-            .table_name(&self.leases_table)
-            .set_key(Some(Self::group_key(&definition.group_id)))
-            .update_expression(format!(
-                "SET lease_ms = :lease, members = :members, updated_at_ms = :now, \
-                 free_since_ms = {free_since}, epoch = if_not_exists(epoch, :zero), \
-                 expires_at_ms = if_not_exists(expires_at_ms, :zero), \
-                 version = if_not_exists(version, :zero) + :one REMOVE deleted"
-            ))
-            .expression_attribute_values(":lease", n(definition.lease_ms))
-            .expression_attribute_values(":members", members)
-            .expression_attribute_values(":now", n(now))
-            .expression_attribute_values(":zero", n(0))
-            .expression_attribute_values(":one", n(1));
-        if mode == PutMode::Create {
-            put = put
-                .condition_expression("attribute_not_exists(group_id) OR deleted = :true")
-                .expression_attribute_values(":true", AttributeValue::Bool(true));
-        }
-        let put = put.build().map_err(|e| internal("Update", e))?;
-        let mut items = vec![TransactWriteItem::builder().update(put).build()];
-        for host in definition.members.keys() {
-            items.push(self.notify_item(host, &definition.group_id, now)?);
-        }
+        let items =
+            group_definition_writes(&self.leases_table, &self.hosts_table, definition, mode, now)?;
         Ok(match self.transact(items).await? {
             Ok(()) => CreateOutcome::Created,
             Err(_) => CreateOutcome::AlreadyExists,
@@ -628,37 +709,14 @@ impl LeaseStore for DynamoLeaseStore {
         group: &GroupId,
         plan: &DeletePlan,
     ) -> Result<DeleteOutcome, StoreError> {
-        let mut condition = String::from(
-            "attribute_exists(group_id) AND attribute_not_exists(deleted) AND epoch = :seen",
-        );
-        let mut update = self
+        let (condition, values) = delete_condition(plan);
+        let update = self
             .client
             .update_item()
             .table_name(&self.leases_table)
             .set_key(Some(Self::group_key(group)))
-            .update_expression(
-                "SET deleted = :true, updated_at_ms = :now, \
-                 version = if_not_exists(version, :zero) + :one \
-                 REMOVE holder, holder_host_epoch, members",
-            )
-            .expression_attribute_values(":true", AttributeValue::Bool(true))
-            .expression_attribute_values(":seen", n(plan.seen_epoch.0))
-            .expression_attribute_values(":now", n(plan.now))
-            .expression_attribute_values(":zero", n(0))
-            .expression_attribute_values(":one", n(1));
-        match plan.expect {
-            DeleteExpect::Free => condition.push_str(" AND attribute_not_exists(holder)"),
-            DeleteExpect::RevokedGrant(hhe) => {
-                condition.push_str(" AND holder_host_epoch = :hhe");
-                update = update.expression_attribute_values(":hhe", n(hhe.0));
-            }
-            DeleteExpect::V1Lapsed { not_after_ms } => {
-                condition.push_str(
-                    " AND attribute_not_exists(holder_host_epoch) AND expires_at_ms < :not_after",
-                );
-                update = update.expression_attribute_values(":not_after", n(not_after_ms));
-            }
-        }
+            .update_expression(TOMBSTONE)
+            .set_expression_attribute_values(Some(values));
         let result = update
             .condition_expression(condition)
             .return_values(ReturnValue::AllNew)

@@ -10,13 +10,13 @@ use aws_sdk_dynamodb::types::builders::{PutBuilder, UpdateBuilder};
 use aws_sdk_dynamodb::types::AttributeValue;
 
 /// The attribute that stores the highest epoch that has written an item.
-pub const FENCE_ATTRIBUTE: &str = "fence";
+pub(crate) const FENCE_ATTRIBUTE: &str = "fence";
 const NAME: &str = "#tenure_fence";
 const VALUE: &str = ":tenure_fence_epoch";
 
 /// The fencing condition (`docs/protocol.md`): `attribute_not_exists(fence) OR fence <= :epoch`, joined to the
 /// caller's own condition (if any) with AND.
-pub fn fenced_condition(existing: Option<&str>) -> String {
+pub(crate) fn fenced_condition(existing: Option<&str>) -> String {
     let fence = format!("(attribute_not_exists({NAME}) OR {NAME} <= {VALUE})");
     match existing {
         Some(own) if !own.trim().is_empty() => format!("({own}) AND {fence}"),
@@ -25,7 +25,7 @@ pub fn fenced_condition(existing: Option<&str>) -> String {
 }
 
 /// Adds `SET fence = :epoch` to an update expression, merging with its SET clause if it has one.
-pub fn fenced_update_expression(existing: Option<&str>) -> String {
+pub(crate) fn fenced_update_expression(existing: Option<&str>) -> String {
     let set = format!("{NAME} = {VALUE}");
     let Some(own) = existing.filter(|e| !e.trim().is_empty()) else {
         return format!("SET {set}");

@@ -14,10 +14,10 @@ use std::collections::BTreeSet;
 
 /// The incarnation of callers that send none (the v1 endpoints, simple clients): they behave
 /// as in v1, a restarted process is the same incarnation.
-pub const DEFAULT_INCARNATION: &str = "default";
+pub(crate) const DEFAULT_INCARNATION: &str = "default";
 
 /// The default incarnation as an id.
-pub fn default_incarnation() -> Incarnation {
+pub(crate) fn default_incarnation() -> Incarnation {
     // The literal is a valid id (checked by a unit test), so this cannot fail.
     Incarnation::parse(DEFAULT_INCARNATION).unwrap_or_else(|_| unreachable!())
 }
@@ -103,6 +103,7 @@ mod tests {
         assert_eq!(default_incarnation().as_str(), DEFAULT_INCARNATION);
     }
 
+    #[cfg(feature = "aws")]
     #[test]
     fn attention_is_stored_as_a_string_set_and_omitted_when_empty() {
         let mut host = HostRecord::absent(HostId::parse("h1").unwrap());

@@ -15,9 +15,12 @@
 //! - [`fence`]: the fencing condition for a primary's own writes.
 
 pub mod api;
+#[cfg(feature = "client")]
 pub mod client;
 pub mod config;
+#[cfg(feature = "aws")]
 pub mod dynamo;
+#[cfg(feature = "aws")]
 pub mod fence;
 pub mod host;
 pub mod memory;

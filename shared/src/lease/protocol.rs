@@ -59,12 +59,12 @@ pub struct CheckAnswer {
 }
 
 /// The shortest wait a check ever asks for.
-pub const FLOOR_MS: Millis = 10;
+pub(crate) const FLOOR_MS: Millis = 10;
 
 /// How long the holder of a host lease may use it, from `now` on the function clock:
 /// `max(0, expires_at - clock_skew - now)`. Every grant the host holds at its current epoch
 /// shares this window.
-pub fn host_valid_for_ms(host: &HostRecord, now: Millis, cfg: &LeaseConfig) -> Millis {
+pub(crate) fn host_valid_for_ms(host: &HostRecord, now: Millis, cfg: &LeaseConfig) -> Millis {
     host.expires_at_ms
         .saturating_sub(cfg.clock_skew_ms)
         .saturating_sub(now)
@@ -78,7 +78,7 @@ pub fn is_revocable(host: &HostRecord, now: Millis, cfg: &LeaseConfig) -> bool {
 }
 
 /// The first millisecond at which [`is_revocable`] holds.
-pub fn revocable_at_ms(host: &HostRecord, cfg: &LeaseConfig) -> Millis {
+pub(crate) fn revocable_at_ms(host: &HostRecord, cfg: &LeaseConfig) -> Millis {
     host.expires_at_ms
         .saturating_add(cfg.clock_skew_ms)
         .saturating_add(1)
@@ -143,7 +143,7 @@ pub fn grant_state(
 /// Whether `host` may be answered writable for `group`: it holds the grant at its current host
 /// epoch, the caller's incarnation is the one the host record speaks for, and the host lease
 /// still has time left.
-pub fn is_writable(
+pub(crate) fn is_writable(
     group: &LeaseRecord,
     host: &HostRecord,
     incarnation: &Incarnation,
@@ -175,7 +175,7 @@ pub enum Ineligible {
 /// Whether `host` may take `group`: a member not draining it on a host not draining, that has
 /// not released it within `heartbeat_timeout_ms` of its last check-in, healthy, heard from
 /// within `heartbeat_timeout_ms`, with a live host lease of its own.
-pub fn eligibility(
+pub(crate) fn eligibility(
     group: &LeaseRecord,
     host: &HostRecord,
     now: Millis,
@@ -207,7 +207,7 @@ pub fn eligibility(
 /// nothing), else the highest priority among eligible members, ties to the smaller host id (so
 /// every caller computes the same answer). Members whose host record is not in `hosts` are not
 /// eligible.
-pub fn best_candidate<'a>(
+pub(crate) fn best_candidate<'a>(
     group: &'a LeaseRecord,
     hosts: &BTreeMap<HostId, HostRecord>,
     now: Millis,
@@ -694,7 +694,7 @@ pub fn answer(
 
 /// Whether someone other than `holder` could take the group now (a drain waits for one). A
 /// holder that is no longer a member always hands over: its group was redefined without it.
-pub fn has_successor(
+pub(crate) fn has_successor(
     group: &LeaseRecord,
     hosts: &BTreeMap<HostId, HostRecord>,
     holder: &HostId,

@@ -1,5 +1,5 @@
 use super::*;
-use crate::lease::store::{DeleteExpect, DeletePlan};
+use crate::lease::store::{BlindDeletePlan, DeleteExpect, DeletePlan};
 use proptest::prelude::*;
 
 // ---------------------------------------------------------------------------------------------
@@ -1742,6 +1742,29 @@ fn deleting_a_v1_lease_requires_it_to_have_lapsed_before_not_after() {
     assert!(!plan.condition_holds(&at_boundary));
     let upgraded = tweak(lapsed, |g| g.holder_host_epoch = Some(HOST_EPOCH));
     assert!(!plan.condition_holds(&upgraded));
+}
+
+#[test]
+fn a_blind_delete_takes_only_a_free_group_or_a_lapsed_v1_lease_whatever_the_epoch() {
+    let plan = BlindDeletePlan {
+        not_after_ms: NOW - 200,
+        now: NOW,
+    };
+    let free = group_of(&[("h1", 1)]);
+    assert!(plan.condition_holds(&free));
+    // No epoch was read: any epoch will do.
+    assert!(plan.condition_holds(&tweak(free.clone(), |g| g.epoch = Epoch(40))));
+    assert!(plan.condition_holds(&v1_held_by(free.clone(), "h1", NOW - 201)));
+    assert!(!plan.condition_holds(&v1_held_by(free.clone(), "h1", NOW - 200)));
+    // A v2 grant refuses even if its host was revoked: telling that needs the host item.
+    assert!(!plan.condition_holds(&held_by(free.clone(), "h1", HOST_EPOCH)));
+    let tombstone = plan.apply(&free);
+    assert!(!plan.condition_holds(&tombstone), "already a tombstone");
+    assert_eq!(
+        tombstone,
+        delete_plan(DeleteExpect::Free).apply(&free),
+        "both deletes leave the same tombstone"
+    );
 }
 
 #[test]

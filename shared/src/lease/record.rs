@@ -130,7 +130,7 @@ impl LeaseRecord {
         self.members.get(host)
     }
 
-    pub fn is_held_by(&self, host: &HostId) -> bool {
+    pub(crate) fn is_held_by(&self, host: &HostId) -> bool {
         self.holder.as_ref() == Some(host)
     }
 }

@@ -10,6 +10,7 @@ use super::protocol::{renew_decision, RenewSkip};
 use super::store::{LeaseStore, RenewOutcome};
 use crate::clock::Clock;
 use crate::config::{u64_or, EnvError, EnvSource};
+#[cfg(feature = "lambda")]
 use crate::schedule::{deadline_instant, Trigger};
 use futures::StreamExt;
 use serde::Serialize;
@@ -211,6 +212,7 @@ pub struct RunReport {
 
 /// The scheduled entry point. The event's content is only logged (a SAM `Schedule` sends an
 /// EventBridge envelope, `ScheduleV2` its raw `Input`); any JSON starts a run.
+#[cfg(feature = "lambda")]
 pub async fn handle_scheduled<S: LeaseStore, C: Clock>(
     store: &S,
     lease: &LeaseConfig,

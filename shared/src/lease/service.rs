@@ -30,10 +30,10 @@ use tracing::{info, warn};
 /// Most group ids one check or release may name (the wire contract, `docs/protocol.md`).
 pub const MAX_GROUPS_PER_CALL: usize = 500;
 /// Most hosts one check may watch.
-pub const MAX_WATCH_PER_CALL: usize = 500;
+pub(crate) const MAX_WATCH_PER_CALL: usize = 500;
 /// Most members of one group: a group definition is one transaction with an attention write
 /// per member, and a transaction holds at most 100 items.
-pub const MAX_MEMBERS: usize = 99;
+pub(crate) const MAX_MEMBERS: usize = 99;
 /// Acquisitions (and revocations) in flight at once inside one check.
 const WRITES_IN_FLIGHT: usize = 16;
 /// Heartbeat attempts when two incarnations keep overwriting each other.

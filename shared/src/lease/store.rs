@@ -19,7 +19,7 @@ use async_trait::async_trait;
 use futures::stream::BoxStream;
 use std::collections::{BTreeMap, BTreeSet};
 
-pub use crate::aws::StoreError;
+pub use crate::StoreError;
 
 /// A consistent read of several host and group items (tombstones are returned as such).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -117,15 +117,43 @@ impl DeletePlan {
     }
 
     pub fn apply(&self, current: &LeaseRecord) -> LeaseRecord {
-        let mut next = current.clone();
-        next.deleted = true;
-        next.holder = None;
-        next.holder_host_epoch = None;
-        next.members.clear();
-        next.updated_at_ms = self.now;
-        next.version += 1;
-        next
+        tombstone(current, self.now)
     }
+}
+
+/// A delete decided without reading the group: the IRC's `group.delete`, one write inside the
+/// remote's idempotency transaction. Only a free group, or one whose v1 lease lapsed before
+/// `not_after_ms`; a v2 grant refuses even when revoked, because telling that needs the host
+/// item, which a single write cannot read (`tenurectl groups delete` reads, revokes, deletes).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlindDeletePlan {
+    pub not_after_ms: Millis,
+    pub now: Millis,
+}
+
+impl BlindDeletePlan {
+    pub fn condition_holds(&self, current: &LeaseRecord) -> bool {
+        !current.deleted
+            && (current.holder.is_none()
+                || (current.holder_host_epoch.is_none()
+                    && current.expires_at_ms < self.not_after_ms))
+    }
+
+    pub fn apply(&self, current: &LeaseRecord) -> LeaseRecord {
+        tombstone(current, self.now)
+    }
+}
+
+/// The tombstone both deletes leave: the item stays with its epoch, without holder or members.
+fn tombstone(current: &LeaseRecord, now: Millis) -> LeaseRecord {
+    let mut next = current.clone();
+    next.deleted = true;
+    next.holder = None;
+    next.holder_host_epoch = None;
+    next.members.clear();
+    next.updated_at_ms = now;
+    next.version += 1;
+    next
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -2,8 +2,8 @@
 //! the failover benchmark and fault campaigns: start, kill -9, pause (SIGSTOP) and resume
 //! hosts, watch their roles per group and check their gate logs afterwards.
 
-use crate::chaos_proxy::ChaosProxy;
 use crate::checker::{read_log, writable_intervals, CheckError, WritableInterval};
+use crate::fault_proxy::{FaultProxy, Route};
 use replica_agent::clock::boot_ns;
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
@@ -51,7 +51,7 @@ pub struct ClusterSpec {
     pub dir: PathBuf,
     /// Start hosts with `--fault-injection` (per-request store delays).
     pub fault_injection: bool,
-    /// Put a [`ChaosProxy`] between each host and MiniStack (data table and lease-check).
+    /// Put a [`FaultProxy`] between each host and MiniStack (data table and lease-check).
     pub chaos_proxies: bool,
 }
 
@@ -62,7 +62,7 @@ pub struct HostProcess {
     pub log: PathBuf,
     child: Option<Child>,
     /// The host's own proxy to MiniStack, kept across restarts.
-    pub proxy: Option<ChaosProxy>,
+    pub proxy: Option<FaultProxy>,
     /// CLOCK_BOOTTIME ns of each kill -9 of a process logging to `log`.
     deaths: Vec<u64>,
 }
@@ -109,12 +109,14 @@ impl Cluster {
         for name in names {
             let log = cluster.spec.dir.join(format!("{name}.gate.jsonl"));
             let proxy = if cluster.spec.chaos_proxies {
-                Some(ChaosProxy::start(&cluster.spec.endpoint).map_err(|e| {
-                    ClusterError::Start {
-                        host: (*name).to_owned(),
-                        message: format!("chaos proxy: {e}"),
-                    }
-                })?)
+                Some(
+                    FaultProxy::start(Route::Upstream(cluster.spec.endpoint.clone())).map_err(
+                        |e| ClusterError::Start {
+                            host: (*name).to_owned(),
+                            message: format!("chaos proxy: {e}"),
+                        },
+                    )?,
+                )
             } else {
                 None
             };
@@ -135,7 +137,7 @@ impl Cluster {
         &self,
         name: &str,
         log: &std::path::Path,
-        proxy: Option<&ChaosProxy>,
+        proxy: Option<&FaultProxy>,
     ) -> Result<(Child, String), ClusterError> {
         let start_error = |message: String| ClusterError::Start {
             host: name.to_owned(),

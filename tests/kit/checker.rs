@@ -1,4 +1,4 @@
-//! Proves from the hosts' gate logs (see [`crate::gate_log`]) that no two hosts could write at
+//! Proves from the hosts' gate logs (see `kvdemo::gate_log`) that no two hosts could write at
 //! once and that each new primaryship has a higher epoch.
 //!
 //! A host's writable intervals are built conservatively: an interval starts at a grant line
@@ -26,7 +26,7 @@ pub enum CheckError {
     },
 }
 
-/// One line of a gate log (see [`crate::gate_log`] for the kinds).
+/// One line of a gate log (see `kvdemo::gate_log` for the kinds).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct GateEvent {
     pub t_ns: u64,

@@ -1,8 +1,20 @@
-//! What the end-to-end tests share: the deployed stacks' outputs (written by
-//! `infra/local-regions.sh deploy` to `.local/regions.json`, or the file named by
-//! `TENURE_E2E_REGIONS`) and clients pointed at them.
+//! The test kit: everything the end-to-end tests, the kvdemo tests and the benches share.
+//!
+//! - this module: the deployed stacks' outputs (written by `infra/local-regions.sh deploy` to
+//!   `.local/regions.json`, or the file named by `TENURE_E2E_REGIONS`) and clients pointed at
+//!   them;
+//! - [`fault_proxy`]: the one fault proxy, for the lease path and the IRC;
+//! - [`wire_counter`]: a counting proxy for the cost figures;
+//! - [`fixture`], [`cluster`]: a stack's groups and kvdemo host processes on this machine;
+//! - [`checker`]: proves from gate logs that no two hosts could write a group at once;
+//! - [`campaign`], [`many`]: the failover campaign and the many-groups drivers.
 
+pub mod campaign;
+pub mod checker;
+pub mod cluster;
 pub mod fault_proxy;
+pub mod fixture;
+pub mod many;
 pub mod wire_counter;
 
 use anyhow::{anyhow, Context, Result};

@@ -9,9 +9,9 @@
 //! the data table: per group, no overlapping writable intervals and epochs increasing; every
 //! acknowledged write readable.
 
-use crate::chaos_proxy::{FaultCounts, Faults};
 use crate::checker::{violations, Violation};
 use crate::cluster::{Cluster, ClusterError};
+use crate::fault_proxy::{Chaos, FaultCounts};
 use rand::Rng;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -57,11 +57,11 @@ pub async fn run(
     cluster: Cluster,
     failovers: usize,
     lease: Duration,
-    store_faults: Faults,
+    store_faults: Chaos,
 ) -> Result<CampaignReport, ClusterError> {
     let proxied = cluster.hosts.iter().all(|h| h.proxy.is_some());
     for proxy in cluster.hosts.iter().filter_map(|h| h.proxy.as_ref()) {
-        proxy.set(store_faults.clone());
+        proxy.set_chaos(store_faults.clone());
     }
     let cluster = Arc::new(RwLock::new(cluster));
     let hosts = cluster.read().await.hosts.len();
@@ -147,7 +147,7 @@ pub async fn run(
             }
             Fault::CutOffFromLeaseCheck => {
                 if let Some(proxy) = &cluster.read().await.hosts[primary].proxy {
-                    proxy.set(Faults {
+                    proxy.set_chaos(Chaos {
                         cut_off_lease_check: true,
                         ..store_faults.clone()
                     });
@@ -181,7 +181,7 @@ pub async fn run(
             Fault::CutOffFromLeaseCheck => {
                 tokio::time::sleep(Duration::from_millis(rand::rng().random_range(0..1_000))).await;
                 if let Some(proxy) = &cluster.read().await.hosts[primary].proxy {
-                    proxy.set(store_faults.clone());
+                    proxy.set_chaos(store_faults.clone());
                 }
             }
         }
@@ -191,14 +191,8 @@ pub async fn run(
     let c = cluster.read().await;
     // Heal the store before reading back: a read refused by an injected fault is not a loss.
     for proxy in c.hosts.iter().filter_map(|h| h.proxy.as_ref()) {
-        let counts = proxy.counts();
-        let total = &mut report.store_faults;
-        total.passed += counts.passed;
-        total.cut_off += counts.cut_off;
-        total.error += counts.error;
-        total.lost_answer += counts.lost_answer;
-        total.throttle += counts.throttle;
-        proxy.set(Faults::default());
+        report.store_faults.merge(&proxy.counts());
+        proxy.set_chaos(Chaos::default());
     }
     // Reads go to the store directly (strongly consistent): any running host will do.
     let reader = c.wait_for_primary(&probe, &all, within).await?;
