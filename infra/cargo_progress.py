@@ -1,6 +1,7 @@
 """Turns cargo's JSON messages (stdin, --message-format json-render-diagnostics) into a few
-progress lines: crates compiled every 20 s, each watched binary as it is built, errors in full.
-Exits non-zero when the build failed, so a pipeline with `set -o pipefail` fails with it.
+progress lines: crates compiled every 20 s, each watched binary as it is built, a line while
+one long step (a big crate, a release link) runs without news, errors in full. Exits non-zero
+when the build failed, so a pipeline with `set -o pipefail` fails with it.
 
     cargo build --message-format json-render-diagnostics | python3 cargo_progress.py \
         --prefix demo --watch "kvdemo tenurectl"
@@ -9,6 +10,7 @@ Exits non-zero when the build failed, so a pipeline with `set -o pipefail` fails
 import argparse
 import json
 import sys
+import threading
 import time
 
 
@@ -19,8 +21,29 @@ def main() -> int:
     parser.add_argument("--every", type=float, default=20.0, help="seconds between updates")
     args = parser.parse_args()
     watched = set(args.watch.split())
-    started = last = time.monotonic()
-    crates = 0
+    started = time.monotonic()
+    state = {"crates": 0, "last_print": started, "last": "", "pending": set(watched)}
+    lock = threading.Lock()
+    done = threading.Event()
+
+    def say(text: str) -> None:
+        with lock:
+            print(f"{args.prefix}: {text} ({time.monotonic() - started:.0f} s)", flush=True)
+            state["last_print"] = time.monotonic()
+
+    def heartbeat() -> None:
+        # Cargo says nothing while one crate compiles or a release binary links (minutes for
+        # the AWS SDK under LTO): say what is still being built.
+        while not done.wait(5.0):
+            with lock:
+                quiet = time.monotonic() - state["last_print"]
+                pending = sorted(state["pending"])
+            if quiet >= args.every:
+                waiting = f"; waiting for {', '.join(pending)}" if pending else ""
+                say(f"{state['crates']} crates compiled, still building after {state['last']}"
+                    f"{waiting}")
+
+    threading.Thread(target=heartbeat, daemon=True).start()
     success = None
     for line in sys.stdin:
         try:
@@ -28,17 +51,18 @@ def main() -> int:
         except ValueError:
             continue
         reason = message.get("reason")
-        now = time.monotonic()
         if reason == "compiler-artifact":
-            crates += 1
             target = message.get("target", {})
             name = target.get("name", "?")
+            with lock:
+                state["crates"] += 1
+                state["last"] = name
             if name in watched and {"bin", "example"} & set(target.get("kind", [])):
-                print(f"{args.prefix}: {name} built ({now - started:.0f} s)", flush=True)
-            elif now - last >= args.every:
-                print(f"{args.prefix}: {crates} crates compiled, last {name} ({now - started:.0f} s)",
-                      flush=True)
-                last = now
+                with lock:
+                    state["pending"].discard(name)
+                say(f"{name} built")
+            elif time.monotonic() - state["last_print"] >= args.every:
+                say(f"{state['crates']} crates compiled, last {name}")
         elif reason == "compiler-message":
             rendered = message.get("message", {}).get("rendered")
             level = message.get("message", {}).get("level")
@@ -46,7 +70,8 @@ def main() -> int:
                 print(rendered, file=sys.stderr, flush=True)
         elif reason == "build-finished":
             success = message.get("success")
-    print(f"{args.prefix}: {crates} crates in {time.monotonic() - started:.0f} s", flush=True)
+    done.set()
+    say(f"{state['crates']} crates, finished")
     return 0 if success else 1
 
 

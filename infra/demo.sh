@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # The demo: installs the pinned tools, starts MiniStack on 127.0.0.1:4566 (if not running),
-# then
+# builds the functions and deploys the template as two regions (us-east-1, eu-west-1) on that
+# MiniStack while it builds its own programs, then
 #   1. the lease protocol through the library: three hosts, the primary dies and a secondary
 #      takes over with a higher epoch, then a drained primary hands over;
-#   2. the real stack: builds the template, deploys it as two regions (us-east-1, eu-west-1)
-#      on the same MiniStack, creates a group in each, has hosts check through the SigV4-signed
+#   2. the real stack, both regions: creates a group in each, has hosts check through the SigV4-signed
 #      Function URL, and watches the scheduled renewer keep the lease across a schedule tick;
 #   3. three kvdemo hosts on that stack, each in the same 50 groups through one host agent:
 #      writes through each group's primary, kill -9 of the host holding all 50 and the
@@ -19,20 +19,34 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/tmp/tenure-target}"
 
+started=$SECONDS
 infra/setup.sh
 infra/ministack.sh start --port 4566
 export AWS_ENDPOINT_URL=http://127.0.0.1:4566 AWS_REGION="${AWS_REGION:-us-east-1}"
 export AWS_ACCESS_KEY_ID="${AWS_ACCESS_KEY_ID:-test}" AWS_SECRET_ACCESS_KEY="${AWS_SECRET_ACCESS_KEY:-test}"
-started=$SECONDS
-echo "demo: building the demo's programs (a first build compiles the AWS SDK: a few minutes)"
-infra/build-demo.sh
+mkdir -p .local
+
+# The builds come first, one cargo invocation at a time (a first run compiles the AWS SDK twice:
+# release for the functions, debug for the demo's own programs). The two regions deploy while
+# the debug build runs: deploying is mostly waiting on MiniStack, not compiling.
+echo "demo: building the five functions (release; a first build takes about 6 minutes on 2 cores)"
+infra/build-functions.sh
+echo "demo: deploying two regions in the background (log: .local/demo-deploy.log)"
+TENURE_FUNCTIONS_BUILT=1 infra/local-regions.sh deploy > .local/demo-deploy.log 2>&1 & deploy=$!
+echo "demo: building the demo's programs (debug; a first build takes about 3 minutes)"
+build_status=0
+infra/build-demo.sh || build_status=$?
+deploy_status=0
+wait "$deploy" || deploy_status=$?
+sed 's/^/  /' .local/demo-deploy.log
+(( deploy_status == 0 )) || { echo "demo: deploying the regions failed" >&2; exit "$deploy_status"; }
+(( build_status == 0 )) || exit "$build_status"
+echo "demo: built and deployed in $((SECONDS - started)) s"
 
 echo; echo "=== part 1: the lease protocol through the library ==="
 "$CARGO_TARGET_DIR/debug/examples/lease_demo"
 
 echo; echo "=== part 2: the template deployed as two regions on MiniStack ==="
-mkdir -p .local
-infra/local-regions.sh deploy
 "$CARGO_TARGET_DIR/debug/examples/regions_demo"
 
 echo; echo "=== part 3: three kvdemo hosts in 50 groups in us-east-1: kill -9 moves all 50 as one, one group handed over, every acked write kept ==="

@@ -10,6 +10,8 @@
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
+# `--build`: install cargo-fuzz and build the targets, run nothing (the test command builds
+# while MiniStack deploys, and runs them at the end).
 seconds="${1:-20}"
 cargo_fuzz_version=0.13.2
 tools="${TENURE_TOOLS_DIR:-/tmp/tenure-tools}"
@@ -26,6 +28,10 @@ cargo_fuzz="$tools/bin/cargo-fuzz"
 cd fuzz
 "$cargo_fuzz" build -s none 2>&1 | grep -vE '^\s*(Compiling|Downloaded|Downloading)' || true
 "$cargo_fuzz" build -s none >/dev/null 2>&1
+if [[ "$seconds" == "--build" ]]; then
+    echo "fuzz: targets built"
+    exit 0
+fi
 total=0
 for target in $("$cargo_fuzz" list); do
     corpus="$root/.local/fuzz/corpus/$target" artifacts="$root/.local/fuzz/artifacts/$target/"

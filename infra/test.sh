@@ -41,7 +41,7 @@ cargo test --workspace --no-run --quiet
 step "release functions for the local stacks (infra/build-functions.sh)"
 infra/build-functions.sh
 
-step "start two private MiniStacks (one with AUTH=true) and deploy the template"
+step "start two private MiniStacks (one with AUTH=true) and deploy the template; meanwhile build the model check and the fuzz targets"
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 port="$(free_port)"; auth_port="$(free_port)"; proxy_port="$(free_port)"
 trap 'infra/ministack.sh stop --port "$port" >/dev/null; infra/ministack.sh stop --port "$auth_port" >/dev/null' EXIT
@@ -52,10 +52,20 @@ export TENURE_E2E_REGIONS="$root/.local/test-regions-$port.json"
 export TENURE_E2E_AUTH_REGIONS="$root/.local/test-regions-auth-$auth_port.json"
 # Workers reach their peer region through the IRC tests' fault proxy (tests/irc.rs serves it).
 export TENURE_E2E_IRC_PROXY_PORT="$proxy_port"
-.venv/bin/python infra/local_regions.py deploy --endpoint "$TENURE_TEST_ENDPOINT" --out "$TENURE_E2E_REGIONS" \
-    --irc-proxy "http://127.0.0.1:$proxy_port"
-.venv/bin/python infra/local_regions.py deploy --endpoint "http://127.0.0.1:$auth_port" \
-    --regions us-east-1 --out "$TENURE_E2E_AUTH_REGIONS"
+# Deploying is mostly waiting on MiniStack: it runs in the background while the two optimised
+# builds the end of the run needs (the model check, the fuzz targets) compile, one at a time.
+{
+    .venv/bin/python infra/local_regions.py deploy --endpoint "$TENURE_TEST_ENDPOINT" \
+        --out "$TENURE_E2E_REGIONS" --irc-proxy "http://127.0.0.1:$proxy_port" &&
+    .venv/bin/python infra/local_regions.py deploy --endpoint "http://127.0.0.1:$auth_port" \
+        --regions us-east-1 --out "$TENURE_E2E_AUTH_REGIONS"
+} > .local/test-deploy.log 2>&1 & deploy=$!
+cargo test --release -p tenure --no-default-features --test lease_model --no-run --quiet
+infra/fuzz.sh --build
+deploy_status=0
+wait "$deploy" || deploy_status=$?
+cat .local/test-deploy.log
+(( deploy_status == 0 )) || { echo "deploying the local stacks failed" >&2; exit "$deploy_status"; }
 
 step "tests"
 log="$(mktemp)"
@@ -64,8 +74,8 @@ set +e
 cargo test --workspace --no-fail-fast --lib --bins --tests 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 # The exhaustive model checks need an optimised build (ignored in the debug run above); the
-# model needs only the core, so the optimised build compiles no AWS SDK.
-step "model check (release build of the core)"
+# model needs only the core, so its optimised build (done during the deploy) has no AWS SDK.
+step "model check (optimised, built during the deploy)"
 cargo test --release -p tenure --no-default-features --test lease_model -- --nocapture 2>&1 | tee -a "$log"
 model_status=${PIPESTATUS[0]}
 (( status == 0 )) && status=$model_status
