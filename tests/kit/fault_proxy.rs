@@ -256,22 +256,7 @@ impl FaultProxy {
         let app = Router::new().fallback(forward).with_state(state);
         let listener = std::net::TcpListener::bind(("127.0.0.1", port))
             .with_context(|| format!("fault proxy cannot listen on 127.0.0.1:{port}"))?;
-        listener.set_nonblocking(true)?;
-        let url = format!("http://{}", listener.local_addr()?);
-        std::thread::Builder::new()
-            .name("fault-proxy".into())
-            .spawn(move || {
-                let runtime = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build();
-                if let Ok(runtime) = runtime {
-                    runtime.block_on(async move {
-                        if let Ok(listener) = tokio::net::TcpListener::from_std(listener) {
-                            let _ = axum::serve(listener, app).await;
-                        }
-                    });
-                }
-            })?;
+        let url = crate::serve_in_thread("fault-proxy", listener, app, 1)?;
         Ok(Self { url, plans })
     }
 

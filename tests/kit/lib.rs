@@ -226,3 +226,38 @@ fn parse_stacks(text: &str) -> Result<Vec<Stack>> {
         })
         .collect())
 }
+
+/// Serves `app` on `listener` from a thread of its own (a tokio runtime with `workers` worker
+/// threads; 1: a current-thread runtime), so a proxy outlives any one test's runtime and the
+/// hosts' restarts, and stops with the process. Returns the base URL.
+pub fn serve_in_thread(
+    name: &str,
+    listener: std::net::TcpListener,
+    app: axum::Router,
+    workers: usize,
+) -> std::io::Result<String> {
+    listener.set_nonblocking(true)?;
+    let url = format!("http://{}", listener.local_addr()?);
+    std::thread::Builder::new()
+        .name(name.to_owned())
+        .spawn(move || {
+            let runtime = if workers <= 1 {
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+            } else {
+                tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(workers)
+                    .enable_all()
+                    .build()
+            };
+            if let Ok(runtime) = runtime {
+                runtime.block_on(async move {
+                    if let Ok(listener) = tokio::net::TcpListener::from_std(listener) {
+                        let _ = axum::serve(listener, app).await;
+                    }
+                });
+            }
+        })?;
+    Ok(url)
+}

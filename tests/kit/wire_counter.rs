@@ -71,23 +71,7 @@ impl WireCounter {
         };
         let app = Router::new().fallback(forward).with_state(state);
         let listener = std::net::TcpListener::bind(("127.0.0.1", 0))?;
-        listener.set_nonblocking(true)?;
-        let url = format!("http://{}", listener.local_addr()?);
-        std::thread::Builder::new()
-            .name("wire-counter".into())
-            .spawn(move || {
-                let runtime = tokio::runtime::Builder::new_multi_thread()
-                    .worker_threads(2)
-                    .enable_all()
-                    .build();
-                if let Ok(runtime) = runtime {
-                    runtime.block_on(async move {
-                        if let Ok(listener) = tokio::net::TcpListener::from_std(listener) {
-                            let _ = axum::serve(listener, app).await;
-                        }
-                    });
-                }
-            })?;
+        let url = crate::serve_in_thread("wire-counter", listener, app, 2)?;
         Ok(Self { url, counts })
     }
 
