@@ -39,17 +39,16 @@ printf '%s\n' "${groups[@]}" > "$dir/groups"
 declare -A pid addr
 cleanup() { for h in "${!pid[@]}"; do kill -9 "${pid[$h]}" 2>/dev/null || true; done; }
 trap cleanup EXIT
-for h in "${hosts[@]}"; do
+start_host() { # HOST: starts it and waits until it listens
+    local h="$1"
     "$bin/kvdemo" --host "$h" --groups-file "$dir/groups" --lease-check-url "$url" \
         --data-table "$table" --create-table --gate-log "$dir/$h.gate.jsonl" \
         > "$dir/$h.out" 2> "$dir/$h.err" &
     pid[$h]=$!
     disown "$!"  # no job-control chatter when the demo kills it
-done
-for h in "${hosts[@]}"; do
     until grep -q '^listening ' "$dir/$h.out" 2>/dev/null; do sleep 0.1; done
     addr[$h]="$(sed -n 's/^listening //p' "$dir/$h.out")"
-done
+}
 field() { .venv/bin/python -c "import json,sys; print(json.load(sys.stdin).get('$1'))"; }
 primaries() { curl -fs "http://${addr[$1]}/status" | field primaries 2>/dev/null || echo 0; }
 wait_primaries() { # HOST N: until HOST may write N groups
@@ -64,7 +63,12 @@ status_all() {
 }
 
 a="${hosts[0]}" b="${hosts[1]}" c="${hosts[2]}"
+# The first host up takes the free groups, whatever its priority (a free group goes to the best
+# member among the live ones): a starts first, so the story below begins with a as primary.
+start_host "$a"
 wait_primaries "$a" "$n_groups"
+start_host "$b"
+start_host "$c"
 echo; echo "1. hosts up; $a (priority 3) holds all $n_groups groups under one host lease"
 status_all "${hosts[@]}"
 acked=()
