@@ -440,24 +440,15 @@ async fn forward(
         Drawn::HoldBefore => tokio::time::sleep(hold).await,
         _ => {}
     }
-    let mut request = state.http.request(method, url).body(body.to_vec());
-    for (name, value) in headers.iter() {
-        if name != "host" && name != "content-length" {
-            request = request.header(name, value);
-        }
-    }
-    let upstream = match request.send().await {
-        Ok(r) => r,
+    let forwarded = match crate::forward_request(&state.http, method, url, &headers, &body).await {
+        Ok(f) => f,
         Err(e) => {
             record(502, true);
             return (StatusCode::BAD_GATEWAY, e.to_string()).into_response();
         }
     };
-    let status = upstream.status();
-    let upstream_headers = upstream.headers().clone();
-    let bytes = upstream.bytes().await.unwrap_or_default();
     let exit = scripted == Some(Fault::ExitWorkerAfterApply) || drawn == Drawn::ExitAfter;
-    record(status.as_u16(), exit || drawn != Drawn::Pass);
+    record(forwarded.status.as_u16(), exit || drawn != Drawn::Pass);
     match drawn {
         Drawn::ErrorAfter => {
             return error_response(
@@ -470,12 +461,7 @@ async fn forward(
         Drawn::HoldAfter => tokio::time::sleep(hold).await,
         _ => {}
     }
-    let mut response = (status, bytes).into_response();
-    for (name, value) in upstream_headers.iter() {
-        if name != "content-length" && name != "transfer-encoding" && name != "connection" {
-            response.headers_mut().insert(name, value.clone());
-        }
-    }
+    let mut response = forwarded.into_response();
     if exit {
         if let Ok(v) = tenure::fault::Fault::ExitAfterApply.as_header().parse() {
             response.headers_mut().insert(FAULT_HEADER, v);

@@ -261,3 +261,51 @@ pub fn serve_in_thread(
         })?;
     Ok(url)
 }
+
+/// An upstream's answer as a proxy of the kit received it.
+pub struct Forwarded {
+    pub status: axum::http::StatusCode,
+    pub headers: axum::http::HeaderMap,
+    pub body: axum::body::Bytes,
+}
+
+/// Sends a request a proxy received on to `url`, with its headers (less `host` and
+/// `content-length`, which the new request sets), and reads the whole answer.
+pub async fn forward_request(
+    http: &reqwest::Client,
+    method: axum::http::Method,
+    url: String,
+    headers: &axum::http::HeaderMap,
+    body: &[u8],
+) -> Result<Forwarded, reqwest::Error> {
+    let mut request = http.request(method, url).body(body.to_vec());
+    for (name, value) in headers.iter() {
+        if name != "host" && name != "content-length" {
+            request = request.header(name, value);
+        }
+    }
+    let upstream = request.send().await?;
+    let status = upstream.status();
+    let headers = upstream.headers().clone();
+    let body = upstream.bytes().await.unwrap_or_default();
+    Ok(Forwarded {
+        status,
+        headers,
+        body,
+    })
+}
+
+impl Forwarded {
+    /// The answer as the proxy's own response, headers kept (less the framing ones, which
+    /// the proxy's server sets for the body it sends).
+    pub fn into_response(self) -> axum::response::Response {
+        use axum::response::IntoResponse;
+        let mut response = (self.status, self.body).into_response();
+        for (name, value) in self.headers.iter() {
+            if name != "content-length" && name != "transfer-encoding" && name != "connection" {
+                response.headers_mut().insert(name, value.clone());
+            }
+        }
+        response
+    }
+}

@@ -247,25 +247,14 @@ async fn forward(
         .unwrap_or("")
         .to_owned();
     let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
-    let mut request = state
-        .http
-        .request(method, format!("{}{path}", state.upstream))
-        .body(body.to_vec());
-    for (name, value) in headers.iter() {
-        if name != "host" && name != "content-length" {
-            request = request.header(name, value);
-        }
-    }
-    let upstream = match request.send().await {
-        Ok(r) => r,
+    let url = format!("{}{path}", state.upstream);
+    let forwarded = match crate::forward_request(&state.http, method, url, &headers, &body).await {
+        Ok(f) => f,
         Err(e) => return (StatusCode::BAD_GATEWAY, e.to_string()).into_response(),
     };
-    let status = upstream.status();
-    let upstream_headers = upstream.headers().clone();
-    let bytes = upstream.bytes().await.unwrap_or_default();
     if !operation.is_empty() {
         let request_json: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-        let response_json: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        let response_json: Value = serde_json::from_slice(&forwarded.body).unwrap_or(Value::Null);
         let charged = charge(&operation, &request_json, &response_json);
         let mut counts = state.counts.lock().unwrap_or_else(|p| p.into_inner());
         for (table, usage) in charged {
@@ -275,13 +264,7 @@ async fn forward(
                 .add(&usage);
         }
     }
-    let mut response = (status, bytes).into_response();
-    for (name, value) in upstream_headers.iter() {
-        if name != "content-length" && name != "transfer-encoding" && name != "connection" {
-            response.headers_mut().insert(name, value.clone());
-        }
-    }
-    response
+    forwarded.into_response()
 }
 
 #[cfg(test)]
