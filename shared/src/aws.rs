@@ -134,6 +134,13 @@ impl StoreError {
         E: ProvideErrorMetadata + std::error::Error + 'static,
         R: std::fmt::Debug,
     {
+        let code = match &err {
+            SdkError::ServiceError(service) => service.err().code(),
+            _ => None,
+        };
+        // Every failed store request passes here once (after the SDK's own retries and the
+        // adapters' conflict retries), so this is where the functions count them.
+        crate::metrics::store_error(code.is_some_and(is_throttle_code));
         let message = match &err {
             SdkError::ServiceError(service) => {
                 let e = service.err();
@@ -147,6 +154,18 @@ impl StoreError {
         };
         StoreError::Unavailable { operation, message }
     }
+}
+
+/// DynamoDB's and SQS's names for "too many requests" (the SDK has retried them already).
+fn is_throttle_code(code: &str) -> bool {
+    matches!(
+        code,
+        "ProvisionedThroughputExceededException"
+            | "ThrottlingException"
+            | "RequestLimitExceeded"
+            | "Throttling"
+            | "RequestThrottled"
+    )
 }
 
 /// Whether a request failed on its condition (as opposed to being unavailable).

@@ -7,6 +7,8 @@
 //!   apply).
 //! - [`clock`]: the one place time is read, so tests and the model checker can drive it.
 //! - [`ids`]: validated identifiers shared by every wire contract.
+//! - [`identity`]: which IAM caller may act for which host or region.
+//! - [`metrics`]: what the functions count (CloudWatch EMF in Lambda, feature `emf`).
 //! - [`telemetry`]: request counting for cost figures.
 //!
 //! Features keep the AWS SDK and the Lambda runtime out of the core, so a database host that
@@ -19,9 +21,11 @@ pub mod clock;
 pub mod config;
 pub mod fault;
 pub mod http;
+pub mod identity;
 pub mod ids;
 pub mod irc;
 pub mod lease;
+pub mod metrics;
 mod store_error;
 
 // Behind features (shared/Cargo.toml): `client` the SigV4 HTTP clients, `aws` the DynamoDB

@@ -12,6 +12,7 @@ use std::time::Duration;
 use support::*;
 use tenure::clock::FakeClock;
 use tenure::http::{ApiRequest, ApiResponse, MAX_BODY_BYTES};
+use tenure::identity::HostIdentityRule;
 use tenure::lease::api::{handle, handle_lambda};
 use tenure::lease::dynamo::DynamoLeaseStore;
 use tenure::lease::service::LeaseService;
@@ -41,7 +42,13 @@ impl Fixture {
     }
 
     async fn call(&self, method: &str, path: &str, body: &[u8]) -> ApiResponse {
-        handle(&self.service, ApiRequest { method, path, body }).await
+        handle(
+            &self.service,
+            &HostIdentityRule::Off,
+            None,
+            ApiRequest { method, path, body },
+        )
+        .await
     }
 
     async fn post(&self, path: &str, body: Value) -> ApiResponse {
@@ -530,6 +537,8 @@ async fn store_unavailable_is_503() {
         let body = body.to_string();
         let r = handle(
             &service,
+            &HostIdentityRule::Off,
+            None,
             ApiRequest {
                 method: "POST",
                 path,
@@ -546,7 +555,9 @@ async fn function_url_events_reach_the_handler() {
     let f = Fixture::new().await;
     let event = include_str!("fixtures/function-url-check.json");
     let request = lambda_http::request::from_str(event).expect("fixture is a Function URL event");
-    let response = handle_lambda(&f.service, request).await.unwrap();
+    let response = handle_lambda(&f.service, &HostIdentityRule::Off, request)
+        .await
+        .unwrap();
     assert_eq!(response.status(), 200);
     assert_eq!(response.headers()["content-type"], "application/json");
     let body: Value = serde_json::from_slice(response.body().as_ref()).unwrap();
@@ -555,7 +566,9 @@ async fn function_url_events_reach_the_handler() {
 
     let event = include_str!("fixtures/function-url-malformed.json");
     let request = lambda_http::request::from_str(event).expect("fixture is a Function URL event");
-    let response = handle_lambda(&f.service, request).await.unwrap();
+    let response = handle_lambda(&f.service, &HostIdentityRule::Off, request)
+        .await
+        .unwrap();
     assert_eq!(response.status(), 400);
     f.done().await;
 }

@@ -14,6 +14,7 @@ use tenure::irc::store::WorkItemStore;
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     lambda_runtime::tracing::init_default_subscriber();
+    tenure::metrics::emf::install_for_lambda("irc-dispatcher")?;
     let config = QueueSideConfig::from_env(&ProcessEnv)?;
     let sdk = load_sdk_config().await;
     let dispatcher = Dispatcher {

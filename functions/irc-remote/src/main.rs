@@ -5,6 +5,7 @@ use lambda_http::{run, service_fn, Error};
 use tenure::aws::{dynamodb_client, load_sdk_config};
 use tenure::clock::SystemClock;
 use tenure::config::ProcessEnv;
+use tenure::identity::PeerIdentityRule;
 use tenure::irc::config::RemoteFunctionConfig;
 use tenure::irc::inbound::InboundStore;
 use tenure::irc::kinds::Kinds;
@@ -13,6 +14,7 @@ use tenure::irc::remote_api::RemoteApi;
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     lambda_http::tracing::init_default_subscriber();
+    tenure::metrics::emf::install_for_lambda("irc-remote")?;
     let config = RemoteFunctionConfig::from_env(&ProcessEnv)?;
     let sdk = load_sdk_config().await;
     let store = InboundStore::new(
@@ -23,9 +25,11 @@ async fn main() -> Result<(), Error> {
         config.lease,
         Kinds::shipped(),
     );
+    let identity = PeerIdentityRule::from_env(&ProcessEnv)?;
     let api = RemoteApi {
         store,
         peers: config.peers,
+        identity,
         clock: SystemClock,
     };
     run(service_fn(|request| async {

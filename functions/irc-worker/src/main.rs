@@ -15,6 +15,7 @@ use tenure::sigv4::SigV4Client;
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     lambda_runtime::tracing::init_default_subscriber();
+    tenure::metrics::emf::install_for_lambda("irc-worker")?;
     let config = WorkerFunctionConfig::from_env(&ProcessEnv)?;
     let sdk = load_sdk_config().await;
     let worker = Worker {

@@ -5,6 +5,7 @@ use lambda_http::{run, service_fn, Error};
 use tenure::aws::{dynamodb_client, load_sdk_config};
 use tenure::clock::SystemClock;
 use tenure::config::ProcessEnv;
+use tenure::identity::HostIdentityRule;
 use tenure::lease::api::handle_lambda;
 use tenure::lease::config::LeaseFunctionConfig;
 use tenure::lease::dynamo::DynamoLeaseStore;
@@ -13,6 +14,7 @@ use tenure::lease::service::LeaseService;
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     lambda_http::tracing::init_default_subscriber();
+    tenure::metrics::emf::install_for_lambda("lease-check")?;
     let config = LeaseFunctionConfig::from_env(&ProcessEnv)?;
     let sdk = load_sdk_config().await;
     let store = DynamoLeaseStore::new(
@@ -20,6 +22,10 @@ async fn main() -> Result<(), Error> {
         config.hosts_table,
         config.leases_table,
     );
+    let identity = HostIdentityRule::from_env(&ProcessEnv)?;
     let service = LeaseService::new(store, config.lease, SystemClock);
-    run(service_fn(|request| handle_lambda(&service, request))).await
+    run(service_fn(|request| {
+        handle_lambda(&service, &identity, request)
+    }))
+    .await
 }

@@ -13,6 +13,7 @@ use tenure::lease::renewer::{handle_scheduled, RenewerConfig};
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     lambda_runtime::tracing::init_default_subscriber();
+    tenure::metrics::emf::install_for_lambda("lease-renewer")?;
     let config = LeaseFunctionConfig::from_env(&ProcessEnv)?;
     let renewer = RenewerConfig::from_env(&ProcessEnv)?;
     let sdk = load_sdk_config().await;

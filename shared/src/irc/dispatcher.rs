@@ -5,10 +5,11 @@
 //! concurrent sweeps enqueue it once) and enqueues it.
 
 use super::config::RetryPolicy;
-use super::item::Status;
+use super::item::{Status, WorkItem};
 use super::queue::WorkQueue;
 use super::store::WorkItemStore;
 use crate::clock::Clock;
+use crate::metrics;
 use serde::Serialize;
 use std::time::Duration;
 use std::time::Instant;
@@ -55,6 +56,9 @@ impl<C: Clock> Dispatcher<C> {
                     continue;
                 }
             };
+            if status == Status::Retrying {
+                self.sample_oldest_retrying(now).await;
+            }
             for item in items {
                 report.found += 1;
                 match self
@@ -91,6 +95,16 @@ impl<C: Clock> Dispatcher<C> {
         report
     }
 
+    /// Samples the age of the oldest RETRYING operation for its alarm (one query a sweep). Up to
+    /// [`PAGE`] items are read: with more retrying than that the figure is a lower bound, and
+    /// the alarm has long fired by then.
+    async fn sample_oldest_retrying(&self, now: crate::Millis) {
+        match self.store.list(Status::Retrying, PAGE).await {
+            Ok(items) => metrics::irc_oldest_retrying_age(oldest_age_ms(&items, now) as f64),
+            Err(e) => warn!(error = %e, "could not read the retrying operations"),
+        }
+    }
+
     /// Sweeps every `sweep_interval` until less than a few seconds are left before `deadline`.
     pub async fn run_until(&self, deadline: Instant) -> SweepReport {
         let mut ticker = tokio::time::interval(self.sweep_interval);
@@ -102,6 +116,7 @@ impl<C: Clock> Dispatcher<C> {
                 break;
             }
             let r = self.sweep().await;
+            metrics::flush();
             if r.found > 0 || r.errors > 0 {
                 info!(
                     found = r.found,
@@ -137,4 +152,13 @@ impl<C: Clock> Dispatcher<C> {
         );
         Ok(report)
     }
+}
+
+/// How long ago the oldest of `items` was submitted (0 for none: nothing is waiting).
+fn oldest_age_ms(items: &[WorkItem], now: crate::Millis) -> u64 {
+    items
+        .iter()
+        .map(|i| now.saturating_sub(i.created_at_ms))
+        .max()
+        .unwrap_or(0)
 }

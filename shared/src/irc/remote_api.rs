@@ -13,7 +13,9 @@ use super::ids::{OpId, Region};
 use super::kinds::Kinds;
 use super::remote::OperationRequest;
 use crate::http::{parse_json, ApiRequest, ApiResponse};
+use crate::identity::{Caller, PeerIdentityRule};
 use crate::ids::GroupId;
+use crate::metrics::RemoteOutcome;
 #[cfg(feature = "lambda")]
 pub use handler::RemoteApi;
 use serde_json::Value;
@@ -23,24 +25,45 @@ use std::collections::BTreeSet;
 mod handler {
     use super::super::ids::Region;
     use super::super::inbound::{ApplyError, InboundStore};
-    use super::parse_request;
+    use super::parse_authorized;
     use crate::clock::Clock;
     use crate::http::{into_lambda, ApiRequest, ApiResponse};
+    use crate::identity::{caller_of, Caller, PeerIdentityRule};
+    use crate::metrics;
     use lambda_http::{Body, Request, Response};
     use serde_json::json;
     use std::collections::BTreeSet;
     use tracing::{info, warn};
 
-    /// irc-remote's state: the inbound store and the regions it accepts ops from.
+    /// irc-remote's state: the inbound store, the regions it accepts ops from and which
+    /// caller may speak for each.
     pub struct RemoteApi<C> {
         pub store: InboundStore,
         pub peers: BTreeSet<Region>,
+        pub identity: PeerIdentityRule,
         pub clock: C,
     }
 
     impl<C: Clock> RemoteApi<C> {
-        pub async fn handle(&self, request: ApiRequest<'_>) -> ApiResponse {
-            let op = match parse_request(request, &self.peers, self.store.kinds()) {
+        /// One request from `caller`, counted by outcome (`RemoteApplies`).
+        pub async fn handle(
+            &self,
+            request: ApiRequest<'_>,
+            caller: Option<&Caller>,
+        ) -> ApiResponse {
+            let response = self.answer(request, caller).await;
+            metrics::remote_answered(super::outcome_of(&response));
+            response
+        }
+
+        async fn answer(&self, request: ApiRequest<'_>, caller: Option<&Caller>) -> ApiResponse {
+            let op = match parse_authorized(
+                request,
+                caller,
+                &self.identity,
+                &self.peers,
+                self.store.kinds(),
+            ) {
                 Ok(op) => op,
                 Err(response) => return response,
             };
@@ -67,8 +90,28 @@ mod handler {
 
         /// The Lambda entry point's body.
         pub async fn handle_lambda(&self, request: Request) -> Response<Body> {
-            into_lambda(self.handle(ApiRequest::from_lambda(&request)).await)
+            let caller = caller_of(&request);
+            let response = self
+                .handle(ApiRequest::from_lambda(&request), caller.as_ref())
+                .await;
+            metrics::flush();
+            into_lambda(response)
         }
+    }
+}
+
+/// What an answer counts as in the `RemoteApplies` metric.
+pub(crate) fn outcome_of(response: &ApiResponse) -> RemoteOutcome {
+    match response.status {
+        200..=299 => match response.body["outcome"].as_str() {
+            Some("duplicate") => RemoteOutcome::Duplicate,
+            Some("superseded") => RemoteOutcome::Superseded,
+            _ => RemoteOutcome::Applied,
+        },
+        403 => RemoteOutcome::Forbidden,
+        409 => RemoteOutcome::Conflict,
+        400..=499 => RemoteOutcome::Rejected,
+        _ => RemoteOutcome::Unavailable,
     }
 }
 
@@ -167,11 +210,100 @@ pub fn parse_request(
     Ok(op)
 }
 
+/// [`parse_request`], then the caller's right to send as the operation's `source_region`
+/// (403 otherwise): a well-formed request from the wrong worker is refused before anything is
+/// recorded.
+pub fn parse_authorized(
+    request: ApiRequest<'_>,
+    caller: Option<&Caller>,
+    identity: &PeerIdentityRule,
+    peers: &BTreeSet<Region>,
+    kinds: &Kinds,
+) -> Result<OperationRequest, ApiResponse> {
+    let op = parse_request(request, peers, kinds)?;
+    identity
+        .authorize(caller, &op.source_region)
+        .map_err(|denied| {
+            tracing::warn!(op_id = %op.op_id, source = %op.source_region, error = %denied, "caller refused");
+            denied.response()
+        })?;
+    Ok(op)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
     use serde_json::json;
+
+    /// Function URL events in the shape AWS documents (`shared/tests/fixtures/identity-*`).
+    #[cfg(feature = "lambda")]
+    mod identity {
+        use super::*;
+        use crate::identity::caller_of;
+
+        fn verdict(fixture: &str) -> Result<OperationRequest, ApiResponse> {
+            let env: [(&str, &str); 2] = [
+                ("TENURE_PEER_IDENTITY_RULE", "worker-role"),
+                (
+                    "TENURE_PEER_WORKER_ROLES",
+                    r#"{"us-east-1":"arn:aws:iam::111122223333:role/tenure-use1-IrcWorkerFunctionRole-1A2B3C","eu-west-1":"arn:aws:iam::111122223333:role/tenure-euw1-IrcWorkerFunctionRole-4D5E6F"}"#,
+                ),
+            ];
+            let rule = PeerIdentityRule::from_env(&env[..]).unwrap();
+            let request = lambda_http::request::from_str(fixture).expect("a Function URL event");
+            let caller = caller_of(&request);
+            parse_authorized(
+                ApiRequest::from_lambda(&request),
+                caller.as_ref(),
+                &rule,
+                &peers(),
+                &Kinds::shipped(),
+            )
+        }
+
+        #[test]
+        fn a_worker_sends_as_its_own_region() {
+            let op = verdict(include_str!(
+                "../../tests/fixtures/identity-us-east-1-worker-sends-as-us-east-1.json"
+            ))
+            .unwrap();
+            assert_eq!(op.source_region.as_str(), "us-east-1");
+        }
+
+        #[test]
+        fn a_worker_may_not_claim_another_region() {
+            let refused = verdict(include_str!(
+                "../../tests/fixtures/identity-us-east-1-worker-sends-as-eu-west-1.json"
+            ))
+            .unwrap_err();
+            assert_eq!(refused.status, 403);
+            assert_eq!(refused.body["error"]["code"], "not_this_region");
+        }
+
+        #[test]
+        fn an_operation_without_a_caller_is_refused() {
+            let refused = verdict(include_str!(
+                "../../tests/fixtures/identity-operation-without-caller.json"
+            ))
+            .unwrap_err();
+            assert_eq!(refused.status, 403);
+            assert_eq!(refused.body["error"]["code"], "missing_identity");
+        }
+    }
+
+    #[test]
+    fn answers_count_by_their_outcome() {
+        let ok = |outcome: &str| ApiResponse::ok(json!({"op_id": "x", "outcome": outcome}));
+        assert_eq!(outcome_of(&ok("applied")), RemoteOutcome::Applied);
+        assert_eq!(outcome_of(&ok("duplicate")), RemoteOutcome::Duplicate);
+        assert_eq!(outcome_of(&ok("superseded")), RemoteOutcome::Superseded);
+        let error = |status| ApiResponse::error(status, "c", "m");
+        assert_eq!(outcome_of(&error(409)), RemoteOutcome::Conflict);
+        assert_eq!(outcome_of(&error(403)), RemoteOutcome::Forbidden);
+        assert_eq!(outcome_of(&error(422)), RemoteOutcome::Rejected);
+        assert_eq!(outcome_of(&error(503)), RemoteOutcome::Unavailable);
+    }
 
     fn peers() -> BTreeSet<Region> {
         ["us-east-1", "eu-west-1"]

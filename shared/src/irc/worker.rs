@@ -19,6 +19,7 @@ use super::queue::Redelivery;
 use super::remote::{Remote, RemoteOutcome};
 use crate::clock::Clock;
 use crate::fault::FaultSwitch;
+use crate::metrics;
 use rand::Rng;
 use serde_json::json;
 use std::collections::HashSet;
@@ -116,6 +117,10 @@ where
             let id = record.message_id.clone();
             if !failed.is_empty() {
                 info!(message_id = %id, group = ?group, "held back behind a failed record of its group");
+                let target = QueueMessage::decode(record.body.as_deref())
+                    .map(|m| m.target_region.to_string())
+                    .unwrap_or_else(|_| "unknown".to_owned());
+                metrics::irc_held(&target);
                 failed.push(id);
                 continue;
             }
@@ -123,6 +128,7 @@ where
                 match &reason {
                     RecordFailure::BadMessage(_) | RecordFailure::Missing(_) => {
                         error!(message_id = %id, reason = %reason, "record failed; it reaches the DLQ after maxReceiveCount");
+                        metrics::irc_dead_lettered();
                         // It can never succeed: let SQS count its receives without waiting
                         // out the visibility timeout each time, so it reaches the DLQ fast.
                         if let Some(receipt) = record.receipt_handle.as_deref() {
@@ -171,6 +177,7 @@ where
                 return Ok(());
             }
         };
+        metrics::irc_attempt(item.target_region.as_str());
         let call = self.remote.call(&item, call_time).await;
         self.faults
             .after_remote_apply(call.fault, item.op_id.as_str());
@@ -179,6 +186,13 @@ where
             .store
             .complete(&item.op_id, &token, &completion, self.clock.now_ms())
             .await?;
+        if let CompleteOutcome::Completed(done) = &outcome {
+            let latency_ms = done
+                .status
+                .is_terminal()
+                .then(|| done.updated_at_ms.saturating_sub(done.created_at_ms) as f64);
+            metrics::irc_op(done.status.as_str(), latency_ms);
+        }
         match (&outcome, &completion) {
             (CompleteOutcome::ClaimLost(current), _) => {
                 warn!(op_id = %item.op_id, current = ?current.as_ref().map(|i| i.status), "claim lost before completing; the newer attempt decides");
@@ -290,7 +304,9 @@ mod sqs_entry {
             event: lambda_runtime::LambdaEvent<SqsEvent>,
         ) -> Result<SqsBatchResponse, std::convert::Infallible> {
             let deadline = crate::schedule::deadline_instant(event.context.deadline, &self.clock);
-            Ok(self.handle_sqs(&event.payload, deadline).await)
+            let response = self.handle_sqs(&event.payload, deadline).await;
+            crate::metrics::flush();
+            Ok(response)
         }
     }
 }
@@ -542,6 +558,36 @@ mod batch_tests {
         assert_eq!(delays.len(), 1);
         assert_eq!(delays[0].0, format!("r-{a}"));
         assert!((0..=2).contains(&delays[0].1), "{delays:?}");
+    }
+
+    #[test]
+    fn a_batch_counts_attempts_statuses_held_records_and_dead_letters() {
+        let w = worker();
+        let (a1, ra1) = op(&w, "a");
+        let (_a2, ra2) = op(&w, "a");
+        let (_b1, rb1) = op(&w, "b");
+        w.remote.script(&a1, [transient()]);
+        let bad = BatchRecord {
+            message_id: "bad".into(),
+            group: Some("eu-west-1#c".into()),
+            body: Some("not json".into()),
+            receipt_handle: Some("r-bad".into()),
+        };
+
+        let (failed, counts) =
+            crate::metrics::testing::counted(w.handle_batch(&[ra1, ra2, rb1, bad], deadline()));
+
+        assert_eq!(failed.len(), 3, "a1, a2 behind it, and the bad record");
+        assert_eq!(counts["IrcAttempts{TargetRegion=eu-west-1}"], 2);
+        assert_eq!(counts["IrcOps{Status=RETRYING}"], 1);
+        assert_eq!(counts["IrcOps{Status=SUCCEEDED}"], 1);
+        assert_eq!(
+            counts["IrcOpLatency{Status=SUCCEEDED}"], 1,
+            "one latency sample"
+        );
+        assert!(!counts.contains_key("IrcOpLatency{Status=RETRYING}"));
+        assert_eq!(counts["IrcHeldOps{TargetRegion=eu-west-1}"], 1);
+        assert_eq!(counts["IrcDeadLettered"], 1);
     }
 
     #[tokio::test]

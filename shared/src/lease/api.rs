@@ -25,7 +25,9 @@ use crate::clock::Clock;
 #[cfg(feature = "lambda")]
 use crate::http::into_lambda;
 use crate::http::{parse_json, ApiRequest, ApiResponse};
+use crate::identity::{Caller, HostIdentityRule};
 use crate::ids::{GroupId, HostId, IdError, Incarnation};
+use crate::metrics::{self, CheckOutcome};
 #[cfg(feature = "lambda")]
 use lambda_http::{Body, Request, Response};
 use serde::Deserialize;
@@ -201,6 +203,20 @@ pub enum LeaseCall {
     HostGet(HostId),
 }
 
+impl LeaseCall {
+    /// The host whose lease or grants the call would change or keep alive (reads act for
+    /// nobody).
+    pub fn acting_host(&self) -> Option<&HostId> {
+        match self {
+            LeaseCall::Check { host, .. }
+            | LeaseCall::Release(_, host, _)
+            | LeaseCall::HostRelease { host, .. } => Some(host),
+            LeaseCall::HostCheck { check, .. } => Some(&check.host),
+            LeaseCall::Get(_) | LeaseCall::HostGet(_) => None,
+        }
+    }
+}
+
 fn invalid_entry(raw: String, err: IdError) -> GroupEntry {
     GroupEntry::Error {
         group_id: raw,
@@ -352,15 +368,43 @@ fn v1_shape(mut answer: CheckAnswer) -> CheckAnswer {
     answer
 }
 
-/// Handles one request. Never panics on input: every malformed request gets a 4xx JSON error.
+/// Handles one request from `caller` (the IAM identity the Function URL authenticated, when
+/// the event carries it). Never panics on input: every malformed request gets a 4xx JSON
+/// error, a caller acting for another host 403. Checks (v1 and v2, well-formed or not) are
+/// counted by outcome with their duration.
 pub async fn handle<S: LeaseStore, C: Clock>(
     service: &LeaseService<S, C>,
+    identity: &HostIdentityRule,
+    caller: Option<&Caller>,
+    request: ApiRequest<'_>,
+) -> ApiResponse {
+    let started = std::time::Instant::now();
+    let response = answer(service, identity, caller, request).await;
+    if request.method == "POST" && request.path.ends_with("/check") {
+        metrics::check_answered(
+            CheckOutcome::of_status(response.status),
+            started.elapsed().as_secs_f64() * 1_000.0,
+        );
+    }
+    response
+}
+
+async fn answer<S: LeaseStore, C: Clock>(
+    service: &LeaseService<S, C>,
+    identity: &HostIdentityRule,
+    caller: Option<&Caller>,
     request: ApiRequest<'_>,
 ) -> ApiResponse {
     let call = match parse_request(request) {
         Ok(call) => call,
         Err(response) => return response,
     };
+    if let Some(host) = call.acting_host() {
+        if let Err(denied) = identity.authorize(caller, host) {
+            warn!(host_id = %host, error = %denied, "caller refused");
+            return denied.response();
+        }
+    }
     let result = match call {
         LeaseCall::Check {
             group,
@@ -411,11 +455,19 @@ pub async fn handle<S: LeaseStore, C: Clock>(
 #[cfg(feature = "lambda")]
 pub async fn handle_lambda<S: LeaseStore, C: Clock>(
     service: &LeaseService<S, C>,
+    identity: &HostIdentityRule,
     request: Request,
 ) -> Result<Response<Body>, std::convert::Infallible> {
-    Ok(into_lambda(
-        handle(service, ApiRequest::from_lambda(&request)).await,
-    ))
+    let caller = crate::identity::caller_of(&request);
+    let response = handle(
+        service,
+        identity,
+        caller.as_ref(),
+        ApiRequest::from_lambda(&request),
+    )
+    .await;
+    metrics::flush();
+    Ok(into_lambda(response))
 }
 
 #[cfg(test)]

@@ -1,5 +1,6 @@
 use super::*;
 use crate::clock::FakeClock;
+use crate::identity::HostIdentityRule;
 use crate::lease::memory::MemoryLeaseStore;
 use crate::lease::record::Member;
 use crate::lease::LeaseConfig;
@@ -176,6 +177,8 @@ async fn request(
 ) -> ApiResponse {
     handle(
         service,
+        &HostIdentityRule::Off,
+        None,
         ApiRequest {
             method,
             path,
@@ -263,5 +266,109 @@ proptest! {
             Ok(_) => {}
             Err(e) => prop_assert!(e.is_client_error(), "{e:?}"),
         }
+    }
+}
+
+#[test]
+fn checks_are_counted_by_outcome_and_other_routes_are_not() {
+    let service = LeaseService::new(
+        MemoryLeaseStore::new(),
+        LeaseConfig::default(),
+        FakeClock::at(1_800_000_000_000),
+    );
+    let request = |method, path, body: &'static str| ApiRequest {
+        method,
+        path,
+        body: body.as_bytes(),
+    };
+    let ((), counts) = crate::metrics::testing::counted(async {
+        let ok = handle(
+            &service,
+            &HostIdentityRule::Off,
+            None,
+            request("POST", "/v1/hosts/h1/check", "{}"),
+        )
+        .await;
+        assert_eq!(ok.status, 200);
+        let bad = handle(
+            &service,
+            &HostIdentityRule::Off,
+            None,
+            request("POST", "/v1/hosts/h1/check", "{"),
+        )
+        .await;
+        assert_eq!(bad.status, 400);
+        let unknown = handle(
+            &service,
+            &HostIdentityRule::Off,
+            None,
+            request("POST", "/v1/groups/g1/check", r#"{"host_id":"h1"}"#),
+        )
+        .await;
+        assert_eq!(unknown.status, 404);
+        handle(
+            &service,
+            &HostIdentityRule::Off,
+            None,
+            request("GET", "/v1/hosts/h1", ""),
+        )
+        .await;
+    });
+    assert_eq!(counts["Checks{Outcome=ok}"], 1);
+    assert_eq!(counts["Checks{Outcome=rejected}"], 2);
+    assert_eq!(counts["CheckDuration"], 3, "one duration sample per check");
+}
+
+/// Function URL events in the shape AWS documents, with `requestContext.authorizer.iam`
+/// (`shared/tests/fixtures/identity-*.json`), through the Lambda entry point.
+#[cfg(feature = "lambda")]
+mod identity {
+    use super::*;
+    use serde_json::Value;
+
+    async fn answer(rule: HostIdentityRule, fixture: &str) -> (u16, Value) {
+        let service = LeaseService::new(
+            MemoryLeaseStore::new(),
+            LeaseConfig::default(),
+            FakeClock::at(1_800_000_000_000),
+        );
+        let request = lambda_http::request::from_str(fixture).expect("a Function URL event");
+        let response = handle_lambda(&service, &rule, request).await.unwrap();
+        let body = serde_json::from_slice(response.body().as_ref()).unwrap();
+        (response.status().as_u16(), body)
+    }
+
+    #[tokio::test]
+    async fn a_host_session_checks_as_itself() {
+        let fixture = include_str!("../../tests/fixtures/identity-host-a-checks-as-host-a.json");
+        let (status, body) = answer(HostIdentityRule::SessionName, fixture).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["host_id"], "host-a");
+    }
+
+    #[tokio::test]
+    async fn a_host_session_may_not_check_or_release_as_another_host() {
+        for fixture in [
+            include_str!("../../tests/fixtures/identity-host-a-checks-as-host-b.json"),
+            include_str!("../../tests/fixtures/identity-host-a-releases-for-host-b-v1.json"),
+        ] {
+            let (status, body) = answer(HostIdentityRule::SessionName, fixture).await;
+            assert_eq!(status, 403, "{body}");
+            assert_eq!(body["error"]["code"], "not_this_host");
+            assert!(body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("assumed-role/tenure-replica-hosts/host-a"));
+        }
+    }
+
+    #[tokio::test]
+    async fn without_a_caller_the_rule_refuses_and_off_lets_it_through() {
+        let fixture = include_str!("../../tests/fixtures/identity-check-without-caller.json");
+        let (status, body) = answer(HostIdentityRule::SessionName, fixture).await;
+        assert_eq!(status, 403);
+        assert_eq!(body["error"]["code"], "missing_identity");
+        let (status, _) = answer(HostIdentityRule::Off, fixture).await;
+        assert_eq!(status, 200);
     }
 }

@@ -498,6 +498,20 @@ pub enum RenewSkip {
     NotForward,
 }
 
+impl RenewSkip {
+    /// The name in logs and the `Reason` dimension of the `RenewalsSkipped` metric (the same
+    /// as its JSON form).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RenewSkip::Unhealthy => "unhealthy",
+            RenewSkip::Stale => "stale",
+            RenewSkip::NotSeenSinceRevocation => "not_seen_since_revocation",
+            RenewSkip::IncarnationChanged => "incarnation_changed",
+            RenewSkip::NotForward => "not_forward",
+        }
+    }
+}
+
 /// Decides whether a host lease is extended (by the renewer, or by the host's own check when
 /// the renewer is overdue). The new expiry is anchored on the host's own last heartbeat, so a
 /// dead host's lease ends at most `lease_ms` after it was last heard from, however late the

@@ -10,6 +10,7 @@ use super::protocol::{renew_decision, RenewSkip};
 use super::store::{LeaseStore, RenewOutcome};
 use crate::clock::Clock;
 use crate::config::{u64_or, EnvError, EnvSource};
+use crate::metrics;
 #[cfg(feature = "lambda")]
 use crate::schedule::{deadline_instant, Trigger};
 use futures::StreamExt;
@@ -127,10 +128,12 @@ pub async fn renew_round<S: LeaseStore, C: Clock>(
                 };
                 match store.renew(&plan).await {
                     Ok(RenewOutcome::Renewed { expires_at_ms }) => {
+                        metrics::renewed();
                         debug!(host_id = %plan.host, host_epoch = plan.epoch.0, decision = "renewed", expires_at_ms, "renewer decision");
                         HostResult::Renewed
                     }
                     Ok(RenewOutcome::LostRace) => {
+                        metrics::renewal_lost_race();
                         info!(host_id = %plan.host, host_epoch = plan.epoch.0, decision = "lost_race", "renewer decision");
                         HostResult::LostRace
                     }
@@ -197,6 +200,13 @@ pub async fn run_until<S: LeaseStore, C: Clock>(
                 "renewer round overran the renew interval"
             );
         }
+        metrics::renewer_round(took_ms as f64, round.scanned);
+        for (reason, hosts) in &round.skipped {
+            metrics::renewal_skipped(*reason, *hosts);
+        }
+        // One flush a round: the rounds-per-minute alarm sees each round when it happens, and
+        // a loop that stalls stops producing data points.
+        metrics::flush();
         run.rounds += 1;
         run.total.merge(&round);
     }
@@ -231,4 +241,50 @@ pub async fn handle_scheduled<S: LeaseStore, C: Clock>(
         "renewer invocation done"
     );
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::FakeClock;
+    use crate::ids::HostId;
+    use crate::lease::host::HostRecord;
+    use crate::lease::memory::MemoryLeaseStore;
+    use crate::metrics::testing::counted;
+
+    fn host(id: &str, healthy: bool, last_seen_ms: u64) -> HostRecord {
+        let mut record = HostRecord::absent(HostId::parse(id).unwrap());
+        record.healthy = healthy;
+        record.last_seen_ms = last_seen_ms;
+        record
+    }
+
+    #[test]
+    fn each_round_is_counted_with_its_renewals_and_skips_by_reason() {
+        let now = 1_800_000_000_000;
+        let clock = FakeClock::at(now);
+        let lease = LeaseConfig::default();
+        let store = MemoryLeaseStore::new();
+        store.put_host_item(host("a", true, now - 100));
+        store.put_host_item(host("b", true, now - 100));
+        store.put_host_item(host("c", false, now - 100));
+        store.put_host_item(host("d", true, now - lease.heartbeat_timeout_ms - 1));
+        let renewer = RenewerConfig {
+            stop_margin_ms: 1,
+            ..RenewerConfig::default()
+        };
+        // The first tick is immediate; the second comes after renew_interval_ms, past this
+        // deadline: exactly one round.
+        let deadline = Instant::now() + Duration::from_millis(lease.renew_interval_ms / 2);
+
+        let (run, counts) = counted(run_until(&store, &lease, &clock, &renewer, deadline));
+
+        assert_eq!(run.rounds, 1);
+        assert_eq!(counts["RenewerRounds"], 1);
+        assert_eq!(counts["RenewerRoundDuration"], 1, "one duration sample");
+        assert_eq!(counts["RenewerHosts"], 1, "one hosts-per-round sample");
+        assert_eq!(counts["Renewals"], 2);
+        assert_eq!(counts["RenewalsSkipped{Reason=unhealthy}"], 1);
+        assert_eq!(counts["RenewalsSkipped{Reason=stale}"], 1);
+    }
 }

@@ -21,6 +21,7 @@ use super::store::{
 };
 use crate::clock::Clock;
 use crate::ids::{GroupId, HostId, Incarnation};
+use crate::metrics;
 use crate::Millis;
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
@@ -502,6 +503,7 @@ impl<S: LeaseStore, C: Clock> LeaseService<S, C> {
                     Written::Done(next) => {
                         info!(host_id = %me.host_id, host_epoch = next.epoch.0,
                               "new incarnation revoked its own host");
+                        metrics::revoked();
                         // A renewal needs a heartbeat after the revocation (`last_seen_ms >
                         // revoked_at_ms`): one more write, only on a restart, so this check can
                         // already take its groups again.
@@ -516,6 +518,7 @@ impl<S: LeaseStore, C: Clock> LeaseService<S, C> {
         if me.speaks_for(incarnation) && self_renewal_due(&me, now, cfg) {
             if let Ok(plan) = renew_decision(&me, now, cfg) {
                 if let RenewOutcome::Renewed { .. } = self.store.renew(&plan).await? {
+                    metrics::renewed();
                     me = plan.apply(&me);
                 }
             }
@@ -668,6 +671,7 @@ impl<S: LeaseStore, C: Clock> LeaseService<S, C> {
             match outcome {
                 Ok(Written::Done(next)) => {
                     info!(host_id = %plan.host, host_epoch = next.epoch.0, "host lease revoked");
+                    metrics::revoked();
                     work.hosts.insert(plan.host.clone(), next);
                 }
                 Ok(Written::LostRace(Some(current))) => {
@@ -713,6 +717,7 @@ impl<S: LeaseStore, C: Clock> LeaseService<S, C> {
                           host_epoch = plan.host_epoch.0,
                           previous_holder = work.groups[&id].holder.as_ref().map(|h| h.as_str()).unwrap_or(""),
                           "group acquired");
+                    metrics::acquired();
                     work.groups.insert(id, next);
                 }
                 Ok(Written::LostRace(Some(current))) => {
@@ -778,6 +783,7 @@ impl<S: LeaseStore, C: Clock> LeaseService<S, C> {
         match self.store.release(group, &plan, &notify).await? {
             ReleaseOutcome::Released(record) => {
                 info!(group_id = %group, host_id = %host, epoch = epoch.0, "group released");
+                metrics::released();
                 Ok(protocol::answer(
                     &record,
                     &BTreeMap::new(),
@@ -906,10 +912,13 @@ impl<S: LeaseStore, C: Clock> LeaseService<S, C> {
                     .as_ref()
                     .and_then(|h| revoke_decision(h, now, cfg))
                 {
-                    if let Written::Done(next) | Written::LostRace(Some(next)) =
-                        self.store.revoke(&plan).await?
-                    {
-                        holder_host = Some(next);
+                    match self.store.revoke(&plan).await? {
+                        Written::Done(next) => {
+                            metrics::revoked();
+                            holder_host = Some(next);
+                        }
+                        Written::LostRace(Some(next)) => holder_host = Some(next),
+                        Written::LostRace(None) => {}
                     }
                 }
                 state = grant_state(&record, holder_host.as_ref(), now, cfg);

@@ -487,3 +487,48 @@ async fn a_look_at_a_live_holder_reads_no_group_and_a_lapsed_ones_groups_move_in
     assert_eq!(writable_count(&taken), 20, "{taken:?}");
     assert!(!taken.watched[0].live);
 }
+
+#[test]
+fn a_failover_counts_one_revocation_and_an_acquisition_per_group_and_a_release_one_release() {
+    let (service, clock) = setup();
+    let ids = groups(3);
+    let cfg = *service.config();
+    let ((), counts) = crate::metrics::testing::counted(async {
+        create(&service, &ids).await;
+        service
+            .check_host(&request("a", "a1", true, &ids))
+            .await
+            .unwrap();
+        service
+            .check_host(&request("b", "b1", true, &ids))
+            .await
+            .unwrap();
+        // a dies; b keeps its own lease by checking, then finds a lapsed.
+        let mut now = T0;
+        while now <= T0 + cfg.lease_ms + cfg.clock_skew_ms {
+            now += cfg.poll_interval_ms;
+            clock.set(now);
+            service
+                .check_host(&request("b", "b1", true, &[]))
+                .await
+                .unwrap();
+        }
+        let b = service
+            .check_host(&request("b", "b1", true, &ids))
+            .await
+            .unwrap();
+        assert_eq!(writable_count(&b), 3);
+        let held = service.get_group(&ids[0]).await.unwrap().0;
+        service
+            .release(&ids[0], &host("b"), held.epoch)
+            .await
+            .unwrap();
+    });
+    assert_eq!(counts["Acquisitions"], 6, "3 by a, then 3 by b");
+    assert_eq!(
+        counts["Revocations"], 1,
+        "one revocation ends all of a's grants"
+    );
+    assert_eq!(counts["Releases"], 1);
+    assert!(counts["Renewals"] >= 1, "b renewed itself with no renewer");
+}
