@@ -130,6 +130,40 @@ impl RemoteOutcome {
     }
 }
 
+/// Gives each metric its CloudWatch unit (EMF carries it beside the name). Called once by the
+/// recorder's installer.
+pub fn describe() {
+    use ::metrics::Unit;
+    for counter in [
+        name::CHECKS,
+        name::ACQUISITIONS,
+        name::RELEASES,
+        name::REVOCATIONS,
+        name::RENEWALS,
+        name::RENEWALS_SKIPPED,
+        name::RENEWALS_LOST_RACE,
+        name::RENEWER_ROUNDS,
+        name::STORE_ERRORS,
+        name::STORE_THROTTLES,
+        name::IRC_OPS,
+        name::IRC_ATTEMPTS,
+        name::IRC_HELD_OPS,
+        name::IRC_DEAD_LETTERED,
+        name::REMOTE_APPLIES,
+    ] {
+        ::metrics::describe_counter!(counter, Unit::Count, "");
+    }
+    for duration in [
+        name::CHECK_DURATION,
+        name::RENEWER_ROUND_DURATION,
+        name::IRC_OP_LATENCY,
+    ] {
+        ::metrics::describe_histogram!(duration, Unit::Milliseconds, "");
+    }
+    ::metrics::describe_histogram!(name::RENEWER_HOSTS, Unit::Count, "");
+    ::metrics::describe_gauge!(name::IRC_OLDEST_RETRYING_AGE, Unit::Milliseconds, "");
+}
+
 fn count(name: &'static str) {
     ::metrics::counter!(name).increment(1);
 }
@@ -244,6 +278,7 @@ pub mod emf {
             .with_dimension(FUNCTION_DIMENSION, function.to_owned())
             .init()
             .map_err(|e| InstallError(e.to_string()))?;
+        super::describe();
         FLUSH
             .set(Box::new(move || {
                 let mut documents = Vec::new();

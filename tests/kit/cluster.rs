@@ -288,6 +288,18 @@ impl Cluster {
         self.json(i, "/status").await
     }
 
+    /// `GET /metrics` of host `i`: the agent's metrics in Prometheus' text format.
+    pub async fn metrics_text(&self, i: usize) -> Result<String, reqwest::Error> {
+        self.http
+            .get(self.url(i, "/metrics"))
+            .timeout(Duration::from_secs(2))
+            .send()
+            .await?
+            .error_for_status()?
+            .text()
+            .await
+    }
+
     /// How many groups host `i` may write now, or `None` if it does not answer.
     pub async fn primaries(&self, i: usize) -> Option<u64> {
         self.host_status(i).await?["primaries"].as_u64()

@@ -6,9 +6,11 @@
 //! - [`fault_proxy`]: the one fault proxy, for the lease path and the IRC;
 //! - [`wire_counter`]: a counting proxy for the cost figures;
 //! - [`fixture`], [`cluster`]: a stack's groups and kvdemo host processes on this machine;
+//! - [`alarm`]: the template's alarms evaluated over the EMF the functions logged;
 //! - [`checker`]: proves from gate logs that no two hosts could write a group at once;
 //! - [`campaign`], [`many`]: the failover campaign and the many-groups drivers.
 
+pub mod alarm;
 pub mod campaign;
 pub mod checker;
 pub mod cluster;

@@ -14,6 +14,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use metrics_exporter_prometheus::PrometheusHandle;
 use replica_agent::{GroupRole, HostAgent};
 use serde_json::{json, Value};
 use std::sync::Arc;
@@ -24,6 +25,8 @@ pub struct Host {
     pub agent: Arc<HostAgent>,
     pub store: KvStore,
     pub fault_injection: bool,
+    /// The agent's metrics (`replica_agent::metrics`) in Prometheus' text format.
+    pub metrics: PrometheusHandle,
 }
 
 /// Query parameters of `PUT /groups/{group}/kv/{key}`.
@@ -232,8 +235,20 @@ async fn resume(State(host): State<Arc<Host>>) -> Reply {
     )
 }
 
+/// `GET /metrics`: what the agent exports, for a Prometheus scrape.
+async fn prometheus(State(host): State<Arc<Host>>) -> impl axum::response::IntoResponse {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        host.metrics.render(),
+    )
+}
+
 pub fn router(host: Arc<Host>) -> Router {
     Router::new()
+        .route("/metrics", get(prometheus))
         .route("/groups/{group}/kv/{key}", get(read).put(put))
         .route("/groups/{group}/status", get(group_status))
         .route("/groups/{group}/step-down", post(step_down))

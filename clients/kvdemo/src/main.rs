@@ -89,6 +89,10 @@ async fn main() -> Result<()> {
     }
     let gate_log = GateLog::open(&args.gate_log, host.to_string())
         .with_context(|| format!("opening the gate log {}", args.gate_log.display()))?;
+    // The host application picks the agent's exporter: Prometheus text at GET /metrics.
+    let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .install_recorder()
+        .context("installing the metrics recorder")?;
     let agent = Arc::new(HostAgent::start(
         client,
         config,
@@ -107,6 +111,7 @@ async fn main() -> Result<()> {
             agent,
             store,
             fault_injection: args.fault_injection,
+            metrics,
         })),
     )
     .await?;

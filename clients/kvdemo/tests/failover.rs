@@ -166,6 +166,19 @@ async fn kill_9_of_the_primary_fails_over_without_losing_acknowledged_writes() -
     let mut acked = s.put_many(first, 0..20).await?;
     ensure!(acked.len() == 20, "the primary acknowledges writes");
     let other = (first + 1) % 3;
+    // Each host's agent exports its roles for a Prometheus scrape.
+    let primary_metrics = s.cluster.metrics_text(first).await?;
+    ensure!(
+        primary_metrics.contains("tenure_agent_groups{role=\"primary\"} 1")
+            && primary_metrics.contains("tenure_agent_checks_total"),
+        "{primary_metrics}"
+    );
+    let secondary_metrics = s.cluster.metrics_text(other).await?;
+    ensure!(
+        secondary_metrics.contains("tenure_agent_groups{role=\"secondary\"} 1")
+            && secondary_metrics.contains("tenure_agent_groups{role=\"primary\"} 0"),
+        "{secondary_metrics}"
+    );
     let (refused, body) = s.cluster.put(other, &s.group, "x", "x").await?;
     ensure!(
         refused == 503,

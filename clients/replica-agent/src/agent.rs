@@ -9,6 +9,7 @@
 use crate::clock::{BootClock, DeadlineClock};
 use crate::config::AgentConfig;
 use crate::grants::{Grants, WritePermit};
+use crate::metrics;
 use crate::poll::{Effects, GroupView, HostPoll};
 use crate::source::{HostSource, SourceError};
 use rand::Rng;
@@ -402,6 +403,7 @@ impl<S: HostSource, C: DeadlineClock> Poller<S, C> {
         let mut wait = self.config.poll_interval();
         for body in bodies {
             lock(&self.shared.published).status.checks += 1;
+            metrics::check_sent();
             let t_sent = self.clock.now_ns();
             match timeout(
                 self.config.request_timeout,
@@ -411,6 +413,7 @@ impl<S: HostSource, C: DeadlineClock> Poller<S, C> {
             {
                 Ok(Ok(answer)) => {
                     let t_received = self.clock.now_ns();
+                    metrics::check_answered(t_received.saturating_sub(t_sent));
                     self.failures = 0;
                     if answer.poll_after_ms > 0 {
                         wait = wait.min(Duration::from_millis(answer.poll_after_ms));
@@ -597,6 +600,7 @@ impl<S: HostSource, C: DeadlineClock> Poller<S, C> {
     fn on_failure(&mut self, reason: String) -> Duration {
         self.failures = self.failures.saturating_add(1);
         lock(&self.shared.published).status.check_failures += 1;
+        metrics::check_failed();
         warn!(failures = self.failures, %reason, "lease check failed");
         let effects = Effects {
             host_epoch: self.poll.host_epoch().unwrap_or_default(),
@@ -683,5 +687,24 @@ impl<S: HostSource, C: DeadlineClock> Poller<S, C> {
             });
         }
         published.status.primaries = self.poll.views().filter(|(_, v)| v.open).count();
+        let roles: Vec<GroupRole> = self
+            .poll
+            .views()
+            .map(|(group, view)| {
+                let open = view.open && self.shared.grants.is_open(group);
+                role_of(view, &published.status, open)
+            })
+            .collect();
+        let remaining_ns = published
+            .status
+            .deadline_ns
+            .map(|d| d.saturating_sub(self.clock.now_ns()))
+            .unwrap_or(0);
+        metrics::host_state(
+            published.status.host_epoch.map(|e| e.0),
+            remaining_ns,
+            reachable,
+            roles.iter(),
+        );
     }
 }

@@ -18,6 +18,7 @@ mod config;
 mod gate;
 mod gates;
 mod grants;
+pub mod metrics;
 pub mod poll;
 mod source;
 mod v1_source;

@@ -552,3 +552,78 @@ async fn late_answers_stop_the_heartbeat_so_a_timely_host_takes_over() {
     assert!(a.agent.status().silenced);
     assert_eq!(a.writable(&groups), 0);
 }
+
+/// What the agent exported through the `metrics` facade, by metric and labels.
+fn exported(snapshotter: &metrics_util::debugging::Snapshotter) -> BTreeMap<String, f64> {
+    use metrics_util::debugging::DebugValue;
+    snapshotter
+        .snapshot()
+        .into_vec()
+        .into_iter()
+        .map(|(key, _, _, value)| {
+            let key = key.key();
+            let labels: Vec<String> = key
+                .labels()
+                .map(|l| format!("{}={}", l.key(), l.value()))
+                .collect();
+            let name = if labels.is_empty() {
+                key.name().to_owned()
+            } else {
+                format!("{}{{{}}}", key.name(), labels.join(","))
+            };
+            let value = match value {
+                DebugValue::Counter(n) => n as f64,
+                DebugValue::Gauge(g) => g.into_inner(),
+                DebugValue::Histogram(samples) => samples.len() as f64,
+            };
+            (name, value)
+        })
+        .collect()
+}
+
+#[test]
+fn the_agent_exports_roles_epoch_deadline_and_check_latency_and_failures() {
+    use replica_agent::metrics::*;
+    let recorder = metrics_util::debugging::DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .start_paused(true)
+        .build()
+        .expect("a paused runtime");
+    metrics::with_local_recorder(&recorder, || {
+        runtime.block_on(async {
+            let world = World::new(3).await;
+            let groups = world.groups.clone();
+            let a = world.agent("a", world.source(), "a-1");
+            until(&[&a], &groups, 5_000, || a.writable(&groups) == 3).await;
+            run_checked(&[&a], &groups, 1_000).await;
+            let healthy = exported(&snapshotter);
+            assert_eq!(healthy[&format!("{GROUPS}{{role=primary}}")], 3.0);
+            assert_eq!(healthy[&format!("{GROUPS}{{role=unknown}}")], 0.0);
+            assert_eq!(healthy[REACHABLE], 1.0);
+            assert_eq!(healthy[HOST_EPOCH], 0.0);
+            let left = healthy[DEADLINE_REMAINING];
+            assert!(
+                left > 0.0 && left <= world.cfg.lease_ms as f64 / 1e3,
+                "{left}"
+            );
+            assert!(healthy[CHECKS] >= 3.0);
+            assert!(
+                healthy[CHECK_DURATION] >= 3.0,
+                "a latency sample per answer"
+            );
+            assert!(!healthy.contains_key(CHECK_FAILURES));
+
+            // lease-check unreachable past the deadline: failures, read-only, unknown.
+            a.source.down.store(true, Ordering::SeqCst);
+            run_checked(&[&a], &groups, world.cfg.lease_ms + 1_000).await;
+            let cut_off = exported(&snapshotter);
+            assert!(cut_off[CHECK_FAILURES] >= 1.0);
+            assert_eq!(cut_off[REACHABLE], 0.0);
+            assert_eq!(cut_off[&format!("{GROUPS}{{role=unknown}}")], 3.0);
+            assert_eq!(cut_off[&format!("{GROUPS}{{role=primary}}")], 0.0);
+            assert_eq!(cut_off[DEADLINE_REMAINING], 0.0);
+        })
+    });
+}

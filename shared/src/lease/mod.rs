@@ -13,6 +13,7 @@
 //! - [`api`]: lease-check's HTTP contract (v2 host endpoints and v1 group endpoints).
 //! - [`renewer`]: the scheduled renewal loop over hosts.
 //! - [`fence`]: the fencing condition for a primary's own writes.
+//! - [`history`]: the leadership history entry for each change of a group item.
 
 pub mod api;
 #[cfg(feature = "client")]
@@ -22,6 +23,7 @@ pub mod config;
 pub mod dynamo;
 #[cfg(feature = "aws")]
 pub mod fence;
+pub mod history;
 pub mod host;
 pub mod memory;
 pub mod protocol;
