@@ -105,4 +105,16 @@ for kv in "${acked[@]}"; do
 done
 echo "   ${#acked[@]} acknowledged, $lost lost"
 "$bin/tenurectl" hosts list | grep -E "^HOST|$run"
+
+echo; echo "6. leadership history of $one (lease-history, from the Leases stream): first holder, the"
+echo "   revocation of $a's host lease, the planned handover"
+export TENURE_LEASE_HISTORY_TABLE="$(output LeaseHistoryTable)"
+for _ in $(seq 1 50); do
+    # lease-history follows the stream: wait for the handover's acquisition to arrive.
+    acquired="$("$bin/tenurectl" lease history "$one" --json | .venv/bin/python -c \
+        "import json,sys; print(sum(e['change'] == 'acquired' for e in json.load(sys.stdin)['entries']))")"
+    [[ "$acquired" -ge 3 ]] && break
+    sleep 0.2
+done
+"$bin/tenurectl" lease history "$one" | sed 's/^/   /'
 [[ $lost -eq 0 ]]

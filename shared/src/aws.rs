@@ -61,6 +61,26 @@ pub(crate) async fn ensure_table_with_indexes(
     key: &str,
     indexes: &[(&str, &str)],
 ) -> Result<(), String> {
+    ensure_keyed_table(client, table, key, None, indexes).await
+}
+
+/// [`ensure_table`] with a numeric sort key (as `LeaseHistory`'s `seq`).
+pub async fn ensure_table_with_sort_key(
+    client: &aws_sdk_dynamodb::Client,
+    table: &str,
+    key: &str,
+    number_sort_key: &str,
+) -> Result<(), String> {
+    ensure_keyed_table(client, table, key, Some(number_sort_key), &[]).await
+}
+
+async fn ensure_keyed_table(
+    client: &aws_sdk_dynamodb::Client,
+    table: &str,
+    key: &str,
+    number_sort_key: Option<&str>,
+    indexes: &[(&str, &str)],
+) -> Result<(), String> {
     use aws_sdk_dynamodb::types::{
         AttributeDefinition, BillingMode, GlobalSecondaryIndex, IndexStatus, KeySchemaElement,
         KeyType, Projection, ProjectionType, ScalarAttributeType, TableStatus,
@@ -85,6 +105,23 @@ pub(crate) async fn ensure_table_with_indexes(
         .billing_mode(BillingMode::PayPerRequest)
         .attribute_definitions(attribute(key)?)
         .key_schema(hash_key(key)?);
+    if let Some(sort) = number_sort_key {
+        create = create
+            .attribute_definitions(
+                AttributeDefinition::builder()
+                    .attribute_name(sort)
+                    .attribute_type(ScalarAttributeType::N)
+                    .build()
+                    .map_err(|e| e.to_string())?,
+            )
+            .key_schema(
+                KeySchemaElement::builder()
+                    .attribute_name(sort)
+                    .key_type(KeyType::Range)
+                    .build()
+                    .map_err(|e| e.to_string())?,
+            );
+    }
     for (name, index_key) in indexes {
         let index = GlobalSecondaryIndex::builder()
             .index_name(*name)

@@ -61,6 +61,10 @@ pub mod name {
     pub const IRC_OLDEST_RETRYING_AGE: &str = "IrcOldestRetryingAge";
     /// irc-remote: operations answered, by `Outcome` ([`super::RemoteOutcome`]).
     pub const REMOTE_APPLIES: &str = "RemoteApplies";
+    /// lease-history: entries recorded and published, by `Change` (acquired, released, deleted).
+    pub const HISTORY_ENTRIES: &str = "HistoryEntries";
+    /// lease-history: stream records whose images could not be read (logged, not retried).
+    pub const HISTORY_SKIPPED: &str = "HistorySkipped";
 }
 
 /// How a check request ended, as the caller saw it.
@@ -150,6 +154,8 @@ pub fn describe() {
         name::IRC_HELD_OPS,
         name::IRC_DEAD_LETTERED,
         name::REMOTE_APPLIES,
+        name::HISTORY_ENTRIES,
+        name::HISTORY_SKIPPED,
     ] {
         ::metrics::describe_counter!(counter, Unit::Count, "");
     }
@@ -242,6 +248,14 @@ pub fn remote_answered(outcome: RemoteOutcome) {
     ::metrics::counter!(name::REMOTE_APPLIES, "Outcome" => outcome.as_str()).increment(1);
 }
 
+pub fn history_entry(change: &'static str) {
+    ::metrics::counter!(name::HISTORY_ENTRIES, "Change" => change).increment(1);
+}
+
+pub fn history_skipped() {
+    count(name::HISTORY_SKIPPED);
+}
+
 /// What writes the counts out: installed once by a function's `main` ([`emf::install`]);
 /// without one, [`flush`] does nothing.
 static FLUSH: OnceLock<Box<dyn Fn() + Send + Sync>> = OnceLock::new();
@@ -295,8 +309,16 @@ pub mod emf {
     }
 
     /// [`install`] with the function's name from `AWS_LAMBDA_FUNCTION_NAME` (set by Lambda),
-    /// or `fallback` outside Lambda.
+    /// or `fallback` outside Lambda. `TENURE_METRICS=off` installs nothing (every count is a
+    /// no-op): what the cost benchmark compares against, not a setting for a real stack,
+    /// whose alarms need the metrics.
     pub fn install_for_lambda(fallback: &str) -> Result<(), InstallError> {
+        if std::env::var("TENURE_METRICS").is_ok_and(|v| v == "off") {
+            tracing::warn!(
+                "TENURE_METRICS=off: no metrics are written, and the alarms on them see nothing"
+            );
+            return Ok(());
+        }
         let name = std::env::var("AWS_LAMBDA_FUNCTION_NAME").unwrap_or_else(|_| {
             tracing::warn!(
                 fallback,

@@ -9,7 +9,7 @@
 //! the data table: per group, no overlapping writable intervals and epochs increasing; every
 //! acknowledged write readable.
 
-use crate::checker::{violations, Violation};
+use crate::checker::{violations, Violation, WritableInterval};
 use crate::cluster::{Cluster, ClusterError};
 use crate::fault_proxy::{Chaos, FaultCounts};
 use rand::Rng;
@@ -37,6 +37,9 @@ pub struct CampaignReport {
     pub acked_writes: usize,
     pub lost_writes: Vec<String>,
     pub violations: Vec<Violation>,
+    /// Every host's writable intervals, from the gate logs (what the history is checked
+    /// against).
+    pub intervals: Vec<WritableInterval>,
 }
 
 impl CampaignReport {
@@ -111,6 +114,7 @@ pub async fn run(
         acked_writes: 0,
         lost_writes: Vec::new(),
         violations: Vec::new(),
+        intervals: Vec::new(),
     };
     let first_fault = rand::rng().random_range(0..3);
     while report.failovers < failovers {
@@ -203,7 +207,8 @@ pub async fn run(
         }
     }
     report.acked_writes = acked.len();
-    report.violations = violations(&c.writable_intervals()?);
+    report.intervals = c.writable_intervals()?;
+    report.violations = violations(&report.intervals);
     report.failover_ms.sort();
     Ok(report)
 }

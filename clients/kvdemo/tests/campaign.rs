@@ -13,8 +13,11 @@
 //! allows) to keep the short run short.
 
 use anyhow::{ensure, Context, Result};
+use std::collections::BTreeMap;
 use std::time::Duration;
+use tenure::lease::history_store::HistoryStore;
 use tenure::lease::LeaseConfig;
+use tenure_testkit::checker::compare_history;
 use tenure_testkit::cluster::Cluster;
 use tenure_testkit::fault_proxy::{Chaos, FaultProxy, Route};
 use tenure_testkit::fixture::{Fixture, StackAccess};
@@ -105,6 +108,46 @@ async fn faults_never_yield_two_writers_or_lose_an_acknowledged_write() -> Resul
         report.store_faults
     );
     ensure!(report.violations.is_empty(), "{:#?}", report.violations);
+    // Every grant a gate opened for is in the leadership history (lease-history follows the
+    // Leases stream: give it a moment to catch up).
+    let history = HistoryStore::new(
+        tenure::aws::dynamodb_client(&stack.sdk().await, None),
+        stack.output("LeaseHistoryTable")?,
+        stack.output("HostsTable")?,
+        86_400_000,
+    );
+    let started = std::time::Instant::now();
+    let agreement = loop {
+        let mut entries = BTreeMap::new();
+        for group in &fixture.groups {
+            entries.insert(group.to_string(), history.list(group, 1_000).await?);
+        }
+        let agreement = compare_history(&report.intervals, &entries);
+        if agreement.missing.is_empty() || started.elapsed() > Duration::from_secs(60) {
+            break agreement;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    };
+    eprintln!(
+        "history: {} gate intervals found in the history, {} missing, {} acquisitions no gate \
+         opened for (answers used late or never: paused, killed or cut-off hosts), {} groups \
+         out of order",
+        agreement.matched,
+        agreement.missing.len(),
+        agreement.unopened.len(),
+        agreement.out_of_order.len()
+    );
+    ensure!(
+        agreement.missing.is_empty(),
+        "not in the history: {:#?}",
+        agreement.missing
+    );
+    ensure!(
+        agreement.out_of_order.is_empty(),
+        "{:?}",
+        agreement.out_of_order
+    );
+    ensure!(agreement.matched > 0, "no gate interval to compare");
     ensure!(
         report.lost_writes.is_empty(),
         "lost: {:?}",

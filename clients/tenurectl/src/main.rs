@@ -13,6 +13,7 @@ use std::collections::BTreeMap;
 use tenure::clock::{Clock, SystemClock};
 use tenure::ids::{GroupId, HostId};
 use tenure::lease::dynamo::DynamoLeaseStore;
+use tenure::lease::history_store::HistoryStore;
 use tenure::lease::host::HostRecord;
 use tenure::lease::protocol::{grant_state, GrantState};
 use tenure::lease::record::{LeaseRecord, Member};
@@ -20,6 +21,7 @@ use tenure::lease::service::{CheckError, LeaseService};
 use tenure::lease::store::{CreateOutcome, LeaseStore};
 use tenure::lease::LeaseConfig;
 
+mod history;
 mod hosts;
 mod ops;
 
@@ -36,6 +38,9 @@ struct Cli {
     /// The Hosts table (the stack's HostsTable output).
     #[arg(long, env = "TENURE_HOSTS_TABLE", global = true)]
     hosts_table: Option<String>,
+    /// The LeaseHistory table (the stack's LeaseHistoryTable output), for `lease history`.
+    #[arg(long, env = "TENURE_LEASE_HISTORY_TABLE", global = true)]
+    history_table: Option<String>,
     /// Print JSON instead of tables.
     #[arg(long, global = true)]
     json: bool,
@@ -91,6 +96,14 @@ enum LeaseCommand {
     Drain(DrainTarget),
     /// Clear a drain request (same forms as `drain`).
     Undrain(DrainTarget),
+    /// Who held the group when, and why each grant ended (acquired, released, drained,
+    /// revoked with the host epoch, expired, first holder), oldest first.
+    History {
+        group: String,
+        /// The most recent entries to show.
+        #[arg(long, default_value_t = 100)]
+        limit: i32,
+    },
 }
 
 #[derive(clap::Args)]
@@ -355,6 +368,18 @@ async fn run(cli: Cli) -> Result<()> {
         }
         LeaseSide::Lease(LeaseCommand::Undrain(target)) => {
             drain(&service, target, false, cli.json).await?
+        }
+        LeaseSide::Lease(LeaseCommand::History { group, limit }) => {
+            let history_table = cli.history_table.clone().context(
+                "no history table: pass --history-table or set TENURE_LEASE_HISTORY_TABLE (the stack's LeaseHistoryTable output)",
+            )?;
+            let history = HistoryStore::new(
+                tenure::aws::dynamodb_client(&sdk, None),
+                history_table,
+                store.hosts_table(),
+                0,
+            );
+            history::show(&history, &group_id(&group)?, limit.max(1), cli.json).await?
         }
         LeaseSide::Hosts(HostsCommand::List) => hosts::list(&store, &lease, now, cli.json).await?,
         LeaseSide::Hosts(HostsCommand::Show { host }) => {

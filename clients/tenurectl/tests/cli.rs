@@ -301,3 +301,78 @@ async fn hosts_show_their_lease_incarnation_and_groups_and_drain_as_a_whole() {
     let unknown = ok_json(tenurectl(&table, &["hosts", "show", "nobody", "--json"]));
     assert_eq!(unknown["lease_live"], false);
 }
+
+#[tokio::test]
+async fn lease_history_lists_a_groups_grants_oldest_first_with_why_each_ended() {
+    use tenure::ids::{GroupId, HostId};
+    use tenure::lease::history::{Change, HistoryEntry, PreviousEnd};
+    use tenure::lease::history_store::HistoryStore;
+    use tenure::lease::Epoch;
+    let table = leases_table().await;
+    let history_table = format!("{table}-history");
+    let client = aws_sdk_dynamodb::Client::new(&sdk().await);
+    tenure::aws::ensure_table_with_sort_key(&client, &history_table, "group_id", "seq")
+        .await
+        .unwrap();
+    let store = HistoryStore::new(client, &history_table, format!("{table}-hosts"), 86_400_000);
+    let group = GroupId::parse("orders").unwrap();
+    let host = |h: &str| HostId::parse(h).unwrap();
+    let entry = |change, epoch: u64, holder: &str, previous, at_ms| HistoryEntry {
+        group_id: group.clone(),
+        seq: epoch * 4 + u64::from(change == Change::Released),
+        change,
+        epoch: Epoch(epoch),
+        holder: Some(host(holder)),
+        holder_host_epoch: Some(Epoch(0)),
+        previous,
+        drained: false,
+        at_ms,
+    };
+    // Written out of order, and one twice (a stream batch delivered again).
+    let revoked = entry(
+        Change::Acquired,
+        2,
+        "host-b",
+        Some(PreviousEnd::Revoked {
+            holder: host("host-a"),
+            epoch: Epoch(1),
+            host_epoch: Epoch(0),
+        }),
+        1_800_000_011_000,
+    );
+    let first = entry(
+        Change::Acquired,
+        1,
+        "host-a",
+        Some(PreviousEnd::FirstHolder),
+        1_800_000_000_000,
+    );
+    for e in [&revoked, &first, &revoked] {
+        store.record(e).await.unwrap();
+    }
+
+    let run = |args: &[&str]| {
+        let mut all = vec![
+            "lease",
+            "history",
+            "orders",
+            "--history-table",
+            &history_table,
+        ];
+        all.extend_from_slice(args);
+        tenurectl(&table, &all)
+    };
+    let listed = ok_json(run(&["--json"]));
+    let entries = listed["entries"].as_array().unwrap();
+    assert_eq!(entries.len(), 2);
+    assert_eq!(entries[0]["holder"], "host-a");
+    assert_eq!(entries[1]["previous"]["reason"], "revoked");
+    let human = run(&[]);
+    let text = String::from_utf8_lossy(&human.stdout);
+    assert!(
+        text.contains("first holder") && text.contains("host-a revoked (host epoch 0) at epoch 1"),
+        "{text}"
+    );
+    let missing = tenurectl(&table, &["lease", "history", "orders"]);
+    assert!(stderr_of_failure(missing).contains("TENURE_LEASE_HISTORY_TABLE"));
+}

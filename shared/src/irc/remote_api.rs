@@ -15,6 +15,7 @@ use super::remote::OperationRequest;
 use crate::http::{parse_json, ApiRequest, ApiResponse};
 use crate::identity::{Caller, PeerIdentityRule};
 use crate::ids::GroupId;
+#[cfg(any(feature = "lambda", test))]
 use crate::metrics::RemoteOutcome;
 #[cfg(feature = "lambda")]
 pub use handler::RemoteApi;
@@ -101,6 +102,7 @@ mod handler {
 }
 
 /// What an answer counts as in the `RemoteApplies` metric.
+#[cfg(any(feature = "lambda", test))]
 pub(crate) fn outcome_of(response: &ApiResponse) -> RemoteOutcome {
     match response.status {
         200..=299 => match response.body["outcome"].as_str() {

@@ -52,8 +52,9 @@ pub enum PreviousEnd {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HistoryEntry {
     pub group_id: GroupId,
-    /// Orders a group's entries: `2 * epoch` for the acquisition at `epoch`, `2 * epoch + 1`
-    /// for the release or delete that ended it. The table's sort key.
+    /// Orders a group's entries: `4 * epoch` for the acquisition at `epoch`, `4 * epoch + 1`
+    /// for its release, `4 * epoch + 2` for a delete of the group at that epoch. The table's
+    /// sort key, unique per group.
     pub seq: u64,
     pub change: Change,
     /// The group's fencing epoch of the grant this entry is about.
@@ -75,10 +76,12 @@ pub struct HistoryEntry {
 
 impl HistoryEntry {
     fn seq_of(change: Change, epoch: Epoch) -> u64 {
-        let base = epoch.0.saturating_mul(2);
+        let base = epoch.0.saturating_mul(4);
         match change {
             Change::Acquired => base,
-            Change::Released | Change::Deleted => base.saturating_add(1),
+            Change::Released => base.saturating_add(1),
+            // A delete may follow the release of the same grant: a slot of its own.
+            Change::Deleted => base.saturating_add(2),
         }
     }
 }
@@ -194,6 +197,29 @@ pub fn entry_for(
     Some(released)
 }
 
+/// The old and new group item of one Leases stream record (DynamoDB's JSON for each image;
+/// an absent or empty image is `None`), or why they cannot be read.
+pub fn images(
+    record: &serde_json::Value,
+) -> Result<(Option<LeaseRecord>, Option<LeaseRecord>), String> {
+    let image = |name: &str| -> Result<Option<LeaseRecord>, String> {
+        match record["dynamodb"].get(name) {
+            None | Some(serde_json::Value::Null) => Ok(None),
+            Some(raw) => {
+                let item: serde_dynamo::Item = serde_json::from_value(raw.clone())
+                    .map_err(|e| format!("{name} is not a DynamoDB item: {e}"))?;
+                if item.is_empty() {
+                    return Ok(None);
+                }
+                serde_dynamo::from_item(item)
+                    .map(Some)
+                    .map_err(|e| format!("{name} is not a group item: {e}"))
+            }
+        }
+    };
+    Ok((image("OldImage")?, image("NewImage")?))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -237,7 +263,7 @@ mod tests {
         let a = acquired(g.clone(), "a", 0, T0 + 5);
         let e = entry_for(Some(&g), &a, false).unwrap();
         assert_eq!(e.change, Change::Acquired);
-        assert_eq!((e.epoch, e.seq, e.at_ms), (Epoch(1), 2, T0 + 5));
+        assert_eq!((e.epoch, e.seq, e.at_ms), (Epoch(1), 4, T0 + 5));
         assert_eq!(e.holder, Some(host("a")));
         assert_eq!(e.previous, Some(PreviousEnd::FirstHolder));
     }
@@ -247,7 +273,7 @@ mod tests {
         let a = acquired(free_group(), "a", 3, T0);
         let b = acquired(a.clone(), "b", 0, T0 + 11_000);
         let e = entry_for(Some(&a), &b, false).unwrap();
-        assert_eq!(e.seq, 4);
+        assert_eq!(e.seq, 8);
         assert_eq!(
             e.previous,
             Some(PreviousEnd::Revoked {
@@ -272,7 +298,7 @@ mod tests {
         let a = acquired(free_group(), "a", 0, T0);
         let free = released(a.clone(), T0 + 100);
         let r = entry_for(Some(&a), &free, false).unwrap();
-        assert_eq!((r.change, r.seq, r.epoch), (Change::Released, 3, Epoch(1)));
+        assert_eq!((r.change, r.seq, r.epoch), (Change::Released, 5, Epoch(1)));
         assert_eq!(r.holder, Some(host("a")));
         assert!(!r.drained);
         assert_eq!(drain_question(Some(&a), &free), Some(host("a")));
@@ -333,16 +359,52 @@ mod tests {
         let mut tomb = free.clone();
         tomb.deleted = true;
         tomb.members.clear();
+        let r = entry_for(Some(&a), &free, false).unwrap();
         let d = entry_for(Some(&free), &tomb, false).unwrap();
-        assert_eq!((d.change, d.seq), (Change::Deleted, 3));
+        assert_eq!((d.change, d.seq), (Change::Deleted, 6));
+        assert!(
+            r.seq < d.seq,
+            "the delete after a release has a slot of its own"
+        );
         assert_eq!(entry_for(Some(&tomb), &tomb, false), None);
         // Created again: the epoch continues; its first holder follows an unheld group.
         let mut again = free_group();
         again.epoch = tomb.epoch;
         let b = acquired(again.clone(), "b", 0, T0 + 50);
         let e = entry_for(Some(&again), &b, false).unwrap();
-        assert_eq!(e.seq, 4);
+        assert_eq!(e.seq, 8);
         assert_eq!(e.previous, Some(PreviousEnd::Unheld { epoch: Epoch(1) }));
+    }
+
+    #[test]
+    fn stream_records_give_both_images() {
+        let record = serde_json::json!({
+            "eventID": "1",
+            "eventName": "MODIFY",
+            "dynamodb": {
+                "Keys": {"group_id": {"S": "orders"}},
+                "OldImage": {"group_id": {"S": "orders"}, "epoch": {"N": "1"}, "lease_ms": {"N": "10000"},
+                             "holder": {"S": "a"}, "holder_host_epoch": {"N": "3"}},
+                "NewImage": {"group_id": {"S": "orders"}, "epoch": {"N": "2"}, "lease_ms": {"N": "10000"},
+                             "holder": {"S": "b"}, "holder_host_epoch": {"N": "0"},
+                             "updated_at_ms": {"N": "1800000000000"}},
+                "SizeBytes": 10
+            }
+        });
+        let (old, new) = images(&record).unwrap();
+        let entry = entry_for(old.as_ref(), &new.unwrap(), false).unwrap();
+        assert_eq!(entry.holder, Some(host("b")));
+        assert!(matches!(
+            entry.previous,
+            Some(PreviousEnd::Revoked {
+                host_epoch: Epoch(3),
+                ..
+            })
+        ));
+        let insert = serde_json::json!({"dynamodb": {"NewImage": {"group_id": {"S": "g"}, "lease_ms": {"N": "1"}}}});
+        assert!(images(&insert).unwrap().0.is_none());
+        let broken = serde_json::json!({"dynamodb": {"NewImage": {"group_id": {"N": "1"}}}});
+        assert!(images(&broken).unwrap_err().contains("NewImage"));
     }
 
     #[test]

@@ -13,7 +13,8 @@
 //! - [`api`]: lease-check's HTTP contract (v2 host endpoints and v1 group endpoints).
 //! - [`renewer`]: the scheduled renewal loop over hosts.
 //! - [`fence`]: the fencing condition for a primary's own writes.
-//! - [`history`]: the leadership history entry for each change of a group item.
+//! - [`history`]: the leadership history entry for each change of a group item;
+//!   [`history_store`] stores and publishes them (the `lease-history` function).
 
 pub mod api;
 #[cfg(feature = "client")]
@@ -24,6 +25,8 @@ pub mod dynamo;
 #[cfg(feature = "aws")]
 pub mod fence;
 pub mod history;
+#[cfg(feature = "aws")]
+pub mod history_store;
 pub mod host;
 pub mod memory;
 pub mod protocol;
