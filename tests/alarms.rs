@@ -23,15 +23,15 @@ use tenure::irc::kinds::Kinds;
 use tenure::irc::queue::WorkQueue;
 use tenure::irc::store::WorkItemStore;
 use tenure::irc::submit::{SubmitRequest, Submitter};
-use tenure::irc::{Region, Status};
-use tenure::lease::client::{HostCheckBody, LeaseClientError};
+use tenure::irc::{OpId, Region, Status, WorkItem};
+use tenure::lease::client::LeaseClientError;
 use tenure::lease::dynamo::DynamoLeaseStore;
 use tenure::lease::record::Member;
 use tenure::lease::service::LeaseService;
 use tenure::lease::LeaseConfig;
 use tenure_testkit::alarm::{emf_datapoints, stack_resolver, AlarmSpec, Datapoint, Template};
-use tenure_testkit::fault_proxy::{Chaos, FaultProxy, Route};
-use tenure_testkit::{find, invoke_async, set_function_env, stacks, Stack};
+use tenure_testkit::fault_proxy::{Chaos, Fault, FaultProxy, Route};
+use tenure_testkit::{find, healthy_check, invoke_async, set_function_env, stacks, Stack};
 use tokio::sync::Mutex as AsyncMutex;
 
 /// aws-config's per-service endpoint, which wins over MiniStack's `AWS_ENDPOINT_URL`.
@@ -58,16 +58,6 @@ async fn stack() -> Result<Stack> {
 fn alarm(stack: &Stack, id: &str) -> Result<AlarmSpec> {
     let resolve = stack_resolver(stack);
     Template::load()?.alarm(id, &BTreeMap::new(), &resolve)
-}
-
-/// A healthy host's check asking for `groups`.
-fn check_of(groups: &[GroupId]) -> HostCheckBody {
-    HostCheckBody {
-        healthy: true,
-        heartbeat: true,
-        groups: groups.to_vec(),
-        ..HostCheckBody::default()
-    }
 }
 
 /// What a phase saw, for the failure message.
@@ -117,7 +107,7 @@ impl Checkers {
             let (answers, stop) = (answers.clone(), stop.clone());
             tasks.push(tokio::spawn(async move {
                 while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                    let status = match client.check_host(&host, &check_of(&[])).await {
+                    let status = match client.check_host(&host, &healthy_check(&[])).await {
                         Ok(_) => 200,
                         Err(LeaseClientError::Refused { status, .. })
                         | Err(LeaseClientError::BadAnswer { status, .. }) => status,
@@ -275,14 +265,14 @@ async fn the_revocations_alarm_fires_when_hosts_die_and_not_while_they_live() ->
     // Every doomed host takes its group; the survivor checks in beside them for a while.
     for (host, group) in doomed.iter().zip(&groups) {
         let answer = client
-            .check_host(host, &check_of(std::slice::from_ref(group)))
+            .check_host(host, &healthy_check(std::slice::from_ref(group)))
             .await?;
         ensure!(
             answer.groups.len() == 1,
             "{host} got no answer for {group}: {answer:?}"
         );
     }
-    let everyone = check_of(&groups);
+    let everyone = healthy_check(&groups);
     for _ in 0..6 {
         client.check_host(&survivor, &everyone).await?;
         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -393,12 +383,13 @@ struct Coordinator {
     submitter: Submitter<SystemClock>,
     items: WorkItemStore,
     sqs: aws_sdk_sqs::Client,
+    proxy: &'static FaultProxy,
 }
 
 impl Coordinator {
     async fn new(stack: &Stack) -> Result<Self> {
         // The test deploy routes us-east-1's worker through this port (infra/test.sh).
-        FaultProxy::shared()?;
+        let proxy = FaultProxy::shared()?;
         let sdk = stack.sdk().await;
         let items = WorkItemStore::new(
             tenure::aws::dynamodb_client(&sdk, None),
@@ -410,19 +401,24 @@ impl Coordinator {
                 store: items.clone(),
                 queue: WorkQueue::new(sqs.clone(), stack.output("IrcQueueUrl")?),
                 kinds: Kinds::shipped(),
-                policy: RetryPolicy::default(),
+                // Enough attempts for an op to stay RETRYING through a long remote outage.
+                policy: RetryPolicy {
+                    max_attempts: 50,
+                    ..RetryPolicy::default()
+                },
                 region: Region::parse("us-east-1")?,
                 clock: SystemClock,
             },
             items,
             sqs,
+            proxy,
         })
     }
 
-    /// A `group.put` to eu-west-1, waited for until it ends.
-    async fn put(&self, lease_ms: u64) -> Result<Status> {
+    /// A `group.put` to eu-west-1, submitted.
+    async fn submit(&self, lease_ms: u64) -> Result<WorkItem> {
         let group = format!("alarm-irc-{}-{}", std::process::id(), now_ms());
-        let item = self
+        Ok(self
             .submitter
             .submit(SubmitRequest {
                 op_id: None,
@@ -432,14 +428,19 @@ impl Coordinator {
                 payload: json!({"group_id": group, "lease_ms": lease_ms,
                     "members": [{"host_id": "host-a", "az": "euw1-az1", "priority": 1}]}),
             })
-            .await?;
-        let deadline = now_ms() + 60_000;
+            .await?)
+    }
+
+    /// A `group.put` to eu-west-1, waited for until it ends.
+    async fn put(&self, lease_ms: u64) -> Result<Status> {
+        let item = self.submit(lease_ms).await?;
+        self.wait_terminal(&item.op_id, 60_000).await
+    }
+
+    async fn wait_terminal(&self, op_id: &OpId, within_ms: u64) -> Result<Status> {
+        let deadline = now_ms() + within_ms;
         loop {
-            let now = self
-                .items
-                .get(&item.op_id)
-                .await?
-                .context("the op vanished")?;
+            let now = self.items.get(op_id).await?.context("the op vanished")?;
             if now.status.is_terminal() {
                 return Ok(now.status);
             }
@@ -584,4 +585,55 @@ async fn the_dead_letter_alarm_fires_when_a_message_reaches_the_dlq_and_not_befo
         (healthy_start, fault_start),
         (fault_start, fault_end),
     )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_oldest_retrying_alarm_fires_when_an_op_keeps_retrying_and_not_before() -> Result<()> {
+    let stack = stack().await?;
+    // The threshold is a parameter (15 minutes by default); this stack's alarm is evaluated
+    // at 20 s, the rest of its definition as deployed.
+    let threshold_ms: u64 = 20_000;
+    let resolve = stack_resolver(&stack);
+    let parameters = BTreeMap::from([(
+        "IrcOldestRetryingAlarmMs".to_owned(),
+        threshold_ms.to_string(),
+    )]);
+    let oldest = Template::load()?.alarm("IrcOldestRetryingAlarm", &parameters, &resolve)?;
+    let irc = Coordinator::new(&stack).await?;
+    let healthy_start = now_ms();
+    ensure!(irc.put(10_000).await? == Status::Succeeded);
+    // A few dispatcher sweeps (2 s apart) with nothing retrying.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    // eu-west-1 answers this op 503, again and again: it stays RETRYING (50 attempts allowed).
+    let fault_start = now_ms();
+    let item = irc.submit(10_000).await?;
+    irc.proxy
+        .script(item.op_id.as_str(), &[Fault::Status(503); 40]);
+    // The age passes the threshold 20 s after the submit; the alarm needs it above in two
+    // consecutive whole periods.
+    let above = fault_start + threshold_ms;
+    let fault_end = (above / oldest.period_ms + 1 + oldest.datapoints_to_alarm as u64)
+        * oldest.period_ms
+        + 3_000;
+    sleep_until(fault_end).await;
+    let still = irc
+        .items
+        .get(&item.op_id)
+        .await?
+        .context("the op vanished")?;
+    irc.proxy.unscript(item.op_id.as_str());
+    ensure!(
+        !still.status.is_terminal(),
+        "the op did not keep retrying: {still:?}"
+    );
+    let (points, _) = emf_datapoints(&stack, "IrcDispatcherFunction", healthy_start).await?;
+    assert_phases(
+        &oldest,
+        &points,
+        (healthy_start, fault_start),
+        (fault_start, fault_end),
+    )?;
+    // Healed: the op succeeds at its next attempt.
+    ensure!(irc.wait_terminal(&item.op_id, 120_000).await? == Status::Succeeded);
+    Ok(())
 }

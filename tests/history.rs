@@ -9,23 +9,13 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 use tenure::clock::{Clock, SystemClock};
 use tenure::ids::{GroupId, HostId};
-use tenure::lease::client::HostCheckBody;
 use tenure::lease::dynamo::DynamoLeaseStore;
 use tenure::lease::history::{Change, HistoryEntry, PreviousEnd};
 use tenure::lease::history_store::{HistoryStore, EVENT_DETAIL_TYPE, EVENT_SOURCE};
 use tenure::lease::record::{Epoch, Member};
 use tenure::lease::service::{GroupEntry, LeaseService};
 use tenure::lease::LeaseConfig;
-use tenure_testkit::{find, stacks, Stack};
-
-fn check_of(groups: &[GroupId]) -> HostCheckBody {
-    HostCheckBody {
-        healthy: true,
-        heartbeat: true,
-        groups: groups.to_vec(),
-        ..HostCheckBody::default()
-    }
-}
+use tenure_testkit::{find, healthy_check, stacks, Stack};
 
 /// A rule on the default bus delivering `tenure.lease` events to a new queue.
 async fn event_queue(stack: &Stack, tag: &str) -> Result<(aws_sdk_sqs::Client, String)> {
@@ -113,7 +103,7 @@ async fn every_grant_change_is_kept_in_order_with_its_reason_and_published() -> 
         )
         .await?;
     let client = stack.lease_check().await?;
-    let ours = check_of(std::slice::from_ref(&group));
+    let ours = healthy_check(std::slice::from_ref(&group));
     // a takes the group (epoch 1) and hands it over; b takes it (epoch 2).
     let first = client.check_host(&a, &ours).await?;
     ensure!(

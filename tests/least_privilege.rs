@@ -152,3 +152,60 @@ async fn lease_check_role_may_read_and_update_but_not_scan_or_delete() -> Result
     );
     Ok(())
 }
+
+/// lease-history's role, with IAM enforced, is enough for its whole path: read the Leases
+/// stream, write `LeaseHistory`, publish on the default bus (an entry appears only after the
+/// publish succeeded, since a failed publish fails the batch and keeps retrying it).
+#[tokio::test]
+async fn lease_history_records_a_grant_with_only_its_own_policy() -> Result<()> {
+    use tenure::ids::{GroupId, HostId};
+    use tenure::lease::history_store::HistoryStore;
+    use tenure::lease::Member;
+    let stack = auth_stack()?;
+    let sdk = stack.sdk().await;
+    let dynamodb = tenure::aws::dynamodb_client(&sdk, None);
+    let service = tenure::lease::service::LeaseService::new(
+        tenure::lease::dynamo::DynamoLeaseStore::new(
+            dynamodb.clone(),
+            stack.output("HostsTable")?,
+            stack.output("LeasesTable")?,
+        ),
+        tenure::lease::LeaseConfig::default(),
+        tenure::clock::SystemClock,
+    );
+    let tag = format!(
+        "{}-{}",
+        std::process::id(),
+        tenure::clock::Clock::now_ms(&tenure::clock::SystemClock)
+    );
+    let host = HostId::parse(&format!("lp-host-{tag}"))?;
+    let group = GroupId::parse(&format!("lp-group-{tag}"))?;
+    service
+        .create_group(
+            group.clone(),
+            10_000,
+            std::collections::BTreeMap::from([(host.clone(), Member::new("use1-az1", 1))]),
+        )
+        .await?;
+    stack
+        .lease_check()
+        .await?
+        .check_host(
+            &host,
+            &tenure_testkit::healthy_check(std::slice::from_ref(&group)),
+        )
+        .await?;
+    let history = HistoryStore::new(
+        dynamodb,
+        stack.output("LeaseHistoryTable")?,
+        stack.output("HostsTable")?,
+        86_400_000,
+    );
+    for _ in 0..150 {
+        if !history.list(&group, 10).await?.is_empty() {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    anyhow::bail!("no history entry for {group} within 30 s: lease-history's role lacks a permission (its log says which)")
+}

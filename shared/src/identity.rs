@@ -33,20 +33,30 @@ struct RoleSession<'a> {
     session: &'a str,
 }
 
+/// A global ARN of `service` (no region): its account and resource,
+/// `arn:<partition>:<service>::<account>:<resource>`.
+fn global_arn<'a>(arn: &'a str, service: &str) -> Option<(&'a str, &'a str)> {
+    let mut parts = arn.splitn(6, ':');
+    match (
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+    ) {
+        (Some("arn"), Some(_partition), Some(s), Some(""), Some(account), Some(resource))
+            if s == service && !account.is_empty() =>
+        {
+            Some((account, resource))
+        }
+        _ => None,
+    }
+}
+
 impl Caller {
     fn role_session(&self) -> Option<RoleSession<'_>> {
-        let arn = self.user_arn.as_deref()?;
-        let mut parts = arn.splitn(6, ':');
-        let (Some("arn"), Some(_partition), Some("sts"), Some(""), Some(account), Some(resource)) = (
-            parts.next(),
-            parts.next(),
-            parts.next(),
-            parts.next(),
-            parts.next(),
-            parts.next(),
-        ) else {
-            return None;
-        };
+        let (account, resource) = global_arn(self.user_arn.as_deref()?, "sts")?;
         let mut resource = resource.splitn(3, '/');
         match (resource.next(), resource.next(), resource.next()) {
             (Some("assumed-role"), Some(role), Some(session))
@@ -157,18 +167,8 @@ pub struct RoleRef {
 impl RoleRef {
     /// `arn:<partition>:iam::<account>:role/[<path>/]<name>`.
     pub fn parse(arn: &str) -> Result<Self, String> {
-        let mut parts = arn.splitn(6, ':');
-        match (
-            parts.next(),
-            parts.next(),
-            parts.next(),
-            parts.next(),
-            parts.next(),
-            parts.next(),
-        ) {
-            (Some("arn"), Some(_), Some("iam"), Some(""), Some(account), Some(resource))
-                if !account.is_empty() && resource.starts_with("role/") =>
-            {
+        match global_arn(arn, "iam") {
+            Some((account, resource)) if resource.starts_with("role/") => {
                 let name = resource.rsplit('/').next().unwrap_or_default();
                 if name.is_empty() {
                     return Err(format!("{arn:?} names no role"));

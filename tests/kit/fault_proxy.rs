@@ -316,6 +316,11 @@ impl FaultProxy {
             .extend(faults.iter().copied());
     }
 
+    /// Drops what is left of `op_id`'s script: its next request passes through.
+    pub fn unscript(&self, op_id: &str) {
+        self.lock().scripts.remove(op_id);
+    }
+
     /// Every request for `op_id`, with the status it was answered.
     pub fn seen(&self, op_id: &str) -> Vec<Seen> {
         self.lock().seen.get(op_id).cloned().unwrap_or_default()

@@ -62,6 +62,16 @@ impl Stack {
     }
 }
 
+/// A healthy host's check asking for `groups` (heartbeat on), as the agent sends it.
+pub fn healthy_check(groups: &[tenure::ids::GroupId]) -> tenure::lease::client::HostCheckBody {
+    tenure::lease::client::HostCheckBody {
+        healthy: true,
+        heartbeat: true,
+        groups: groups.to_vec(),
+        ..Default::default()
+    }
+}
+
 /// The stacks described by the outputs file `env_var` names (default `.local/regions.json`).
 /// Fails, saying how to deploy them, when the file is missing.
 pub fn stacks(env_var: &str) -> Result<Vec<Stack>> {

@@ -162,3 +162,39 @@ fn oldest_age_ms(items: &[WorkItem], now: crate::Millis) -> u64 {
         .max()
         .unwrap_or(0)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::irc::{OpId, Region};
+
+    fn retrying(created_at_ms: u64) -> WorkItem {
+        WorkItem {
+            op_id: OpId::new(),
+            source_region: Region::parse("us-east-1").unwrap(),
+            target_region: Region::parse("eu-west-1").unwrap(),
+            kind: "group.put".into(),
+            resource: "g".into(),
+            seq: 1,
+            payload: "{}".into(),
+            status: Status::Retrying,
+            attempts: 2,
+            max_attempts: 5,
+            claim_token: None,
+            claim_expires_at_ms: None,
+            due_at_ms: 0,
+            result: None,
+            last_error: None,
+            created_at_ms,
+            updated_at_ms: created_at_ms,
+            history: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn the_oldest_retrying_age_is_that_of_the_earliest_submit_and_zero_for_none() {
+        let items = [retrying(9_000), retrying(4_000), retrying(7_000)];
+        assert_eq!(oldest_age_ms(&items, 10_000), 6_000);
+        assert_eq!(oldest_age_ms(&[], 10_000), 0);
+    }
+}
