@@ -6,12 +6,14 @@
 #      takes over with a higher epoch, then a drained primary hands over;
 #   2. the real stack, both regions: creates a group in each, has hosts check through the SigV4-signed
 #      Function URL, and watches the scheduled renewer keep the lease across a schedule tick;
-#   3. three kvdemo hosts on that stack, each in the same 50 groups through one host agent:
+#   3. the inter-region coordinator: us-east-1 submits a group.put for eu-west-1 and follows it
+#      PENDING -> IN_FLIGHT -> SUCCEEDED; the group is then present in eu-west-1;
+#   4. three kvdemo hosts on that stack, each in the same 50 groups through one host agent:
 #      writes through each group's primary, kill -9 of the host holding all 50 and the
 #      measured failover of all of them as one, one group handed over alone, every
-#      acknowledged write read back;
-#   4. the inter-region coordinator: us-east-1 submits a group.put for eu-west-1 and follows it
-#      PENDING -> IN_FLIGHT -> SUCCEEDED; the group is then present in eu-west-1.
+#      acknowledged write read back; it ends with the handed-over group's leadership history
+#      (tenurectl lease history) and the picture of who could write when (tenurectl timeline,
+#      an SVG under .local/kv-demo/RUN/).
 # Leaves MiniStack and the stacks running; `infra/local-regions.sh teardown` and
 # `infra/ministack.sh stop` remove them.
 set -euo pipefail
@@ -49,9 +51,9 @@ echo; echo "=== part 1: the lease protocol through the library ==="
 echo; echo "=== part 2: the template deployed as two regions on MiniStack ==="
 "$CARGO_TARGET_DIR/debug/examples/regions_demo"
 
-echo; echo "=== part 3: three kvdemo hosts in 50 groups in us-east-1: kill -9 moves all 50 as one, one group handed over, every acked write kept ==="
-infra/kv-demo.sh
-
-echo; echo "=== part 4: the inter-region coordinator, us-east-1 -> eu-west-1 ==="
+echo; echo "=== part 3: the inter-region coordinator, us-east-1 -> eu-west-1 ==="
 infra/irc-demo.sh
+
+echo; echo "=== part 4: three kvdemo hosts in 50 groups in us-east-1: kill -9 moves all 50 as one, one group handed over, every acked write kept; its history and timeline ==="
+infra/kv-demo.sh
 echo; echo "demo: done in $((SECONDS - started)) s"

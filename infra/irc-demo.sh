@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Demo part 4: the inter-region coordinator. us-east-1 submits a group.put for eu-west-1;
+# Demo part 3: the inter-region coordinator. us-east-1 submits a group.put for eu-west-1;
 # the op goes PENDING -> IN_FLIGHT -> SUCCEEDED (queue, worker, SigV4 call to eu-west-1's
 # irc-remote, completion), and the group is then present in eu-west-1. Submitting the same
 # op id again is a no-op. Needs MiniStack and both regions deployed (infra/demo.sh does it).

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Demo part 3: three kvdemo hosts (AZ a, b, c) on the local us-east-1 stack, each serving the
+# Demo part 4: three kvdemo hosts (AZ a, b, c) on the local us-east-1 stack, each serving the
 # same 50 replica groups through one host agent (protocol v2: one check per poll for all 50).
 # Writes go through each group's primary; kill -9 of the host holding every group and the
 # measured failover of all 50 as one; one group handed over alone; every acknowledged write
-# read back at the end. Needs MiniStack and the deployed stack (infra/demo.sh runs this after
+# read back at the end, the group's leadership history and a picture of who could write when
+# (tenurectl timeline, from the gate logs). Needs MiniStack and the deployed stack (infra/demo.sh runs this after
 # deploying). KV_DEMO_GROUPS changes the number of groups.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -82,7 +83,7 @@ echo "2. ${#acked[@]} writes acknowledged by $a across its groups; a secondary r
 curl -s -X PUT "http://${addr[$b]}/groups/${groups[0]}/kv/refused" --data x; echo
 
 echo; echo "3. kill -9 $a: all $n_groups groups fail over as one"
-t0=$(ms); kill -9 "${pid[$a]}"; unset "pid[$a]"
+t0=$(ms); kill -9 "${pid[$a]}"; unset "pid[$a]"; killed_at=$t0
 wait_primaries "$b" "$n_groups"; t1=$(ms)
 echo "   $b holds all $n_groups after $((t1 - t0)) ms (bound: lease + skew + poll = 10700 ms from the last heartbeat, plus a round trip)"
 echo "   one revocation of $a's host lease covered every group:"
@@ -91,7 +92,7 @@ for n in $(seq 21 40); do write "$b" "${groups[$(( n % n_groups ))]}" "k$n" "v$n
 
 one="${groups[6]}"
 echo; echo "4. $b hands one group, $one, over (planned step-down); it keeps the other $((n_groups - 1))"
-t0=$(ms); curl -fs -X POST "http://${addr[$b]}/groups/$one/step-down" > /dev/null
+t0=$(ms); stepped_down_at=$t0; curl -fs -X POST "http://${addr[$b]}/groups/$one/step-down" > /dev/null
 wait_role "$c" "$one" primary; t1=$(ms)
 echo "   $c is primary of $one after $((t1 - t0)) ms (bound: 2 polls = 1000 ms plus round trips); $b may write $(primaries "$b") groups"
 for n in $(seq 41 45); do write "$c" "$one" "k$n" "v$n"; done
@@ -117,4 +118,13 @@ for _ in $(seq 1 50); do
     sleep 0.2
 done
 "$bin/tenurectl" lease history "$one" | sed 's/^/   /'
+
+echo; echo "7. who could write when, from the three hosts' gate logs (no two at once; grey: nobody could):"
+"$bin/tenurectl" timeline --gate-logs "$dir" --out "$dir/timeline.svg" \
+    --title "kvdemo: kill -9 of $a, then $b hands $one to $c" \
+    --mark "kill -9 $a@$killed_at" --mark "$b steps down from $one@$stepped_down_at" \
+    "${groups[0]}" "${groups[1]}" "$one" | sed 's/^/   /'
+"$bin/tenurectl" timeline --gate-logs "$dir" --out "$dir/timeline-all.svg" \
+    --title "kvdemo: all $n_groups groups" --mark "kill -9 $a@$killed_at" | head -1 | sed 's/^/   all groups: /'
+echo "   the picture: $dir/timeline.svg (all $n_groups groups: $dir/timeline-all.svg)"
 [[ $lost -eq 0 ]]

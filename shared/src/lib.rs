@@ -10,6 +10,7 @@
 //! - [`identity`]: which IAM caller may act for which host or region.
 //! - [`metrics`]: what the functions count (CloudWatch EMF in Lambda, feature `emf`).
 //! - [`telemetry`]: request counting for cost figures.
+//! - [`timeline`]: a failover as a picture (SVG): who could write each group when.
 //!
 //! Features keep the AWS SDK and the Lambda runtime out of the core, so a database host that
 //! embeds `replica-agent` compiles only the protocol and a SigV4 client: `client` (SigV4 HTTP
@@ -27,6 +28,7 @@ pub mod irc;
 pub mod lease;
 pub mod metrics;
 mod store_error;
+pub mod timeline;
 
 // Behind features (shared/Cargo.toml): `client` the SigV4 HTTP clients, `aws` the DynamoDB
 // and SQS adapters, `events` Lambda's event types, `lambda` the function handlers.

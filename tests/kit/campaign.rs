@@ -9,10 +9,12 @@
 //! the data table: per group, no overlapping writable intervals and epochs increasing; every
 //! acknowledged write readable.
 
-use crate::checker::{violations, Violation, WritableInterval};
 use crate::cluster::{Cluster, ClusterError};
 use crate::fault_proxy::{Chaos, FaultCounts};
 use rand::Rng;
+use replica_agent::clock::boot_ns;
+use replica_agent::gate_log::{timeline, violations, Violation, WritableInterval};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::RwLock;
@@ -40,9 +42,45 @@ pub struct CampaignReport {
     /// Every host's writable intervals, from the gate logs (what the history is checked
     /// against).
     pub intervals: Vec<WritableInterval>,
+    /// Each fault as it struck: when (the gate logs' clock), what, and which host.
+    pub faults: Vec<(u64, Fault, String)>,
+    /// The picture of the struck group and a few others (`timeline`), written beside the gate
+    /// logs.
+    pub timeline_svg: PathBuf,
 }
 
+/// Groups in the campaign's picture: the struck one and the next few.
+const TIMELINE_GROUPS: usize = 5;
+
 impl CampaignReport {
+    /// The struck group (the first) and the next few as a picture, each fault a line across
+    /// them.
+    pub fn timeline(&self, groups: &[String]) -> tenure::timeline::Timeline {
+        let shown: Vec<WritableInterval> = self
+            .intervals
+            .iter()
+            .filter(|i| groups.iter().take(TIMELINE_GROUPS).any(|g| g == &i.group))
+            .cloned()
+            .collect();
+        let mut picture = timeline(
+            &format!(
+                "Lease fault campaign: {} failovers of {}'s primary",
+                self.failovers,
+                groups.first().map_or("-", String::as_str)
+            ),
+            &shown,
+        );
+        for (at_ns, fault, host) in &self.faults {
+            let what = match fault {
+                Fault::Kill => "kill -9",
+                Fault::Pause => "SIGSTOP",
+                Fault::CutOffFromLeaseCheck => "cut off",
+            };
+            picture.mark(*at_ns, format!("{what} {host}"));
+        }
+        picture
+    }
+
     pub fn percentile_ms(&self, p: f64) -> u64 {
         if self.failover_ms.is_empty() {
             return 0;
@@ -115,6 +153,8 @@ pub async fn run(
         lost_writes: Vec::new(),
         violations: Vec::new(),
         intervals: Vec::new(),
+        faults: Vec::new(),
+        timeline_svg: PathBuf::new(),
     };
     let first_fault = rand::rng().random_range(0..3);
     while report.failovers < failovers {
@@ -140,6 +180,8 @@ pub async fn run(
         let fault = faults[(first_fault + report.failovers) % faults.len()];
         let others: Vec<usize> = all.iter().copied().filter(|&i| i != primary).collect();
         let started = Instant::now();
+        let host = cluster.read().await.hosts[primary].name.clone();
+        report.faults.push((boot_ns(), fault, host));
         match fault {
             Fault::Kill => {
                 cluster.write().await.kill(primary)?;
@@ -210,5 +252,12 @@ pub async fn run(
     report.intervals = c.writable_intervals()?;
     report.violations = violations(&report.intervals);
     report.failover_ms.sort();
+    report.timeline_svg = c.dir().join("campaign-timeline.svg");
+    std::fs::write(&report.timeline_svg, report.timeline(&groups).to_svg()).map_err(|source| {
+        ClusterError::Write {
+            path: report.timeline_svg.display().to_string(),
+            source,
+        }
+    })?;
     Ok(report)
 }

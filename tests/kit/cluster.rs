@@ -2,9 +2,11 @@
 //! the failover benchmark and fault campaigns: start, kill -9, pause (SIGSTOP) and resume
 //! hosts, watch their roles per group and check their gate logs afterwards.
 
-use crate::checker::{read_log, writable_intervals, CheckError, WritableInterval};
 use crate::fault_proxy::{FaultProxy, Route};
 use replica_agent::clock::boot_ns;
+use replica_agent::gate_log::{
+    read_log, writable_intervals, CheckError, GateEvent, WritableInterval,
+};
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
@@ -31,6 +33,11 @@ pub enum ClusterError {
     Http { host: String, message: String },
     #[error(transparent)]
     Log(#[from] CheckError),
+    #[error("writing {path}: {source}")]
+    Write {
+        path: String,
+        source: std::io::Error,
+    },
 }
 
 /// Where the hosts find their lease-check and data table.
@@ -93,6 +100,11 @@ pub struct RoleStatus {
 const GROUPS_ON_COMMAND_LINE: usize = 50;
 
 impl Cluster {
+    /// Where the hosts' gate logs, outputs and groups files are.
+    pub fn dir(&self) -> &std::path::Path {
+        &self.spec.dir
+    }
+
     /// Starts one process per name (host ids of the group) and waits until each listens.
     pub fn start(spec: ClusterSpec, names: &[&str]) -> Result<Self, ClusterError> {
         let mut cluster = Self {
@@ -453,7 +465,7 @@ impl Cluster {
         for host in &self.hosts {
             let events = read_log(&host.log)?;
             // Split the log at each death: a restarted process starts with a closed gate.
-            let mut rest: &[crate::checker::GateEvent] = &events;
+            let mut rest: &[GateEvent] = &events;
             for &died in &host.deaths {
                 let cut = rest
                     .iter()

@@ -7,7 +7,7 @@
 //! - [`wire_counter`]: a counting proxy for the cost figures;
 //! - [`fixture`], [`cluster`]: a stack's groups and kvdemo host processes on this machine;
 //! - [`alarm`]: the template's alarms evaluated over the EMF the functions logged;
-//! - [`checker`]: proves from gate logs that no two hosts could write a group at once;
+//! - [`checker`]: compares the gate logs (`replica_agent::gate_log`) with the leadership history;
 //! - [`campaign`], [`many`]: the failover campaign and the many-groups drivers.
 
 pub mod alarm;

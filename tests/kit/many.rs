@@ -7,9 +7,9 @@
 //! could write: no two hosts' intervals of one group overlap (at most one), and the union of a
 //! group's intervals over all hosts covers the measured span with no gap (at least one).
 
-use crate::checker::{violations, Violation, WritableInterval};
 use crate::cluster::{Cluster, ClusterError};
 use replica_agent::clock::boot_ns;
+use replica_agent::gate_log::{violations, Violation, WritableInterval};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 use tenure::lease::client::{HostCheckBody, LeaseCheckClient};

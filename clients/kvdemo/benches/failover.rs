@@ -164,7 +164,7 @@ async fn tenure_cycles(
         service.set_draining(group, host, false).await?;
     }
 
-    let found = tenure_testkit::checker::violations(&cluster.writable_intervals()?);
+    let found = replica_agent::gate_log::violations(&cluster.writable_intervals()?);
     if !found.is_empty() {
         bail!("{label}: the gate logs show a safety violation: {found:#?}");
     }

@@ -301,12 +301,12 @@ async fn failover(bench: &Bench, cycles: usize) -> Result<()> {
         // The killed host comes back as a new incarnation.
         cluster.restart(holder)?;
     }
-    let found = tenure_testkit::checker::violations(&cluster.writable_intervals()?);
+    let found = replica_agent::gate_log::violations(&cluster.writable_intervals()?);
     // How long each takeover's acquisitions took, from the new holder's gate log: its first
     // and last `open` line between the kill and the moment it held every group.
     let mut spreads = Vec::new();
     for &(next, from, to) in &takeovers {
-        let opens: Vec<u64> = tenure_testkit::checker::read_log(&cluster.hosts[next].log)?
+        let opens: Vec<u64> = replica_agent::gate_log::read_log(&cluster.hosts[next].log)?
             .into_iter()
             .filter(|e| e.state == "open" && e.t_ns > from && e.t_ns <= to)
             .map(|e| e.t_ns)
@@ -397,7 +397,7 @@ async fn restart(bench: &Bench, cycles: usize) -> Result<()> {
         moved += outcome.moved;
     }
     let intervals = cluster.writable_intervals()?;
-    let found = tenure_testkit::checker::violations(&intervals);
+    let found = replica_agent::gate_log::violations(&intervals);
     let inherited: usize = kills
         .iter()
         .map(|&(i, at)| inherited_grants(&intervals, fixture.hosts[i].as_str(), at).len())
@@ -463,7 +463,7 @@ async fn drain(bench: &Bench, cycles: usize) -> Result<()> {
             .set_draining(group, &fixture.hosts[holder], false)
             .await?;
     }
-    let found = tenure_testkit::checker::violations(&cluster.writable_intervals()?);
+    let found = replica_agent::gate_log::violations(&cluster.writable_intervals()?);
     drop(cluster);
     fixture.drop_table().await;
     let mut latency = bench.latency(50).await?;
@@ -561,7 +561,7 @@ async fn cost(bench: &Bench, stack: &Stack, seconds: u64) -> Result<()> {
                 per(groups_usage.read_units + groups_usage.write_units),
                 renewals as f64 / rounds,
             );
-            let found = tenure_testkit::checker::violations(&cluster.writable_intervals()?);
+            let found = replica_agent::gate_log::violations(&cluster.writable_intervals()?);
             ensure!(found.is_empty(), "{found:#?}");
             drop(cluster);
             fixture.drop_table().await;

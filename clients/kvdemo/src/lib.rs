@@ -2,16 +2,15 @@
 //! group only with a permit from its host agent (`replica_agent::HostAgent`, one poller for
 //! all the host's groups). Every write is stamped with the permit's epoch and stored with the
 //! group's fencing condition, so the data table itself refuses a deposed primary's late
-//! writes; a write is acknowledged only after it is stored. Gate changes go to a JSON-lines
-//! log on CLOCK_BOOTTIME, which every process on one machine shares, so a checker can prove no
-//! two hosts could write one group at once.
+//! writes; a write is acknowledged only after it is stored. Gate changes go to the agent's
+//! gate log (`replica_agent::gate_log`), so a checker can prove no two hosts could write one
+//! group at once.
 
 //!
 //! Only the demo host lives here; what drives it in tests and benches (clusters of host
-//! processes, the fault proxy, the gate-log checker, campaigns) is the test kit,
+//! processes, the fault proxy, campaigns) is the test kit,
 //! `tenure-testkit` under `tests/kit/`.
 
-pub mod gate_log;
 pub mod http;
 pub mod store;
 

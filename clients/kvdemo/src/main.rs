@@ -4,9 +4,9 @@
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
-use kvdemo::gate_log::GateLog;
 use kvdemo::http::{router, Host};
 use kvdemo::store::KvStore;
+use replica_agent::gate_log::GateLog;
 use replica_agent::{AgentConfig, HostAgent};
 use std::sync::Arc;
 use std::time::Duration;

@@ -107,7 +107,24 @@ async fn faults_never_yield_two_writers_or_lose_an_acknowledged_write() -> Resul
         report.violations.len(),
         report.store_faults
     );
+    let picture = report.timeline(
+        &fixture
+            .groups
+            .iter()
+            .map(|g| g.to_string())
+            .collect::<Vec<_>>(),
+    );
+    eprintln!(
+        "timeline: {} ({})",
+        picture.headline(),
+        report.timeline_svg.display()
+    );
     ensure!(report.violations.is_empty(), "{:#?}", report.violations);
+    ensure!(
+        picture.overlaps().is_empty(),
+        "the picture shows two writers: {:?}",
+        picture.overlaps()
+    );
     // Every grant a gate opened for is in the leadership history (lease-history follows the
     // Leases stream: give it a moment to catch up).
     let history = HistoryStore::new(

@@ -7,12 +7,12 @@
 
 use anyhow::{bail, ensure, Context, Result};
 use aws_sdk_dynamodb::types::AttributeValue;
+use replica_agent::gate_log::violations;
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 use tenure::lease::client::LeaseCheckClient;
 use tenure::lease::LeaseConfig;
 use tenure::sigv4::SigV4Client;
-use tenure_testkit::checker::violations;
 use tenure_testkit::cluster::Cluster;
 use tenure_testkit::fixture::{Fixture, StackAccess};
 use tenure_testkit::stacks;

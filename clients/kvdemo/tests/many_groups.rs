@@ -130,7 +130,7 @@ async fn a_restarted_primary_process_gets_no_grant_it_did_not_acquire_afresh() -
         restart.moved
     );
     let intervals = cluster.writable_intervals()?;
-    let found = tenure_testkit::checker::violations(&intervals);
+    let found = replica_agent::gate_log::violations(&intervals);
     ensure!(found.is_empty(), "{found:#?}");
     // Whatever the new incarnation writes, it writes at an epoch it acquired itself: higher
     // than any epoch of that group before the kill.

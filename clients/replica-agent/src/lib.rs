@@ -16,6 +16,7 @@ mod agent;
 pub mod clock;
 mod config;
 mod gate;
+pub mod gate_log;
 mod gates;
 mod grants;
 pub mod metrics;

@@ -24,6 +24,7 @@ use tenure::lease::LeaseConfig;
 mod history;
 mod hosts;
 mod ops;
+mod timeline;
 
 #[derive(Parser)]
 #[command(
@@ -64,6 +65,10 @@ enum Command {
     /// Inter-region operations: submit, status, list, retry, wait.
     #[command(subcommand)]
     Ops(ops::OpsCommand),
+    /// Who could write each group when, from the hosts' gate logs: an SVG picture (gaps in
+    /// grey, any overlap of two hosts in red) and a line per group. Fails if two hosts could
+    /// write one group at once.
+    Timeline(timeline::TimelineArgs),
 }
 
 #[derive(Subcommand)]
@@ -261,9 +266,11 @@ fn main() -> Result<()> {
 }
 
 async fn run(cli: Cli) -> Result<()> {
-    let sdk = tenure::aws::load_sdk_config().await;
     let command = match cli.command {
+        // The gate logs are files on this machine: no AWS settings needed.
+        Command::Timeline(args) => return timeline::run(args, cli.json),
         Command::Ops(command) => {
+            let sdk = tenure::aws::load_sdk_config().await;
             require_region(&sdk)?;
             return ops::run(command, cli.ops, &sdk, cli.json).await;
         }
@@ -271,6 +278,7 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Lease(c) => LeaseSide::Lease(c),
         Command::Hosts(c) => LeaseSide::Hosts(c),
     };
+    let sdk = tenure::aws::load_sdk_config().await;
     let table = cli.table.clone().context(
         "no table: pass --table or set TENURE_LEASES_TABLE (the stack's LeasesTable output)",
     )?;

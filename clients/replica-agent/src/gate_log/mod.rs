@@ -12,11 +12,21 @@
 //!   change of a group's role, written after the gate changed (a close is logged no earlier
 //!   than it happened).
 //!
-//! So the log never understates when the host could write (see the test kit's `tenure_testkit::checker`). Every
-//! line is flushed as it is written, so a kill -9 loses nothing already logged.
+//! So the log never understates when the host could write ([`check`] reads it back and proves
+//! it). Every line is flushed as it is written, so a kill -9 loses nothing already logged.
+//! Processes on one machine share the clock, so the logs of several hosts compare directly:
+//! that is how the demo and the fault campaigns prove no two hosts could write one group at
+//! once, and what the failover timeline is drawn from.
 
-use replica_agent::clock::boot_ns;
-use replica_agent::{GrantHook, GrantNotice, GroupEvent, GroupRole};
+pub mod check;
+
+pub use check::{
+    read_log, timeline, violations, writable_intervals, CheckError, GateEvent, Violation,
+    WritableInterval,
+};
+
+use crate::clock::boot_ns;
+use crate::{GrantHook, GrantNotice, GroupEvent, GroupRole};
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 use tokio::sync::broadcast;
