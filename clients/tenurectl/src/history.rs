@@ -83,20 +83,25 @@ pub async fn show(
         "AT (UTC)", "CHANGE", "EPOCH", "HOLDER", "HOST EPOCH"
     );
     for entry in &entries {
-        println!(
-            "{:<23}  {:<8}  {:>5}  {:<20}  {:>10}  {}",
-            utc(entry.at_ms),
-            change(entry),
-            entry.epoch.0,
-            entry.holder.as_ref().map(|h| h.as_str()).unwrap_or("-"),
-            entry
-                .holder_host_epoch
-                .map(|e| e.0.to_string())
-                .unwrap_or_else(|| "-".into()),
-            previous(entry)
-        );
+        println!("{}", line(entry));
     }
     Ok(())
+}
+
+/// One entry as a row of `lease history`'s table.
+pub(crate) fn line(entry: &HistoryEntry) -> String {
+    format!(
+        "{:<23}  {:<8}  {:>5}  {:<20}  {:>10}  {}",
+        utc(entry.at_ms),
+        change(entry),
+        entry.epoch.0,
+        entry.holder.as_ref().map(|h| h.as_str()).unwrap_or("-"),
+        entry
+            .holder_host_epoch
+            .map(|e| e.0.to_string())
+            .unwrap_or_else(|| "-".into()),
+        previous(entry)
+    )
 }
 
 #[cfg(test)]

@@ -20,7 +20,7 @@ use tenure::lease::LeaseConfig;
 const SCAN_SEGMENTS: u32 = 4;
 
 /// "live, ends in 812 ms", "lapsed 3,200 ms ago", "none".
-fn lease_text(host: &HostRecord, now: u64, cfg: &LeaseConfig) -> String {
+pub(crate) fn lease_text(host: &HostRecord, now: u64, cfg: &LeaseConfig) -> String {
     if host.expires_at_ms == 0 {
         "none".into()
     } else if !is_revocable(host, now, cfg) {
@@ -30,7 +30,7 @@ fn lease_text(host: &HostRecord, now: u64, cfg: &LeaseConfig) -> String {
     }
 }
 
-fn ago(t: u64, now: u64) -> String {
+pub(crate) fn ago(t: u64, now: u64) -> String {
     if t == 0 {
         "never".into()
     } else {

@@ -25,6 +25,7 @@ mod history;
 mod hosts;
 mod ops;
 mod timeline;
+mod watch;
 
 #[derive(Parser)]
 #[command(
@@ -69,6 +70,11 @@ enum Command {
     /// grey, any overlap of two hosts in red) and a line per group. Fails if two hosts could
     /// write one group at once.
     Timeline(timeline::TimelineArgs),
+    /// A live view, redrawn every second: `watch group GROUP` (holder, epochs, members' host
+    /// leases, recent history) or `watch host HOST` (lease, epoch, groups held), with the
+    /// changes seen while watching.
+    #[command(subcommand)]
+    Watch(watch::WatchTarget),
 }
 
 #[derive(Subcommand)]
@@ -144,6 +150,7 @@ enum LeaseSide {
     Groups(GroupsCommand),
     Lease(LeaseCommand),
     Hosts(HostsCommand),
+    Watch(watch::WatchTarget),
 }
 
 /// `host:az:priority` -> a member.
@@ -277,6 +284,7 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Groups(c) => LeaseSide::Groups(c),
         Command::Lease(c) => LeaseSide::Lease(c),
         Command::Hosts(c) => LeaseSide::Hosts(c),
+        Command::Watch(target) => LeaseSide::Watch(target),
     };
     let sdk = tenure::aws::load_sdk_config().await;
     let table = cli.table.clone().context(
@@ -290,6 +298,14 @@ async fn run(cli: Cli) -> Result<()> {
     let lease = LeaseConfig::from_env(&tenure::config::ProcessEnv)?;
     let service = LeaseService::new(store.clone(), lease, SystemClock);
     let now = SystemClock.now_ms();
+    let history_store = cli.history_table.clone().map(|table| {
+        HistoryStore::new(
+            tenure::aws::dynamodb_client(&sdk, None),
+            table,
+            store.hosts_table(),
+            0,
+        )
+    });
     match command {
         LeaseSide::Groups(GroupsCommand::Create {
             group,
@@ -378,16 +394,13 @@ async fn run(cli: Cli) -> Result<()> {
             drain(&service, target, false, cli.json).await?
         }
         LeaseSide::Lease(LeaseCommand::History { group, limit }) => {
-            let history_table = cli.history_table.clone().context(
+            let history = history_store.context(
                 "no history table: pass --history-table or set TENURE_LEASE_HISTORY_TABLE (the stack's LeaseHistoryTable output)",
             )?;
-            let history = HistoryStore::new(
-                tenure::aws::dynamodb_client(&sdk, None),
-                history_table,
-                store.hosts_table(),
-                0,
-            );
             history::show(&history, &group_id(&group)?, limit.max(1), cli.json).await?
+        }
+        LeaseSide::Watch(target) => {
+            watch::run(target, &service, &store, history_store.as_ref(), cli.json).await?
         }
         LeaseSide::Hosts(HostsCommand::List) => hosts::list(&store, &lease, now, cli.json).await?,
         LeaseSide::Hosts(HostsCommand::Show { host }) => {

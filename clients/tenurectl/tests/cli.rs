@@ -376,3 +376,138 @@ async fn lease_history_lists_a_groups_grants_oldest_first_with_why_each_ended() 
     let missing = tenurectl(&table, &["lease", "history", "orders"]);
     assert!(stderr_of_failure(missing).contains("TENURE_LEASE_HISTORY_TABLE"));
 }
+
+#[tokio::test]
+async fn watch_redraws_a_group_and_a_host_and_lists_what_changed_between_frames() {
+    use tenure::clock::SystemClock;
+    use tenure::ids::{GroupId, HostId};
+    use tenure::lease::dynamo::DynamoLeaseStore;
+    use tenure::lease::service::{HostCheck, LeaseService};
+    use tenure::lease::LeaseConfig;
+
+    let table = leases_table().await;
+    let created = tenurectl(
+        &table,
+        &[
+            "groups",
+            "create",
+            "w1",
+            "--member",
+            "db-1:az-a:2",
+            "--member",
+            "db-2:az-b:1",
+        ],
+    );
+    assert!(
+        created.status.success(),
+        "{}",
+        String::from_utf8_lossy(&created.stderr)
+    );
+    let store = DynamoLeaseStore::new(
+        aws_sdk_dynamodb::Client::new(&sdk().await),
+        format!("{table}-hosts"),
+        table.clone(),
+    );
+    let service = LeaseService::new(store, LeaseConfig::default(), SystemClock);
+    service
+        .check_host(&HostCheck {
+            host: HostId::parse("db-1").unwrap(),
+            healthy: true,
+            heartbeat: true,
+            incarnation: None,
+            groups: vec![GroupId::parse("w1").unwrap()],
+            watch: Vec::new(),
+            watch_groups: Vec::new(),
+        })
+        .await
+        .unwrap();
+
+    // Two JSON frames of the group: db-1 holds it, live; db-2 never checked in.
+    let frames = tenurectl(
+        &table,
+        &[
+            "watch",
+            "group",
+            "w1",
+            "--frames",
+            "2",
+            "--interval-ms",
+            "200",
+            "--json",
+        ],
+    );
+    assert!(
+        frames.status.success(),
+        "{}",
+        String::from_utf8_lossy(&frames.stderr)
+    );
+    let lines: Vec<Value> = String::from_utf8_lossy(&frames.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert_eq!(lines[1]["record"]["holder"], "db-1");
+    assert_eq!(lines[1]["lease_live"], true);
+    let members = lines[1]["members"].as_array().unwrap();
+    assert_eq!(members.len(), 2, "{}", lines[1]);
+    assert_eq!(members[0]["lease"], "live");
+    assert_eq!(members[1]["lease"], "none");
+    assert!(members[1]["expires_in_ms"].is_null());
+    let human = tenurectl(&table, &["watch", "group", "w1", "--frames", "1"]);
+    let text = String::from_utf8_lossy(&human.stdout);
+    assert!(
+        text.contains("holder      db-1")
+            && text.contains("live: db-1 may write")
+            && text.contains("db-2"),
+        "{text}"
+    );
+
+    // A change while watching a host is listed under the frames that follow it.
+    let watcher = Command::new(env!("CARGO_BIN_EXE_tenurectl"))
+        .args([
+            "watch",
+            "host",
+            "db-1",
+            "--frames",
+            "10",
+            "--interval-ms",
+            "250",
+            "--json",
+        ])
+        .env("TENURE_LEASES_TABLE", &table)
+        .env("TENURE_HOSTS_TABLE", format!("{table}-hosts"))
+        .env("AWS_ENDPOINT_URL", endpoint())
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(800)).await;
+    assert!(tenurectl(&table, &["lease", "drain", "--host", "db-1"])
+        .status
+        .success());
+    let out = tokio::task::spawn_blocking(move || watcher.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    assert!(out.status.success());
+    let last: Value = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .last()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .unwrap();
+    let changes: Vec<String> = last["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["change"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(
+        changes.contains(&"draining: false -> true".to_owned()),
+        "{last}"
+    );
+    assert_eq!(last["host"]["draining"], true);
+
+    let unknown = tenurectl(&table, &["watch", "group", "bad group!", "--frames", "1"]);
+    assert!(stderr_of_failure(unknown).contains("bad group!"));
+}
