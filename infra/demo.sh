@@ -31,7 +31,7 @@ mkdir -p .local
 # The builds come first, one cargo invocation at a time (a first run compiles the AWS SDK twice:
 # release for the functions, debug for the demo's own programs). The two regions deploy while
 # the debug build runs: deploying is mostly waiting on MiniStack, not compiling.
-echo "demo: building the five functions (release; a first build takes about 6 minutes on 2 cores)"
+echo "demo: building the six functions (release; a first build takes about 6 minutes on 2 cores)"
 infra/build-functions.sh
 echo "demo: deploying two regions in the background (log: .local/demo-deploy.log)"
 TENURE_FUNCTIONS_BUILT=1 infra/local-regions.sh deploy > .local/demo-deploy.log 2>&1 & deploy=$!

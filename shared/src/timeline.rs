@@ -71,6 +71,8 @@ const TOP: f64 = 90.0;
 /// A bar and, above it, room for its gaps' labels.
 const ROW: f64 = 34.0;
 const BAR: f64 = 16.0;
+/// About how wide a character of a 10 px label is, to keep labels apart.
+const LABEL_CHAR_WIDTH: f64 = 5.6;
 
 impl Timeline {
     pub fn new(title: impl Into<String>, meaning: impl Into<String>) -> Self {
@@ -361,9 +363,14 @@ impl Timeline {
                     .set("y", bar_top + BAR - 4.0)
                     .set("text-anchor", "end"),
             );
+            // Right edge of the last gap label drawn in this row: a label that would run into
+            // it is left out (the gap keeps its tooltip, and the summary lists every gap).
+            let mut labels_end = f64::MIN;
             for gap in gaps.iter().filter(|gap| &gap.group == group) {
                 let (from, to) = (x(gap.start_ns), x(gap.end_ns));
                 let label = format!("gap {} s", seconds(gap.length_ns()));
+                let half_width = LABEL_CHAR_WIDTH * label.len() as f64 / 2.0;
+                let centre = (from + to) / 2.0;
                 g = g.add(
                     Rectangle::new()
                         .set("class", "gap")
@@ -380,14 +387,18 @@ impl Timeline {
                             seconds(gap.start_ns - origin)
                         ))),
                 );
-                g = g.add(
-                    Text::new(label)
-                        .set("x", (from + to) / 2.0)
-                        .set("y", bar_top - 3.0)
-                        .set("text-anchor", "middle")
-                        .set("font-size", 10)
-                        .set("fill", "#444"),
-                );
+                if centre - half_width > labels_end + 4.0 {
+                    labels_end = centre + half_width;
+                    g = g.add(
+                        Text::new(label)
+                            .set("class", "gap-label")
+                            .set("x", centre)
+                            .set("y", bar_top - 3.0)
+                            .set("text-anchor", "middle")
+                            .set("font-size", 10)
+                            .set("fill", "#444"),
+                    );
+                }
             }
             for span in spans {
                 let (from, to) = (x(span.start_ns), x(span.end_ns));
@@ -617,6 +628,23 @@ mod tests {
         let empty = Timeline::new("nothing", "writable").to_svg();
         assert_eq!(count(&empty, "span"), 0);
         assert!(empty.contains("no spans to draw"));
+    }
+
+    #[test]
+    fn gap_labels_too_close_to_the_previous_one_are_left_out() {
+        let mut t = Timeline::new("t", "writable");
+        t.add("g", span("a", 1, 0, 100));
+        t.add("g", span("b", 2, 101, 102));
+        t.add("g", span("c", 3, 103, 200));
+        t.add("g", span("d", 4, 150, 160)); // inside c: no gap
+        let svg = t.to_svg();
+        assert_eq!(count(&svg, "gap"), 2);
+        assert_eq!(
+            count(&svg, "gap-label"),
+            1,
+            "two labels 2 px apart would overlap"
+        );
+        assert_eq!(count(&failover().to_svg(), "gap-label"), 2);
     }
 
     #[test]
