@@ -417,7 +417,7 @@ async fn the_dispatcher_recovers_a_lost_enqueue_and_an_expired_claim() -> Result
         .await?;
     match irc
         .items
-        .claim(&orphan.op_id, "dead-worker", SystemClock.now_ms(), 1_000)
+        .claim(&orphan.op_id, "dead-worker", SystemClock.now_ms(), 1_000, 0)
         .await?
     {
         ClaimOutcome::Claimed(item) => ensure!(item.status == Status::InFlight),

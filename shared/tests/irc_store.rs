@@ -117,7 +117,7 @@ async fn eight_concurrent_claims_one_winner() {
         tokio::spawn(async move {
             barrier.wait().await;
             store
-                .claim(&id, &format!("worker-{n}"), T0 + 10, 60_000)
+                .claim(&id, &format!("worker-{n}"), T0 + 10, 60_000, 0)
                 .await
                 .unwrap()
         })
@@ -141,12 +141,86 @@ async fn eight_concurrent_claims_one_winner() {
         .all(|o| matches!(o, ClaimOutcome::Claimed(_) | ClaimOutcome::Busy(_))));
 }
 
+/// Eight copies of a RETRYING op's message racing to claim it: before its backoff ends (less
+/// the skew) every one is refused and no attempt is spent; after it, exactly one wins.
+#[tokio::test]
+async fn a_retry_is_claimed_once_and_only_after_its_backoff_by_racing_copies() {
+    const SKEW: u64 = 200;
+    let store = work_items().await;
+    let item = submitted(&store, "g").await;
+    assert!(matches!(
+        store
+            .claim(&item.op_id, "first", T0, 60_000, SKEW)
+            .await
+            .unwrap(),
+        ClaimOutcome::Claimed(_)
+    ));
+    let retry_at = T0 + 5_000;
+    let retry = Completion::Retry {
+        error: "HTTP 503".into(),
+        retry_at_ms: retry_at,
+        due_at_ms: retry_at + 60_000,
+    };
+    let retrying = match store
+        .complete(&item.op_id, "first", &retry, T0 + 1)
+        .await
+        .unwrap()
+    {
+        CompleteOutcome::Completed(i) => i,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(retrying.retry_at_ms, Some(retry_at));
+
+    let race = |now: u64| {
+        let barrier = Arc::new(Barrier::new(8));
+        let claims = (0..8).map(|n| {
+            let (store, barrier, id) = (store.clone(), barrier.clone(), item.op_id.clone());
+            tokio::spawn(async move {
+                barrier.wait().await;
+                store
+                    .claim(&id, &format!("copy-{n}"), now, 60_000, SKEW)
+                    .await
+                    .unwrap()
+            })
+        });
+        futures::future::join_all(claims)
+    };
+    let early: Vec<ClaimOutcome> = race(retry_at - SKEW - 1)
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    assert!(
+        early
+            .iter()
+            .all(|o| matches!(o, ClaimOutcome::NotYet(i) if i.attempts == 1)),
+        "{early:?}"
+    );
+    let on_time: Vec<ClaimOutcome> = race(retry_at - SKEW)
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    let won: Vec<&WorkItem> = on_time
+        .iter()
+        .filter_map(|o| match o {
+            ClaimOutcome::Claimed(i) => Some(i),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(won.len(), 1, "{on_time:?}");
+    assert_eq!((won[0].status, won[0].attempts), (Status::InFlight, 2));
+    assert!(on_time
+        .iter()
+        .all(|o| matches!(o, ClaimOutcome::Claimed(_) | ClaimOutcome::Busy(_))));
+}
+
 #[tokio::test]
 async fn only_the_claim_holder_completes_and_a_finished_op_is_not_claimed_again() {
     let store = work_items().await;
     let item = submitted(&store, "g").await;
     assert!(matches!(
-        store.claim(&item.op_id, "a", T0, 60_000).await.unwrap(),
+        store.claim(&item.op_id, "a", T0, 60_000, 0).await.unwrap(),
         ClaimOutcome::Claimed(_)
     ));
     let done = Completion::Succeeded {
@@ -175,11 +249,14 @@ async fn only_the_claim_holder_completes_and_a_finished_op_is_not_claimed_again(
         [Status::Pending, Status::InFlight, Status::Succeeded]
     );
     assert!(matches!(
-        store.claim(&item.op_id, "c", T0 + 3, 60_000).await.unwrap(),
+        store
+            .claim(&item.op_id, "c", T0 + 3, 60_000, 0)
+            .await
+            .unwrap(),
         ClaimOutcome::Terminal(_)
     ));
     assert!(matches!(
-        store.claim(&OpId::new(), "c", T0, 1).await.unwrap(),
+        store.claim(&OpId::new(), "c", T0, 1, 0).await.unwrap(),
         ClaimOutcome::Missing
     ));
 }
@@ -189,13 +266,16 @@ async fn an_expired_claim_is_taken_over_and_its_late_completion_refused() {
     let store = work_items().await;
     let item = submitted(&store, "g").await;
     assert!(matches!(
-        store.claim(&item.op_id, "dead", T0, 1_000).await.unwrap(),
+        store
+            .claim(&item.op_id, "dead", T0, 1_000, 0)
+            .await
+            .unwrap(),
         ClaimOutcome::Claimed(_)
     ));
     // Still live: busy.
     assert!(matches!(
         store
-            .claim(&item.op_id, "next", T0 + 500, 1_000)
+            .claim(&item.op_id, "next", T0 + 500, 1_000, 0)
             .await
             .unwrap(),
         ClaimOutcome::Busy(_)
@@ -215,7 +295,7 @@ async fn an_expired_claim_is_taken_over_and_its_late_completion_refused() {
         1
     );
     let next = match store
-        .claim(&item.op_id, "next", T0 + 2_000, 1_000)
+        .claim(&item.op_id, "next", T0 + 2_000, 1_000, 0)
         .await
         .unwrap()
     {
@@ -278,7 +358,7 @@ async fn retry_moves_only_failed_ops_back_to_pending() {
         store.retry(&item.op_id, T0, 5_000).await.unwrap(),
         RetryOutcome::NotFailed(_)
     ));
-    store.claim(&item.op_id, "a", T0, 60_000).await.unwrap();
+    store.claim(&item.op_id, "a", T0, 60_000, 0).await.unwrap();
     store
         .complete(
             &item.op_id,
@@ -374,9 +454,14 @@ async fn eight_concurrent_deliveries_of_one_op_apply_it_once() {
     let group = group_item(&client, &leases, "g").await.unwrap();
     assert_eq!(group["version"], 1, "one effect: {group}");
     // Every later delivery gets the stored result.
-    let again = store.apply(&request, T0 + 1).await.unwrap();
-    assert_eq!(again.outcome, "duplicate");
-    assert_eq!(again.result["outcome"], "applied");
+    let duplicate = store.apply(&request, T0 + 1).await.unwrap();
+    assert_eq!(duplicate.outcome, "duplicate");
+    // The first answer's result, in the same shape, not nested in another answer.
+    let again = store.apply(&request, T0 + 2).await.unwrap();
+    assert_eq!(again.first_outcome.as_deref(), Some("applied"));
+    assert_eq!(again.result, duplicate.result);
+    assert!(again.result.get("outcome").is_none(), "{}", again.result);
+    assert!(again.result.get("group_id").is_some(), "{}", again.result);
 }
 
 #[tokio::test]
@@ -389,9 +474,12 @@ async fn an_older_seq_is_superseded_and_a_reused_op_id_conflicts() {
         store.apply(&older, T0 + 1).await.unwrap().outcome,
         "superseded"
     );
+    let repeated = store.apply(&older, T0 + 2).await.unwrap();
+    assert_eq!(repeated.outcome, "duplicate");
+    assert_eq!(repeated.first_outcome.as_deref(), Some("superseded"));
     assert_eq!(
-        store.apply(&older, T0 + 2).await.unwrap().outcome,
-        "duplicate"
+        repeated.result,
+        serde_json::json!({"superseded": true, "seq": 2})
     );
     let group = group_item(&client, &leases, "g").await.unwrap();
     assert_eq!(

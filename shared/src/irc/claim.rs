@@ -4,7 +4,7 @@
 //! ([`super::memory::MemoryWorkItems`]) implement it with the same conditions.
 
 use super::ids::OpId;
-use super::item::WorkItem;
+use super::item::{ClaimRefusal, WorkItem};
 use crate::{Millis, StoreError};
 use async_trait::async_trait;
 
@@ -15,15 +15,39 @@ pub enum ClaimOutcome {
     Terminal(WorkItem),
     /// Another worker holds a live claim.
     Busy(WorkItem),
+    /// The last attempt's backoff has not ended (`retry_at_ms`): a copy of the message, or the
+    /// dispatcher's re-enqueue, came early. Nothing was written; no attempt was spent.
+    NotYet(WorkItem),
     Missing,
+}
+
+impl ClaimOutcome {
+    /// The outcome for an item whose claim was refused for `refusal`.
+    pub fn refused(item: WorkItem, refusal: ClaimRefusal) -> Self {
+        match refusal {
+            ClaimRefusal::Terminal => ClaimOutcome::Terminal(item),
+            ClaimRefusal::Busy => ClaimOutcome::Busy(item),
+            ClaimRefusal::NotYet => ClaimOutcome::NotYet(item),
+        }
+    }
 }
 
 /// How an attempt ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Completion {
-    Succeeded { result: String },
-    Failed { error: String },
-    Retry { error: String, due_at_ms: Millis },
+    Succeeded {
+        result: String,
+    },
+    Failed {
+        error: String,
+    },
+    /// RETRYING: claimable from `retry_at_ms` (the backoff's end), due for the dispatcher at
+    /// `due_at_ms` (later: the message's own redelivery is expected first).
+    Retry {
+        error: String,
+        retry_at_ms: Millis,
+        due_at_ms: Millis,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,15 +61,18 @@ pub enum CompleteOutcome {
 /// What the worker needs of the work-item store: one conditional write each.
 #[async_trait]
 pub trait WorkItemClaims: Send + Sync {
-    /// Claims the item for one attempt: from PENDING, DISPATCHED or RETRYING, or from
-    /// IN_FLIGHT whose claim expired (its worker died). Counts the attempt; the claim's expiry
-    /// becomes `due_at_ms`, so the dispatcher finds the item again if this worker dies too.
+    /// Claims the item for one attempt: from PENDING, DISPATCHED or RETRYING once its
+    /// `retry_at_ms` is at most `skew_ms` away, or from IN_FLIGHT whose claim expired (its
+    /// worker died); the rule is [`WorkItem::claim_refusal`]. Counts the attempt; the claim's
+    /// expiry becomes `due_at_ms`, so the dispatcher finds the item again if this worker dies
+    /// too.
     async fn claim(
         &self,
         op_id: &OpId,
         token: &str,
         now: Millis,
         claim_ttl_ms: Millis,
+        skew_ms: Millis,
     ) -> Result<ClaimOutcome, StoreError>;
 
     /// Ends an attempt; only the holder of `token` can (status IN_FLIGHT with that token).

@@ -19,6 +19,9 @@ pub struct RetryPolicy {
     pub claim_ttl_ms: Millis,
     /// How long the dispatcher leaves an enqueued item alone before enqueuing it again.
     pub redispatch_after_ms: Millis,
+    /// The clock error allowed between two workers (`TENURE_CLOCK_SKEW_MS`, the stack's one
+    /// skew): a retry is claimable from its backoff's end less this.
+    pub clock_skew_ms: Millis,
 }
 
 impl Default for RetryPolicy {
@@ -31,6 +34,7 @@ impl Default for RetryPolicy {
             },
             claim_ttl_ms: 120_000,
             redispatch_after_ms: 60_000,
+            clock_skew_ms: 200,
         }
     }
 }
@@ -45,7 +49,7 @@ fn invalid(name: &'static str, value: impl Into<String>, reason: impl Into<Strin
 
 impl RetryPolicy {
     /// `TENURE_IRC_MAX_ATTEMPTS`, `TENURE_IRC_BACKOFF_BASE_MS`, `TENURE_IRC_BACKOFF_CAP_MS`,
-    /// `TENURE_IRC_CLAIM_TTL_MS`, `TENURE_IRC_REDISPATCH_AFTER_MS`.
+    /// `TENURE_IRC_CLAIM_TTL_MS`, `TENURE_IRC_REDISPATCH_AFTER_MS`, `TENURE_CLOCK_SKEW_MS`.
     pub fn from_env(env: &(impl EnvSource + ?Sized)) -> Result<Self, EnvError> {
         let d = Self::default();
         let max_attempts = u64_or(env, "TENURE_IRC_MAX_ATTEMPTS", d.max_attempts.into())?;
@@ -86,11 +90,13 @@ impl RetryPolicy {
                 return Err(invalid(name, value.to_string(), "must be > 0"));
             }
         }
+        let clock_skew_ms = u64_or(env, "TENURE_CLOCK_SKEW_MS", d.clock_skew_ms)?;
         Ok(Self {
             max_attempts,
             backoff: Backoff { base_ms, cap_ms },
             claim_ttl_ms,
             redispatch_after_ms,
+            clock_skew_ms,
         })
     }
 }

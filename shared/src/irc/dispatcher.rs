@@ -166,28 +166,12 @@ fn oldest_age_ms(items: &[WorkItem], now: crate::Millis) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::irc::{OpId, Region};
 
     fn retrying(created_at_ms: u64) -> WorkItem {
         WorkItem {
-            op_id: OpId::new(),
-            source_region: Region::parse("us-east-1").unwrap(),
-            target_region: Region::parse("eu-west-1").unwrap(),
-            kind: "group.put".into(),
-            resource: "g".into(),
-            seq: 1,
-            payload: "{}".into(),
-            status: Status::Retrying,
-            attempts: 2,
-            max_attempts: 5,
-            claim_token: None,
-            claim_expires_at_ms: None,
-            due_at_ms: 0,
-            result: None,
-            last_error: None,
             created_at_ms,
             updated_at_ms: created_at_ms,
-            history: Vec::new(),
+            ..WorkItem::sample(Status::Retrying, 2)
         }
     }
 

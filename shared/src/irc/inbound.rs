@@ -27,7 +27,10 @@ use sha2::{Digest, Sha256};
 #[derive(Debug, Clone, PartialEq)]
 pub struct Applied {
     pub outcome: &'static str,
+    /// The kind's result; for a duplicate, the first answer's `result` as it was (same shape).
     pub result: Value,
+    /// For a duplicate, the first answer's outcome (`applied` or `superseded`).
+    pub first_outcome: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -175,6 +178,7 @@ impl InboundStore {
                 return Ok(Applied {
                     outcome: "applied",
                     result: effect.result,
+                    first_outcome: None,
                 })
             }
             Err(e) => e,
@@ -226,9 +230,12 @@ impl InboundStore {
             });
         }
         let stored: Value = serde_json::from_str(&text("result")).unwrap_or(Value::Null);
+        // The first answer's `result` as it was, so a client reads a duplicate exactly like the
+        // answer it missed; the first outcome beside it, not wrapped around it.
         Ok(Applied {
             outcome: "duplicate",
-            result: json!({"outcome": text("outcome"), "result": stored}),
+            result: stored,
+            first_outcome: Some(text("outcome")),
         })
     }
 
@@ -253,6 +260,7 @@ impl InboundStore {
             Ok(_) => Ok(Applied {
                 outcome: "superseded",
                 result,
+                first_outcome: None,
             }),
             Err(e) if crate::aws::is_condition_failure(&e) => self.existing(request, hash).await,
             Err(e) => Err(StoreError::from_sdk("PutItem", e).into()),

@@ -107,11 +107,94 @@ pub struct WorkItem {
     pub updated_at_ms: Millis,
     #[serde(default)]
     pub history: Vec<Transition>,
+    /// When the backoff of the last failed attempt ends: no claim before it (less the clock
+    /// skew), whichever copy of the message, or the dispatcher's re-enqueue, arrives first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_at_ms: Option<Millis>,
+}
+
+/// Why a claim is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClaimRefusal {
+    /// SUCCEEDED or FAILED: a duplicate delivery.
+    Terminal,
+    /// Another worker's claim is live.
+    Busy,
+    /// The last attempt's backoff has not ended (`retry_at_ms`).
+    NotYet,
+}
+
+impl WorkItem {
+    /// Whether a worker whose clock reads `now` may claim the item, and why not. The one rule
+    /// both stores apply (the DynamoDB store as its claim's condition, which must say the same).
+    ///
+    /// `skew_ms` is the clock error allowed between the worker that set `retry_at_ms` and the
+    /// one claiming: an early claim by less than that is let through, so a retry is never
+    /// started more than `skew_ms` before its backoff ends, and never held longer than its
+    /// backoff by a slow clock.
+    pub fn claim_refusal(&self, now: Millis, skew_ms: Millis) -> Option<ClaimRefusal> {
+        match self.status {
+            Status::Succeeded | Status::Failed => Some(ClaimRefusal::Terminal),
+            Status::InFlight if self.claim_expires_at_ms.is_some_and(|at| at < now) => None,
+            Status::InFlight => Some(ClaimRefusal::Busy),
+            Status::Pending | Status::Dispatched | Status::Retrying => self
+                .retry_at_ms
+                .is_some_and(|at| at > now + skew_ms)
+                .then_some(ClaimRefusal::NotYet),
+        }
+    }
+
+    /// An op from us-east-1 to eu-west-1 on resource `g`, in `status` after `attempts`
+    /// attempts (5 allowed), created at 0: the unit tests' one fixture.
+    #[cfg(test)]
+    pub(crate) fn sample(status: Status, attempts: u32) -> Self {
+        use super::ids::OpId;
+        let region = |r: &str| Region::parse(r).unwrap_or_else(|e| panic!("{r}: {e}"));
+        WorkItem {
+            op_id: OpId::new(),
+            source_region: region("us-east-1"),
+            target_region: region("eu-west-1"),
+            kind: "group.put".into(),
+            resource: "g".into(),
+            seq: 1,
+            payload: "{}".into(),
+            status,
+            attempts,
+            max_attempts: 5,
+            claim_token: None,
+            claim_expires_at_ms: None,
+            due_at_ms: 0,
+            result: None,
+            last_error: None,
+            created_at_ms: 0,
+            updated_at_ms: 0,
+            history: Vec::new(),
+            retry_at_ms: None,
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_retry_is_not_claimed_before_its_backoff_ends_less_the_skew() {
+        let mut item = WorkItem::sample(Status::Retrying, 1);
+        item.retry_at_ms = Some(10_000);
+        assert_eq!(item.claim_refusal(9_000, 200), Some(ClaimRefusal::NotYet));
+        assert_eq!(item.claim_refusal(9_800, 200), None);
+        item.status = Status::Dispatched;
+        assert_eq!(item.claim_refusal(9_000, 200), Some(ClaimRefusal::NotYet));
+        item.retry_at_ms = None;
+        assert_eq!(item.claim_refusal(0, 0), None);
+        item.status = Status::InFlight;
+        item.claim_expires_at_ms = Some(5_000);
+        assert_eq!(item.claim_refusal(5_000, 0), Some(ClaimRefusal::Busy));
+        assert_eq!(item.claim_refusal(5_001, 0), None);
+        item.status = Status::Failed;
+        assert_eq!(item.claim_refusal(0, 0), Some(ClaimRefusal::Terminal));
+    }
 
     #[test]
     fn statuses_round_trip_through_their_names() {

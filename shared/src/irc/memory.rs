@@ -54,22 +54,14 @@ impl WorkItemClaims for MemoryWorkItems {
         token: &str,
         now: Millis,
         claim_ttl_ms: Millis,
+        skew_ms: Millis,
     ) -> Result<ClaimOutcome, StoreError> {
         let mut items = locked(&self.items);
         let Some(item) = items.get_mut(op_id) else {
             return Ok(ClaimOutcome::Missing);
         };
-        let claimable = matches!(
-            item.status,
-            Status::Pending | Status::Dispatched | Status::Retrying
-        ) || (item.status == Status::InFlight
-            && item.claim_expires_at_ms.is_some_and(|at| at < now));
-        if !claimable {
-            return Ok(if item.status.is_terminal() {
-                ClaimOutcome::Terminal(item.clone())
-            } else {
-                ClaimOutcome::Busy(item.clone())
-            });
+        if let Some(refusal) = item.claim_refusal(now, skew_ms) {
+            return Ok(ClaimOutcome::refused(item.clone(), refusal));
         }
         let expires = now + claim_ttl_ms;
         item.status = Status::InFlight;
@@ -109,8 +101,13 @@ impl WorkItemClaims for MemoryWorkItems {
                 item.last_error = Some(error.clone());
                 (Status::Failed, now)
             }
-            Completion::Retry { error, due_at_ms } => {
+            Completion::Retry {
+                error,
+                retry_at_ms,
+                due_at_ms,
+            } => {
                 item.last_error = Some(error.clone());
+                item.retry_at_ms = Some(*retry_at_ms);
                 (Status::Retrying, *due_at_ms)
             }
         };

@@ -72,11 +72,15 @@ mod handler {
                 Ok(applied) => {
                     info!(op_id = %op.op_id, source = %op.source_region, kind = %op.kind,
                       resource = %op.resource, seq = op.seq, outcome = applied.outcome, "operation");
-                    ApiResponse::ok(json!({
+                    let mut body = json!({
                         "op_id": op.op_id,
                         "outcome": applied.outcome,
                         "result": applied.result,
-                    }))
+                    });
+                    if let Some(first) = applied.first_outcome {
+                        body["first_outcome"] = json!(first);
+                    }
+                    ApiResponse::ok(body)
                 }
                 Err(ApplyError::Invalid(m)) => ApiResponse::error(422, "invalid_operation", m),
                 Err(ApplyError::Conflict { code, message }) => {

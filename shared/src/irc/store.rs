@@ -142,6 +142,7 @@ impl WorkItemStore {
                 status: Status::Pending,
                 at_ms: now,
             }],
+            retry_at_ms: None,
         };
         let attributes: Item = serde_dynamo::to_item(&item).map_err(|e| StoreError::Corrupt {
             item: item.op_id.to_string(),
@@ -185,6 +186,7 @@ impl WorkItemStore {
         token: &str,
         now: Millis,
         claim_ttl_ms: Millis,
+        skew_ms: Millis,
     ) -> Result<ClaimOutcome, StoreError> {
         let expires = now + claim_ttl_ms;
         let result = self
@@ -198,10 +200,14 @@ impl WorkItemStore {
             ))
             .expression_attribute_values(":history", step(Status::InFlight, now))
             .expression_attribute_values(":no_history", AttributeValue::L(vec![]))
+            // `WorkItem::claim_refusal`, as a condition: no claim before the backoff's end less
+            // the skew, whichever message copy (or re-enqueue) arrives first.
             .condition_expression(
-                "attribute_exists(op_id) AND (#status IN (:pending, :dispatched, :retrying) \
+                "attribute_exists(op_id) AND ((#status IN (:pending, :dispatched, :retrying) \
+                 AND (attribute_not_exists(retry_at_ms) OR retry_at_ms <= :not_before)) \
                  OR (#status = :in_flight AND claim_expires_at_ms < :now))",
             )
+            .expression_attribute_values(":not_before", n(now + skew_ms))
             .expression_attribute_names("#status", "status")
             .expression_attribute_values(":in_flight", s(Status::InFlight.as_str()))
             .expression_attribute_values(":pending", s(Status::Pending.as_str()))
@@ -219,8 +225,12 @@ impl WorkItemStore {
             match written_or_current(op_id.as_str(), "UpdateItem(claim)", result)? {
                 Ok(Some(item)) => ClaimOutcome::Claimed(item),
                 Ok(None) | Err(None) => ClaimOutcome::Missing,
-                Err(Some(item)) if item.status.is_terminal() => ClaimOutcome::Terminal(item),
-                Err(Some(item)) => ClaimOutcome::Busy(item),
+                // Refused: why, by the same rule. An item that passes the rule as read now lost
+                // a race with another claim between the condition and this read: busy.
+                Err(Some(item)) => match item.claim_refusal(now, skew_ms) {
+                    Some(refusal) => ClaimOutcome::refused(item, refusal),
+                    None => ClaimOutcome::Busy(item),
+                },
             },
         )
     }
@@ -233,20 +243,35 @@ impl WorkItemStore {
         completion: &Completion,
         now: Millis,
     ) -> Result<CompleteOutcome, StoreError> {
-        let (status, field, text, due) = match completion {
-            Completion::Succeeded { result } => (Status::Succeeded, "result", result, now),
-            Completion::Failed { error } => (Status::Failed, "last_error", error, now),
-            Completion::Retry { error, due_at_ms } => {
-                (Status::Retrying, "last_error", error, *due_at_ms)
-            }
+        let (status, field, text, due, retry_at) = match completion {
+            Completion::Succeeded { result } => (Status::Succeeded, "result", result, now, None),
+            Completion::Failed { error } => (Status::Failed, "last_error", error, now, None),
+            Completion::Retry {
+                error,
+                retry_at_ms,
+                due_at_ms,
+            } => (
+                Status::Retrying,
+                "last_error",
+                error,
+                *due_at_ms,
+                Some(*retry_at_ms),
+            ),
         };
-        let result = self
+        // A retry's backoff end goes with it; a terminal item keeps the last one (harmless:
+        // nothing claims a terminal item).
+        let set_retry_at = if retry_at.is_some() {
+            ", retry_at_ms = :retry_at"
+        } else {
+            ""
+        };
+        let mut update = self
             .client
             .update_item()
             .table_name(&self.table)
             .key("op_id", s(op_id.as_str()))
             .update_expression(format!(
-                "SET #status = :status, #field = :text, due_at_ms = :due, updated_at_ms = :now, \
+                "SET #status = :status, #field = :text, due_at_ms = :due, updated_at_ms = :now{set_retry_at}, \
                  {APPEND_HISTORY} REMOVE claim_token, claim_expires_at_ms"
             ))
             .expression_attribute_values(":history", step(status, now))
@@ -262,9 +287,11 @@ impl WorkItemStore {
             .expression_attribute_values(":in_flight", s(Status::InFlight.as_str()))
             .expression_attribute_values(":token", s(token))
             .return_values(ReturnValue::AllNew)
-            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
-            .send()
-            .await;
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
+        if let Some(at) = retry_at {
+            update = update.expression_attribute_values(":retry_at", n(at));
+        }
+        let result = update.send().await;
         Ok(
             match written_or_current(op_id.as_str(), "UpdateItem(complete)", result)? {
                 Ok(Some(item)) => CompleteOutcome::Completed(item),
@@ -408,8 +435,9 @@ impl WorkItemClaims for WorkItemStore {
         token: &str,
         now: Millis,
         claim_ttl_ms: Millis,
+        skew_ms: Millis,
     ) -> Result<ClaimOutcome, StoreError> {
-        WorkItemStore::claim(self, op_id, token, now, claim_ttl_ms).await
+        WorkItemStore::claim(self, op_id, token, now, claim_ttl_ms, skew_ms).await
     }
 
     async fn complete(

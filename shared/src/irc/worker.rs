@@ -62,6 +62,8 @@ enum RecordFailure {
     Missing(OpId),
     #[error("retrying in {delay_ms} ms: {error}")]
     Retry { delay_ms: u64, error: String },
+    #[error("its backoff ends in {delay_ms} ms: a copy came early")]
+    NotYet { delay_ms: u64 },
     #[error("not enough time left in the invocation")]
     OutOfTime,
     #[error(transparent)]
@@ -163,7 +165,13 @@ where
         let now = self.clock.now_ms();
         let item = match self
             .store
-            .claim(&message.op_id, &token, now, self.policy.claim_ttl_ms)
+            .claim(
+                &message.op_id,
+                &token,
+                now,
+                self.policy.claim_ttl_ms,
+                self.policy.clock_skew_ms,
+            )
             .await?
         {
             ClaimOutcome::Claimed(item) => item,
@@ -175,6 +183,14 @@ where
             ClaimOutcome::Busy(item) => {
                 info!(op_id = %item.op_id, status = %item.status, "op is claimed elsewhere; the dispatcher resumes it if that worker dies");
                 return Ok(());
+            }
+            ClaimOutcome::NotYet(item) => {
+                // Put back, not deleted: it is this op's turn in its FIFO group once the
+                // backoff ends, and the records behind it wait with it (reported failed too).
+                let delay_ms = item.retry_at_ms.unwrap_or(now).saturating_sub(now);
+                info!(op_id = %item.op_id, status = %item.status, delay_ms, "a copy came before the backoff ended; put back until then");
+                self.redeliver_after(record, delay_ms).await;
+                return Err(RecordFailure::NotYet { delay_ms });
             }
         };
         metrics::irc_attempt(item.target_region.as_str());
@@ -198,17 +214,15 @@ where
                 warn!(op_id = %item.op_id, current = ?current.as_ref().map(|i| i.status), "claim lost before completing; the newer attempt decides");
                 Ok(())
             }
-            (CompleteOutcome::Completed(done), Completion::Retry { error, due_at_ms }) => {
-                let delay_ms = due_at_ms
-                    .saturating_sub(self.policy.redispatch_after_ms)
-                    .saturating_sub(self.clock.now_ms());
+            (
+                CompleteOutcome::Completed(done),
+                Completion::Retry {
+                    error, retry_at_ms, ..
+                },
+            ) => {
+                let delay_ms = retry_at_ms.saturating_sub(self.clock.now_ms());
                 info!(op_id = %done.op_id, attempts = done.attempts, delay_ms, %error, "attempt failed; retrying");
-                if let Some(receipt) = record.receipt_handle.as_deref() {
-                    let seconds = i32::try_from(delay_ms.div_ceil(1_000)).unwrap_or(i32::MAX);
-                    if let Err(e) = self.queue.delay_redelivery(receipt, seconds).await {
-                        warn!(op_id = %done.op_id, error = %e, "could not set the retry delay; the queue's visibility timeout applies");
-                    }
-                }
+                self.redeliver_after(record, delay_ms).await;
                 Err(RecordFailure::Retry {
                     delay_ms,
                     error: error.clone(),
@@ -217,6 +231,18 @@ where
             (CompleteOutcome::Completed(done), _) => {
                 info!(op_id = %done.op_id, status = %done.status, attempts = done.attempts, "op finished");
                 Ok(())
+            }
+        }
+    }
+
+    /// Makes the record's message visible again in `delay_ms` (rounded up to seconds). If that
+    /// fails the queue's visibility timeout applies, and a copy that comes early is refused by
+    /// the claim.
+    async fn redeliver_after(&self, record: &BatchRecord, delay_ms: u64) {
+        if let Some(receipt) = record.receipt_handle.as_deref() {
+            let seconds = i32::try_from(delay_ms.div_ceil(1_000)).unwrap_or(i32::MAX);
+            if let Err(e) = self.queue.delay_redelivery(receipt, seconds).await {
+                warn!(message_id = %record.message_id, error = %e, "could not set the redelivery delay; the queue's visibility timeout applies");
             }
         }
     }
@@ -254,12 +280,14 @@ pub(crate) fn completion_for(
                 error: format!("gave up after {} attempts: {error}", item.attempts),
             }
         }
-        RemoteOutcome::Transient(error) => Completion::Retry {
-            error,
-            due_at_ms: now
-                + policy.backoff.delay_ms(item.attempts, unit_random)
-                + policy.redispatch_after_ms,
-        },
+        RemoteOutcome::Transient(error) => {
+            let retry_at_ms = now + policy.backoff.delay_ms(item.attempts, unit_random);
+            Completion::Retry {
+                error,
+                retry_at_ms,
+                due_at_ms: retry_at_ms + policy.redispatch_after_ms,
+            }
+        }
     }
 }
 
@@ -315,28 +343,14 @@ mod sqs_entry {
 mod tests {
     use super::*;
     use crate::irc::item::Status;
-    use crate::irc::{OpId, Region};
 
     fn item(attempts: u32) -> WorkItem {
         WorkItem {
-            op_id: OpId::new(),
-            source_region: Region::parse("us-east-1").unwrap(),
-            target_region: Region::parse("eu-west-1").unwrap(),
-            kind: "group.put".into(),
-            resource: "g".into(),
-            seq: 1,
-            payload: "{}".into(),
-            status: Status::InFlight,
-            attempts,
             max_attempts: 3,
             claim_token: Some("t".into()),
             claim_expires_at_ms: Some(10),
             due_at_ms: 10,
-            result: None,
-            last_error: None,
-            created_at_ms: 0,
-            updated_at_ms: 0,
-            history: Vec::new(),
+            ..WorkItem::sample(Status::InFlight, attempts)
         }
     }
 
@@ -369,8 +383,13 @@ mod tests {
             1_000,
             0.0,
         ) {
-            Completion::Retry { due_at_ms, .. } => {
-                assert_eq!(due_at_ms, 1_000 + 1_000 + policy.redispatch_after_ms)
+            Completion::Retry {
+                retry_at_ms,
+                due_at_ms,
+                ..
+            } => {
+                assert_eq!(retry_at_ms, 1_000 + 1_000);
+                assert_eq!(due_at_ms, retry_at_ms + policy.redispatch_after_ms)
             }
             other => panic!("{other:?}"),
         }
@@ -413,23 +432,8 @@ mod batch_tests {
         let op_id = OpId::new();
         worker.store.insert(WorkItem {
             op_id: op_id.clone(),
-            source_region: Region::parse("us-east-1").unwrap(),
-            target_region: eu(),
-            kind: "group.put".into(),
             resource: resource.into(),
-            seq: 1,
-            payload: "{}".into(),
-            status: Status::Pending,
-            attempts: 0,
-            max_attempts: 5,
-            claim_token: None,
-            claim_expires_at_ms: None,
-            due_at_ms: 0,
-            result: None,
-            last_error: None,
-            created_at_ms: 0,
-            updated_at_ms: 0,
-            history: Vec::new(),
+            ..WorkItem::sample(Status::Pending, 0)
         });
         let record = BatchRecord {
             message_id: format!("m-{op_id}"),
@@ -560,6 +564,50 @@ mod batch_tests {
         assert!((0..=2).contains(&delays[0].1), "{delays:?}");
     }
 
+    #[tokio::test]
+    async fn a_copy_that_comes_before_the_backoff_ends_is_put_back_without_spending_an_attempt() {
+        let w = worker();
+        let (a, ra) = op(&w, "a");
+        let (a2, ra2) = op(&w, "a");
+        w.remote.script(&a, [transient()]);
+        w.handle_batch(std::slice::from_ref(&ra), deadline()).await;
+        let retry_at = w.store.get(&a).unwrap().retry_at_ms.unwrap();
+        let calls = w.remote.calls().len();
+
+        // Another copy (the dispatcher's re-enqueue, or a redelivery) arrives 1 ms later, with
+        // the next record of its group behind it.
+        w.clock.advance(1);
+        let failed = w.handle_batch(&[ra.clone(), ra2.clone()], deadline()).await;
+
+        assert_eq!(failed, vec![ra.message_id.clone(), ra2.message_id]);
+        let item = w.store.get(&a).unwrap();
+        assert_eq!((item.status, item.attempts), (Status::Retrying, 1));
+        assert_eq!(w.remote.calls().len(), calls, "no remote call");
+        assert_eq!(
+            status(&w, &a2),
+            Status::Pending,
+            "its group waits behind it"
+        );
+        // Put back until the backoff ends (rounded up to whole seconds), not deleted.
+        let left_ms = retry_at - w.clock.now_ms();
+        let delays = w.queue.delays();
+        assert_eq!(
+            delays.last(),
+            Some(&(
+                format!("r-{a}"),
+                i32::try_from(left_ms.div_ceil(1_000)).unwrap()
+            ))
+        );
+
+        // Once the backoff is over (less the skew) the copy is claimed.
+        w.clock.set(retry_at - w.policy.clock_skew_ms);
+        assert!(w
+            .handle_batch(&[ra, op(&w, "b").1], deadline())
+            .await
+            .is_empty());
+        assert_eq!(w.store.get(&a).unwrap().attempts, 2);
+    }
+
     #[test]
     fn a_batch_counts_attempts_statuses_held_records_and_dead_letters() {
         let w = worker();
@@ -624,7 +672,7 @@ mod batch_tests {
             .is_empty());
         // Another worker holds a live claim on `busy`.
         w.store
-            .claim(&busy, "other", 1_000_000, 60_000)
+            .claim(&busy, "other", 1_000_000, 60_000, 0)
             .await
             .unwrap();
         let calls_before = w.remote.calls().len();
@@ -646,7 +694,7 @@ mod batch_tests {
         let w = worker();
         let (a, ra) = op(&w, "a");
         // A worker claimed it long ago and died; its claim has expired.
-        w.store.claim(&a, "dead", 0, 10).await.unwrap();
+        w.store.claim(&a, "dead", 0, 10, 0).await.unwrap();
 
         assert!(w.handle_batch(&[ra], deadline()).await.is_empty());
 
