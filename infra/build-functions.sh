@@ -16,7 +16,7 @@ cd "$root"
 export PATH="$root/.venv/bin:$PATH" SAM_CLI_TELEMETRY=0
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/tmp/tenure-target}"
 mkdir -p .local
-functions=(lease-check lease-renewer lease-history irc-remote irc-worker irc-dispatcher)
+functions=(lease-check lease-renewer lease-history irc-remote irc-worker irc-dispatcher irc-events)
 bins=()
 for f in "${functions[@]}"; do bins+=(--bin "$f"); done
 

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # The demo: installs the pinned tools, starts MiniStack on 127.0.0.1:4566 (if not running),
-# builds the functions and deploys the template as two regions (us-east-1, eu-west-1) on that
-# MiniStack while it builds its own programs, then
+# builds the functions and deploys the template as three regions (us-east-1, eu-west-1,
+# ap-southeast-2; each a peer of the other two) on that MiniStack while it builds its own
+# programs, then
 #   1. the lease protocol through the library: three hosts, the primary dies and a secondary
 #      takes over with a higher epoch, then a drained primary hands over;
-#   2. the real stack, both regions: creates a group in each, has hosts check through the SigV4-signed
+#   2. the real stack, every region: creates a group in each, has hosts check through the SigV4-signed
 #      Function URL, and watches the scheduled renewer keep the lease across a schedule tick;
 #   3. the inter-region coordinator: us-east-1 submits a group.put for eu-west-1 and follows it
 #      PENDING -> IN_FLIGHT -> SUCCEEDED; the group is then present in eu-west-1;
@@ -29,11 +30,11 @@ export AWS_ACCESS_KEY_ID="${AWS_ACCESS_KEY_ID:-test}" AWS_SECRET_ACCESS_KEY="${A
 mkdir -p .local
 
 # The builds come first, one cargo invocation at a time (a first run compiles the AWS SDK twice:
-# release for the functions, debug for the demo's own programs). The two regions deploy while
+# release for the functions, debug for the demo's own programs). The regions deploy while
 # the debug build runs: deploying is mostly waiting on MiniStack, not compiling.
-echo "demo: building the six functions (release; a first build takes about 6 minutes on 2 cores)"
+echo "demo: building the seven functions (release; a first build takes about 6 minutes on 2 cores)"
 infra/build-functions.sh
-echo "demo: deploying two regions in the background (log: .local/demo-deploy.log)"
+echo "demo: deploying three regions in the background (log: .local/demo-deploy.log)"
 TENURE_FUNCTIONS_BUILT=1 infra/local-regions.sh deploy > .local/demo-deploy.log 2>&1 & deploy=$!
 echo "demo: building the demo's programs (debug; a first build takes about 3 minutes)"
 build_status=0
@@ -48,7 +49,7 @@ echo "demo: built and deployed in $((SECONDS - started)) s"
 echo; echo "=== part 1: the lease protocol through the library ==="
 "$CARGO_TARGET_DIR/debug/examples/lease_demo"
 
-echo; echo "=== part 2: the template deployed as two regions on MiniStack ==="
+echo; echo "=== part 2: the template deployed as three regions on MiniStack ==="
 "$CARGO_TARGET_DIR/debug/examples/regions_demo"
 
 echo; echo "=== part 3: the inter-region coordinator, us-east-1 -> eu-west-1 ==="

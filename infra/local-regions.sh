@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Builds the template (infra/build-functions.sh) and deploys it to MiniStack as two regional
-# stacks (us-east-1, eu-west-1), waiting until each answers; or prints their outputs; or tears
-# them down.
+# Builds the template (infra/build-functions.sh) and deploys it to MiniStack as three regional
+# stacks (us-east-1, eu-west-1, ap-southeast-2; --regions for others), each a peer of the rest,
+# waiting until each answers; or prints their outputs; or tears them down.
 #   infra/local-regions.sh deploy|outputs|teardown [--endpoint URL] [--regions r1,r2] [--out FILE]
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

@@ -30,7 +30,8 @@ import botocore.awsrequest
 import botocore.credentials
 
 ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_REGIONS = ["us-east-1", "eu-west-1"]
+# The demo's three regions; every one a peer of the others (RegionEndpoints are computed).
+DEFAULT_REGIONS = ["us-east-1", "eu-west-1", "ap-southeast-2"]
 STACK = "tenure"
 READY_TIMEOUT_S = 90
 

@@ -3,7 +3,7 @@
 //! each previous grant ended, and arrive as `Lease Holder Change` events on the default bus
 //! (through a rule this test creates, delivering to a queue of its own).
 
-use anyhow::{ensure, Context, Result};
+use anyhow::{ensure, Result};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -15,63 +15,21 @@ use tenure::lease::history_store::{HistoryStore, EVENT_DETAIL_TYPE, EVENT_SOURCE
 use tenure::lease::record::{Epoch, Member};
 use tenure::lease::service::{GroupEntry, LeaseService};
 use tenure::lease::LeaseConfig;
-use tenure_testkit::{find, healthy_check, stacks, Stack};
-
-/// A rule on the default bus delivering `tenure.lease` events to a new queue.
-async fn event_queue(stack: &Stack, tag: &str) -> Result<(aws_sdk_sqs::Client, String)> {
-    let sdk = stack.sdk().await;
-    let sqs = aws_sdk_sqs::Client::new(&sdk);
-    let queue_url = sqs
-        .create_queue()
-        .queue_name(format!("history-events-{tag}"))
-        .send()
-        .await?
-        .queue_url()
-        .context("queue url")?
-        .to_owned();
-    let queue_arn = sqs
-        .get_queue_attributes()
-        .queue_url(&queue_url)
-        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
-        .send()
-        .await?
-        .attributes()
-        .and_then(|a| {
-            a.get(&aws_sdk_sqs::types::QueueAttributeName::QueueArn)
-                .cloned()
-        })
-        .context("queue arn")?;
-    let events = aws_sdk_eventbridge::Client::new(&sdk);
-    let rule = format!("history-{tag}");
-    events
-        .put_rule()
-        .name(&rule)
-        .event_pattern(
-            serde_json::json!({"source": [EVENT_SOURCE], "detail-type": [EVENT_DETAIL_TYPE]})
-                .to_string(),
-        )
-        .send()
-        .await?;
-    events
-        .put_targets()
-        .rule(&rule)
-        .targets(
-            aws_sdk_eventbridge::types::Target::builder()
-                .id("queue")
-                .arn(queue_arn)
-                .build()?,
-        )
-        .send()
-        .await?;
-    Ok((sqs, queue_url))
-}
+use tenure_testkit::events::EventQueue;
+use tenure_testkit::{find, healthy_check, stacks};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_grant_change_is_kept_in_order_with_its_reason_and_published() -> Result<()> {
     let all = stacks("TENURE_E2E_REGIONS")?;
     let stack = find(&all, "us-east-1")?;
     let tag = format!("{}-{}", std::process::id(), SystemClock.now_ms());
-    let (sqs, queue_url) = event_queue(&stack, &tag).await?;
+    let queue = EventQueue::create(
+        &stack,
+        &format!("history-{tag}"),
+        EVENT_SOURCE,
+        EVENT_DETAIL_TYPE,
+    )
+    .await?;
     let sdk = stack.sdk().await;
     let dynamodb = tenure::aws::dynamodb_client(&sdk, None);
     let service = LeaseService::new(
@@ -187,30 +145,11 @@ async fn every_grant_change_is_kept_in_order_with_its_reason_and_published() -> 
     let mut duplicates = 0;
     let deadline = SystemClock.now_ms() + 30_000;
     while seen.len() < expected && SystemClock.now_ms() < deadline {
-        let received = sqs
-            .receive_message()
-            .queue_url(&queue_url)
-            .max_number_of_messages(10)
-            .wait_time_seconds(1)
-            .send()
-            .await?;
-        for message in received.messages() {
-            let event: Value = serde_json::from_str(message.body().unwrap_or("null"))?;
+        for event in queue.receive(Duration::from_secs(1)).await? {
             ensure!(event["source"] == EVENT_SOURCE && event["detail-type"] == EVENT_DETAIL_TYPE);
-            let detail = match &event["detail"] {
-                Value::String(text) => serde_json::from_str(text)?,
-                other => other.clone(),
-            };
-            let entry: HistoryEntry = serde_json::from_value(detail)?;
+            let entry: HistoryEntry = serde_json::from_value(event["detail"].clone())?;
             if entry.group_id == group && !seen.insert(entry.seq) {
                 duplicates += 1;
-            }
-            if let Some(receipt) = message.receipt_handle() {
-                sqs.delete_message()
-                    .queue_url(&queue_url)
-                    .receipt_handle(receipt)
-                    .send()
-                    .await?;
             }
         }
     }
@@ -219,6 +158,6 @@ async fn every_grant_change_is_kept_in_order_with_its_reason_and_published() -> 
         seen == wanted,
         "events for seq {seen:?}, history has {wanted:?} ({duplicates} duplicates)"
     );
-    sqs.delete_queue().queue_url(&queue_url).send().await?;
+    queue.delete().await?;
     Ok(())
 }

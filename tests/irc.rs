@@ -436,3 +436,111 @@ async fn the_dispatcher_recovers_a_lost_enqueue_and_an_expired_claim() -> Result
     );
     Ok(())
 }
+
+/// Every status change of an op reaches the source region's default bus as an `Operation
+/// Status Change` event (through irc-events, from the WorkItems stream): each version from 1
+/// to the op's last at least once, each naming the status it left, so a consumer can order
+/// them and would see a gap. Ops that succeed at once, fail at once (422) and retry (a 503
+/// first).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_status_change_is_published_with_its_version() -> Result<()> {
+    use std::collections::{BTreeMap, BTreeSet};
+    use tenure::irc::events::{StatusEvent, EVENT_DETAIL_TYPE, EVENT_SOURCE};
+    use tenure_testkit::events::EventQueue;
+
+    let irc = Irc::new().await?;
+    let tag = format!("irc-{}-{}", std::process::id(), SystemClock.now_ms());
+    let queue = EventQueue::create(&irc.source, &tag, EVENT_SOURCE, EVENT_DETAIL_TYPE).await?;
+    let succeeded = irc.submit_put(&Irc::group("ev-ok"), 10_000).await?;
+    let refused = irc.submit_put(&Irc::group("ev-422"), 1_000).await?;
+    let retried = irc
+        .submit_without_enqueue(&Irc::group("ev-retry"), 10_000)
+        .await?;
+    irc.proxy
+        .script(retried.op_id.as_str(), &[Fault::Status(503)]);
+    irc.queue.send(&retried, retried.op_id.as_str()).await?;
+    let mut finals = BTreeMap::new();
+    for op in [&succeeded, &refused, &retried] {
+        let done = irc.wait_terminal(&op.op_id, WITHIN).await?;
+        finals.insert(done.op_id.clone(), done);
+    }
+    ensure!(
+        finals[&retried.op_id].attempts == 2,
+        "{:?}",
+        finals[&retried.op_id]
+    );
+
+    let mut seen: BTreeMap<OpId, BTreeMap<u64, StatusEvent>> = BTreeMap::new();
+    let mut duplicates = 0;
+    let complete = |seen: &BTreeMap<OpId, BTreeMap<u64, StatusEvent>>| {
+        finals.values().all(|item| {
+            seen.get(&item.op_id)
+                .is_some_and(|versions| versions.len() as u64 == item.status_version)
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !complete(&seen) && Instant::now() < deadline {
+        for event in queue.receive(Duration::from_secs(1)).await? {
+            let detail: StatusEvent = serde_json::from_value(event["detail"].clone())?;
+            ensure!(
+                event["resources"][0] == detail.op_id.as_str(),
+                "resources: {event}"
+            );
+            if !finals.contains_key(&detail.op_id) {
+                continue; // another test's op
+            }
+            let versions = seen.entry(detail.op_id.clone()).or_default();
+            if versions.insert(detail.status_version, detail).is_some() {
+                duplicates += 1;
+            }
+        }
+    }
+    for item in finals.values() {
+        let versions = seen.get(&item.op_id).cloned().unwrap_or_default();
+        let numbers: BTreeSet<u64> = versions.keys().copied().collect();
+        let wanted: BTreeSet<u64> = (1..=item.status_version).collect();
+        ensure!(
+            numbers == wanted,
+            "op {} ({}): events for versions {numbers:?}, wanted {wanted:?} ({duplicates} duplicates)",
+            item.op_id,
+            item.status
+        );
+        // The chain: each event's previous status is the status of the version before it,
+        // and the statuses are the item's history, in order.
+        let statuses: Vec<Status> = versions.values().map(|e| e.status).collect();
+        let history: Vec<Status> = item.history.iter().map(|t| t.status).collect();
+        ensure!(
+            statuses == history,
+            "events {statuses:?}, history {history:?}"
+        );
+        let previous: Vec<Option<Status>> = versions.values().map(|e| e.previous_status).collect();
+        let expected: Vec<Option<Status>> = std::iter::once(None)
+            .chain(history.iter().copied().map(Some))
+            .take(history.len())
+            .collect();
+        ensure!(
+            previous == expected,
+            "previous {previous:?}, wanted {expected:?}"
+        );
+        let last = versions.values().last().context("an event")?;
+        ensure!(last.attempts == item.attempts && last.last_error == item.last_error);
+    }
+    // Once published, every op is marked so (irc-events marks after the publish: poll).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for item in finals.values() {
+        loop {
+            let now = irc
+                .items
+                .get(&item.op_id)
+                .await?
+                .context("the op vanished")?;
+            if now.published_version == item.status_version {
+                break;
+            }
+            ensure!(Instant::now() < deadline, "never marked published: {now:?}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    queue.delete().await?;
+    Ok(())
+}

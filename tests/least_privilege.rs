@@ -209,3 +209,39 @@ async fn lease_history_records_a_grant_with_only_its_own_policy() -> Result<()> 
     }
     anyhow::bail!("no history entry for {group} within 30 s: lease-history's role lacks a permission (its log says which)")
 }
+
+/// irc-events' role, with IAM enforced, is enough for its whole path: read the WorkItems
+/// stream, publish on the default bus, mark the item published (which happens only after the
+/// publish succeeded). The op is only written, never sent: no worker touches it.
+#[tokio::test]
+async fn irc_events_publishes_a_status_change_with_only_its_own_policy() -> Result<()> {
+    use tenure::irc::store::{NewOp, SubmitOutcome, WorkItemStore};
+    use tenure::irc::{OpId, Region};
+    let stack = auth_stack()?;
+    let sdk = stack.sdk().await;
+    let items = WorkItemStore::new(
+        tenure::aws::dynamodb_client(&sdk, None),
+        stack.output("WorkItemsTable")?,
+    );
+    let op = NewOp {
+        op_id: OpId::new(),
+        source_region: Region::parse("us-east-1")?,
+        target_region: Region::parse("eu-west-1")?,
+        kind: "group.put".into(),
+        resource: "lp-events".into(),
+        payload: "{}".into(),
+        max_attempts: 1,
+    };
+    let now = tenure::clock::Clock::now_ms(&tenure::clock::SystemClock);
+    let SubmitOutcome::Submitted(item) = items.submit(op, now, 3_600_000).await? else {
+        anyhow::bail!("a fresh op id was already submitted");
+    };
+    for _ in 0..150 {
+        let current = items.get(&item.op_id).await?.context("the op vanished")?;
+        if current.published_version == 1 {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    anyhow::bail!("op {} never marked published within 30 s: irc-events' role lacks a permission (its log says which)", item.op_id)
+}

@@ -28,12 +28,15 @@ pub mod irc;
 pub mod lease;
 pub mod metrics;
 mod store_error;
+pub mod stream;
 pub mod timeline;
 
 // Behind features (shared/Cargo.toml): `client` the SigV4 HTTP clients, `aws` the DynamoDB
 // and SQS adapters, `events` Lambda's event types, `lambda` the function handlers.
 #[cfg(feature = "aws")]
 pub mod aws;
+#[cfg(feature = "aws")]
+pub mod event_bus;
 #[cfg(feature = "events")]
 pub mod schedule;
 #[cfg(feature = "client")]

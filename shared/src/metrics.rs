@@ -65,6 +65,11 @@ pub mod name {
     pub const HISTORY_ENTRIES: &str = "HistoryEntries";
     /// lease-history: stream records whose images could not be read (logged, not retried).
     pub const HISTORY_SKIPPED: &str = "HistorySkipped";
+    /// irc-events and the dispatcher's sweep: status events published, by `Source` (`stream`
+    /// or `sweep`: a sweep's event is one the stream failed to deliver).
+    pub const IRC_EVENTS: &str = "IrcEvents";
+    /// irc-events: stream records whose images could not be read (logged, not retried).
+    pub const IRC_EVENTS_SKIPPED: &str = "IrcEventsSkipped";
 }
 
 /// How a check request ended, as the caller saw it.
@@ -156,6 +161,8 @@ pub fn describe() {
         name::REMOTE_APPLIES,
         name::HISTORY_ENTRIES,
         name::HISTORY_SKIPPED,
+        name::IRC_EVENTS,
+        name::IRC_EVENTS_SKIPPED,
     ] {
         ::metrics::describe_counter!(counter, Unit::Count, "");
     }
@@ -254,6 +261,15 @@ pub fn history_entry(change: &'static str) {
 
 pub fn history_skipped() {
     count(name::HISTORY_SKIPPED);
+}
+
+/// `n` status events published, from the stream or by the sweep.
+pub fn irc_events(source: &'static str, n: usize) {
+    ::metrics::counter!(name::IRC_EVENTS, "Source" => source).increment(n as u64);
+}
+
+pub fn irc_events_skipped() {
+    count(name::IRC_EVENTS_SKIPPED);
 }
 
 /// What writes the counts out: installed once by a function's `main` ([`emf::install`]);

@@ -16,7 +16,7 @@ use tenure::irc::kinds::Kinds;
 use tenure::irc::remote::OperationRequest;
 use tenure::irc::store::{
     ClaimOutcome, CompleteOutcome, Completion, NewOp, RetryOutcome, SubmitOutcome, WorkItemStore,
-    STATUS_INDEX,
+    STATUS_INDEX, UNPUBLISHED_INDEX,
 };
 use tenure::irc::{OpId, Region, Status, WorkItem};
 use tenure::lease::LeaseConfig;
@@ -48,7 +48,22 @@ async fn work_items() -> WorkItemStore {
         .attribute_definitions(attr("op_id", ScalarAttributeType::S))
         .attribute_definitions(attr("status", ScalarAttributeType::S))
         .attribute_definitions(attr("due_at_ms", ScalarAttributeType::N))
+        .attribute_definitions(attr("unpublished", ScalarAttributeType::S))
+        .attribute_definitions(attr("updated_at_ms", ScalarAttributeType::N))
         .key_schema(key("op_id", KeyType::Hash))
+        .global_secondary_indexes(
+            GlobalSecondaryIndex::builder()
+                .index_name(UNPUBLISHED_INDEX)
+                .key_schema(key("unpublished", KeyType::Hash))
+                .key_schema(key("updated_at_ms", KeyType::Range))
+                .projection(
+                    Projection::builder()
+                        .projection_type(ProjectionType::KeysOnly)
+                        .build(),
+                )
+                .build()
+                .unwrap(),
+        )
         .global_secondary_indexes(
             GlobalSecondaryIndex::builder()
                 .index_name(STATUS_INDEX)
@@ -139,6 +154,162 @@ async fn eight_concurrent_claims_one_winner() {
     assert!(outcomes
         .iter()
         .all(|o| matches!(o, ClaimOutcome::Claimed(_) | ClaimOutcome::Busy(_))));
+}
+
+/// Every status write raises `status_version` by exactly one and puts the item on the
+/// unpublished index; marking a version published takes it off only if no newer write came.
+#[tokio::test]
+async fn each_status_change_is_one_version_and_stays_unpublished_until_its_latest_is_published() {
+    let store = work_items().await;
+    let item = submitted(&store, "g").await;
+    assert_eq!((item.status_version, item.published_version), (1, 0));
+    let claimed = match store
+        .claim(&item.op_id, "a", T0 + 1, 60_000, 0)
+        .await
+        .unwrap()
+    {
+        ClaimOutcome::Claimed(i) => i,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(claimed.status_version, 2);
+    let retry = Completion::Retry {
+        error: "HTTP 503".into(),
+        retry_at_ms: T0 + 10,
+        due_at_ms: T0 + 20,
+    };
+    let retrying = match store
+        .complete(&item.op_id, "a", &retry, T0 + 2)
+        .await
+        .unwrap()
+    {
+        CompleteOutcome::Completed(i) => i,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(retrying.status_version, 3);
+    assert!(store
+        .mark_dispatched(&retrying, T0 + 30, 5_000)
+        .await
+        .unwrap());
+    assert_eq!(
+        store
+            .get(&item.op_id)
+            .await
+            .unwrap()
+            .unwrap()
+            .status_version,
+        4
+    );
+
+    let waiting = store.unpublished(T0 + 30, 10).await.unwrap();
+    assert_eq!(
+        waiting.iter().map(|i| &i.op_id).collect::<Vec<_>>(),
+        vec![&item.op_id]
+    );
+    assert!(
+        store.unpublished(T0 - 1, 10).await.unwrap().is_empty(),
+        "changed after"
+    );
+    // An older version's publisher is too late to take it off the index ...
+    assert!(!store.mark_published(&item.op_id, 3).await.unwrap());
+    assert_eq!(store.unpublished(T0 + 30, 10).await.unwrap().len(), 1);
+    // ... the latest's is not, once.
+    assert!(store.mark_published(&item.op_id, 4).await.unwrap());
+    assert!(!store.mark_published(&item.op_id, 4).await.unwrap());
+    assert!(store.unpublished(T0 + 30, 10).await.unwrap().is_empty());
+    let published = store.get(&item.op_id).await.unwrap().unwrap();
+    assert_eq!(
+        (published.status_version, published.published_version),
+        (4, 4)
+    );
+}
+
+/// The sweep behind the stream: items whose status change waited unpublished past the grace
+/// get their current version published and leave the index; recent ones are left to the
+/// stream; a second sweep finds nothing.
+#[tokio::test]
+async fn the_sweep_publishes_what_the_stream_left_and_only_once_it_waited() {
+    use tenure::event_bus::EventBus;
+    use tenure::irc::events_publisher::StatusPublisher;
+    let store = work_items().await;
+    let publisher = StatusPublisher {
+        store: store.clone(),
+        bus: EventBus::new(aws_sdk_eventbridge::Client::new(&sdk_config().await)),
+    };
+    let old = submitted(&store, "old").await; // changed at T0
+    let claimed = match store
+        .claim(&old.op_id, "w", T0 + 1, 60_000, 0)
+        .await
+        .unwrap()
+    {
+        ClaimOutcome::Claimed(i) => i,
+        other => panic!("{other:?}"),
+    };
+    let recent = match store
+        .submit(op("recent"), T0 + 50_000, 5_000)
+        .await
+        .unwrap()
+    {
+        SubmitOutcome::Submitted(i) => i,
+        other => panic!("{other:?}"),
+    };
+    // At T0 + 60 s with 30 s of grace: only the old op's change has waited long enough.
+    assert_eq!(publisher.sweep(T0 + 60_000, 30_000, 10).await.unwrap(), 1);
+    let published = store.get(&old.op_id).await.unwrap().unwrap();
+    assert_eq!(published.published_version, claimed.status_version);
+    assert_eq!(
+        store
+            .get(&recent.op_id)
+            .await
+            .unwrap()
+            .unwrap()
+            .published_version,
+        0
+    );
+    assert_eq!(publisher.sweep(T0 + 60_000, 30_000, 10).await.unwrap(), 0);
+    assert_eq!(
+        publisher.sweep(T0 + 90_000, 30_000, 10).await.unwrap(),
+        1,
+        "the recent one, later"
+    );
+}
+
+/// A publisher marking version N published while a worker writes version N+1: whichever comes
+/// first, the item ends on the unpublished index with N+1 to publish.
+#[tokio::test]
+async fn a_publish_racing_the_next_status_change_never_hides_it() {
+    let store = work_items().await;
+    for round in 0..8 {
+        let item = submitted(&store, &format!("race-{round}")).await;
+        let barrier = Arc::new(Barrier::new(2));
+        let marker = {
+            let (store, barrier, id) = (store.clone(), barrier.clone(), item.op_id.clone());
+            tokio::spawn(async move {
+                barrier.wait().await;
+                store.mark_published(&id, 1).await.unwrap()
+            })
+        };
+        let claimer = {
+            let (store, barrier, id) = (store.clone(), barrier.clone(), item.op_id.clone());
+            tokio::spawn(async move {
+                barrier.wait().await;
+                store.claim(&id, "w", T0 + 1, 60_000, 0).await.unwrap()
+            })
+        };
+        let (_, claimed) = (marker.await.unwrap(), claimer.await.unwrap());
+        assert!(matches!(claimed, ClaimOutcome::Claimed(_)), "{claimed:?}");
+        let now = store.get(&item.op_id).await.unwrap().unwrap();
+        assert_eq!(now.status_version, 2);
+        assert!(
+            store
+                .unpublished(T0 + 1, 100)
+                .await
+                .unwrap()
+                .iter()
+                .any(|i| i.op_id == item.op_id),
+            "version 2 of {} must stay unpublished: {now:?}",
+            item.op_id
+        );
+    }
 }
 
 /// Eight copies of a RETRYING op's message racing to claim it: before its backoff ends (less

@@ -7,6 +7,7 @@
 //! - [`wire_counter`]: a counting proxy for the cost figures;
 //! - [`fixture`], [`cluster`]: a stack's groups and kvdemo host processes on this machine;
 //! - [`alarm`]: the template's alarms evaluated over the EMF the functions logged;
+//! - [`events`]: EventBridge events delivered to a queue of the test's own;
 //! - [`checker`]: compares the gate logs (`replica_agent::gate_log`) with the leadership history;
 //! - [`campaign`], [`many`]: the failover campaign and the many-groups drivers.
 
@@ -14,6 +15,7 @@ pub mod alarm;
 pub mod campaign;
 pub mod checker;
 pub mod cluster;
+pub mod events;
 pub mod fault_proxy;
 pub mod fixture;
 pub mod many;

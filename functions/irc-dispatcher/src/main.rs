@@ -6,8 +6,10 @@ use std::time::Duration;
 use tenure::aws::{dynamodb_client, load_sdk_config};
 use tenure::clock::SystemClock;
 use tenure::config::ProcessEnv;
+use tenure::event_bus::EventBus;
 use tenure::irc::config::QueueSideConfig;
 use tenure::irc::dispatcher::Dispatcher;
+use tenure::irc::events_publisher::StatusPublisher;
 use tenure::irc::queue::WorkQueue;
 use tenure::irc::store::WorkItemStore;
 
@@ -17,8 +19,13 @@ async fn main() -> Result<(), Error> {
     tenure::metrics::emf::install_for_lambda("irc-dispatcher")?;
     let config = QueueSideConfig::from_env(&ProcessEnv)?;
     let sdk = load_sdk_config().await;
+    let store = WorkItemStore::new(dynamodb_client(&sdk, None), config.work_items_table);
     let dispatcher = Dispatcher {
-        store: WorkItemStore::new(dynamodb_client(&sdk, None), config.work_items_table),
+        events: StatusPublisher {
+            store: store.clone(),
+            bus: EventBus::new(aws_sdk_eventbridge::Client::new(&sdk)),
+        },
+        store,
         queue: WorkQueue::new(aws_sdk_sqs::Client::new(&sdk), config.queue_url),
         policy: config.policy,
         clock: SystemClock,

@@ -2,9 +2,11 @@
 //! a loop inside each invocation, it finds items whose `due_at_ms` passed — PENDING or
 //! DISPATCHED whose message was lost, RETRYING whose redelivery was lost, IN_FLIGHT whose
 //! worker died (the claim's expiry is its due time) — marks each DISPATCHED (conditionally, so
-//! concurrent sweeps enqueue it once) and enqueues it.
+//! concurrent sweeps enqueue it once) and enqueues it. Each sweep also publishes the status
+//! events irc-events did not ([`super::events`]).
 
 use super::config::RetryPolicy;
+use super::events_publisher::StatusPublisher;
 use super::item::{Status, WorkItem};
 use super::queue::WorkQueue;
 use super::store::WorkItemStore;
@@ -22,7 +24,13 @@ pub struct Dispatcher<C> {
     pub clock: C,
     /// Time between sweeps inside one invocation.
     pub sweep_interval: Duration,
+    /// Publishes status changes left unpublished (the stream's safety net).
+    pub events: StatusPublisher,
 }
+
+/// A status change is left to irc-events (the stream) this long before the sweep publishes
+/// it: the stream delivers in well under a second, and retries a failing batch for a while.
+pub const EVENTS_GRACE_MS: crate::Millis = 60_000;
 
 /// What one sweep (or one invocation) did.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -32,6 +40,8 @@ pub struct SweepReport {
     pub enqueued: u64,
     /// Moved on between the query and the conditional mark (another sweep or a worker).
     pub skipped: u64,
+    /// Status events published because the stream had not.
+    pub events: u64,
     pub errors: u64,
 }
 
@@ -92,6 +102,17 @@ impl<C: Clock> Dispatcher<C> {
                 }
             }
         }
+        match self
+            .events
+            .sweep(self.clock.now_ms(), EVENTS_GRACE_MS, PAGE)
+            .await
+        {
+            Ok(published) => report.events += published as u64,
+            Err(e) => {
+                warn!(error = %e, "could not publish unpublished status changes; next sweep");
+                report.errors += 1;
+            }
+        }
         report
     }
 
@@ -117,11 +138,12 @@ impl<C: Clock> Dispatcher<C> {
             }
             let r = self.sweep().await;
             metrics::flush();
-            if r.found > 0 || r.errors > 0 {
+            if r.found > 0 || r.errors > 0 || r.events > 0 {
                 info!(
                     found = r.found,
                     enqueued = r.enqueued,
                     skipped = r.skipped,
+                    events = r.events,
                     errors = r.errors,
                     "dispatcher sweep"
                 );
@@ -130,6 +152,7 @@ impl<C: Clock> Dispatcher<C> {
             total.found += r.found;
             total.enqueued += r.enqueued;
             total.skipped += r.skipped;
+            total.events += r.events;
             total.errors += r.errors;
         }
         total

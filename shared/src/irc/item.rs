@@ -111,6 +111,13 @@ pub struct WorkItem {
     /// skew), whichever copy of the message, or the dispatcher's re-enqueue, arrives first.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_at_ms: Option<Millis>,
+    /// +1 with every status change, from 1 at submit (0: an item from before status events);
+    /// each version is one `Operation Status Change` event ([`super::events`]).
+    #[serde(default)]
+    pub status_version: u64,
+    /// The highest version published; `status_version` above it is still to publish.
+    #[serde(default)]
+    pub published_version: u64,
 }
 
 /// Why a claim is refused.
@@ -170,6 +177,8 @@ impl WorkItem {
             updated_at_ms: 0,
             history: Vec::new(),
             retry_at_ms: None,
+            status_version: 1,
+            published_version: 0,
         }
     }
 }

@@ -70,6 +70,7 @@ impl WorkItemClaims for MemoryWorkItems {
         item.due_at_ms = expires;
         item.updated_at_ms = now;
         item.attempts += 1;
+        item.status_version += 1;
         item.history.push(Transition {
             status: Status::InFlight,
             at_ms: now,
@@ -116,6 +117,7 @@ impl WorkItemClaims for MemoryWorkItems {
         item.updated_at_ms = now;
         item.claim_token = None;
         item.claim_expires_at_ms = None;
+        item.status_version += 1;
         item.history.push(Transition { status, at_ms: now });
         Ok(CompleteOutcome::Completed(item.clone()))
     }

@@ -14,6 +14,9 @@ pub mod claim;
 pub mod config;
 #[cfg(feature = "aws")]
 pub mod dispatcher;
+pub mod events;
+#[cfg(feature = "aws")]
+pub mod events_publisher;
 pub mod ids;
 #[cfg(feature = "aws")]
 pub mod inbound;

@@ -33,6 +33,28 @@ fn step(status: Status, at_ms: Millis) -> AttributeValue {
 /// Appends `:history` to the item's trail.
 const APPEND_HISTORY: &str = "history = list_append(if_not_exists(history, :no_history), :history)";
 
+/// The sparse GSI of items with a status change not yet published (`events`): its partition
+/// key `unpublished` is set by every status write and removed when the item's latest version
+/// is published; sorted by `updated_at_ms`, so the sweep reads the longest-waiting first. Keys
+/// only: every status write rewrites the item's index entry, so the entry is kept small, and
+/// the sweep (the rare path) reads the items themselves.
+pub const UNPUBLISHED_INDEX: &str = "by-unpublished";
+/// `unpublished` is one of this many shards, so status writes spread over as many index
+/// partitions (about 1,000 writes a second each) instead of one.
+pub const UNPUBLISHED_SHARDS: u8 = 4;
+
+/// An op's shard of the unpublished index: from the last character of its ULID (random bits).
+fn unpublished_shard(op_id: &OpId) -> AttributeValue {
+    let last = op_id.as_str().bytes().last().unwrap_or(b'0');
+    s(&(last % UNPUBLISHED_SHARDS).to_string())
+}
+/// The key prefix of the per-(target, resource) sequence counters kept in the same table.
+pub const SEQ_KEY_PREFIX: &str = "seq#";
+/// Every status write: the next version, and on the index until it is published.
+const NEXT_VERSION: &str = "unpublished = :unpublished";
+/// ... with `ADD status_version :one` beside it.
+const ADD_VERSION: &str = "status_version :one";
+
 /// An operation to submit.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewOp {
@@ -89,7 +111,7 @@ impl WorkItemStore {
             .client
             .update_item()
             .table_name(&self.table)
-            .key("op_id", s(&format!("seq#{target}#{resource}")))
+            .key("op_id", s(&format!("{SEQ_KEY_PREFIX}{target}#{resource}")))
             .update_expression("ADD next_seq :one")
             .expression_attribute_values(":one", n(1))
             .return_values(ReturnValue::UpdatedNew)
@@ -98,11 +120,11 @@ impl WorkItemStore {
             .map_err(|e| StoreError::from_sdk("UpdateItem(seq)", e))?;
         match out.attributes.as_ref().and_then(|a| a.get("next_seq")) {
             Some(AttributeValue::N(v)) => v.parse().map_err(|_| StoreError::Corrupt {
-                item: format!("seq#{target}#{resource}"),
+                item: format!("{SEQ_KEY_PREFIX}{target}#{resource}"),
                 reason: format!("next_seq {v} is not a number"),
             }),
             _ => Err(StoreError::Corrupt {
-                item: format!("seq#{target}#{resource}"),
+                item: format!("{SEQ_KEY_PREFIX}{target}#{resource}"),
                 reason: "no next_seq returned".into(),
             }),
         }
@@ -143,11 +165,15 @@ impl WorkItemStore {
                 at_ms: now,
             }],
             retry_at_ms: None,
+            status_version: 1,
+            published_version: 0,
         };
-        let attributes: Item = serde_dynamo::to_item(&item).map_err(|e| StoreError::Corrupt {
-            item: item.op_id.to_string(),
-            reason: e.to_string(),
-        })?;
+        let mut attributes: Item =
+            serde_dynamo::to_item(&item).map_err(|e| StoreError::Corrupt {
+                item: item.op_id.to_string(),
+                reason: e.to_string(),
+            })?;
+        attributes.insert("unpublished".to_owned(), unpublished_shard(&item.op_id));
         let result = self
             .client
             .put_item()
@@ -196,8 +222,10 @@ impl WorkItemStore {
             .key("op_id", s(op_id.as_str()))
             .update_expression(format!(
                 "SET #status = :in_flight, claim_token = :token, claim_expires_at_ms = :expires, \
-                 due_at_ms = :expires, updated_at_ms = :now, {APPEND_HISTORY} ADD attempts :one"
+                 due_at_ms = :expires, updated_at_ms = :now, {NEXT_VERSION}, {APPEND_HISTORY} \
+                 ADD attempts :one, {ADD_VERSION}"
             ))
+            .expression_attribute_values(":unpublished", unpublished_shard(op_id))
             .expression_attribute_values(":history", step(Status::InFlight, now))
             .expression_attribute_values(":no_history", AttributeValue::L(vec![]))
             // `WorkItem::claim_refusal`, as a condition: no claim before the backoff's end less
@@ -272,8 +300,11 @@ impl WorkItemStore {
             .key("op_id", s(op_id.as_str()))
             .update_expression(format!(
                 "SET #status = :status, #field = :text, due_at_ms = :due, updated_at_ms = :now{set_retry_at}, \
-                 {APPEND_HISTORY} REMOVE claim_token, claim_expires_at_ms"
+                 {NEXT_VERSION}, {APPEND_HISTORY} REMOVE claim_token, claim_expires_at_ms \
+                 ADD {ADD_VERSION}"
             ))
+            .expression_attribute_values(":unpublished", unpublished_shard(op_id))
+            .expression_attribute_values(":one", n(1))
             .expression_attribute_values(":history", step(status, now))
             .expression_attribute_values(":no_history", AttributeValue::L(vec![]))
             .condition_expression("#status = :in_flight AND claim_token = :token")
@@ -366,8 +397,11 @@ impl WorkItemStore {
             .key("op_id", s(item.op_id.as_str()))
             .update_expression(format!(
                 "SET #status = :dispatched, due_at_ms = :due, updated_at_ms = :now, \
-                 {APPEND_HISTORY} REMOVE claim_token, claim_expires_at_ms"
+                 {NEXT_VERSION}, {APPEND_HISTORY} REMOVE claim_token, claim_expires_at_ms \
+                 ADD {ADD_VERSION}"
             ))
+            .expression_attribute_values(":unpublished", unpublished_shard(&item.op_id))
+            .expression_attribute_values(":one", n(1))
             .expression_attribute_values(":history", step(Status::Dispatched, now))
             .expression_attribute_values(":no_history", AttributeValue::L(vec![]))
             .expression_attribute_names("#status", "status")
@@ -402,8 +436,10 @@ impl WorkItemStore {
             .key("op_id", s(op_id.as_str()))
             .update_expression(format!(
                 "SET #status = :pending, attempts = :zero, due_at_ms = :due, updated_at_ms = :now, \
-                 {APPEND_HISTORY}"
+                 {NEXT_VERSION}, {APPEND_HISTORY} ADD {ADD_VERSION}"
             ))
+            .expression_attribute_values(":unpublished", unpublished_shard(op_id))
+            .expression_attribute_values(":one", n(1))
             .expression_attribute_values(":history", step(Status::Pending, now))
             .expression_attribute_values(":no_history", AttributeValue::L(vec![]))
             .condition_expression("#status = :failed")
@@ -424,6 +460,74 @@ impl WorkItemStore {
                 Ok(None) | Err(None) => RetryOutcome::Missing,
             },
         )
+    }
+    /// Records that `version` of the item was published: `published_version` becomes it and
+    /// the item leaves the unpublished index, on the condition that `version` is still the
+    /// item's latest (a newer status write keeps it on the index for its own event) and was
+    /// not recorded already. `false` when the condition did not hold.
+    pub async fn mark_published(&self, op_id: &OpId, version: u64) -> Result<bool, StoreError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("op_id", s(op_id.as_str()))
+            .update_expression("SET published_version = :version REMOVE unpublished")
+            .condition_expression(
+                "status_version = :version AND \
+                 (attribute_not_exists(published_version) OR published_version < :version)",
+            )
+            .expression_attribute_values(":version", n(version))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(e) if is_condition_failure(&e) => Ok(false),
+            Err(e) => Err(StoreError::from_sdk("UpdateItem(published)", e)),
+        }
+    }
+
+    /// Items with a status change unpublished since at or before `changed_before` (the
+    /// sweep's safety net behind the stream): up to `limit` per shard of the index, each read
+    /// back whole (consistent), longest-waiting first.
+    pub async fn unpublished(
+        &self,
+        changed_before: Millis,
+        limit: i32,
+    ) -> Result<Vec<WorkItem>, StoreError> {
+        let mut keys: Vec<(Millis, String)> = Vec::new();
+        for shard in 0..UNPUBLISHED_SHARDS {
+            let out = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .index_name(UNPUBLISHED_INDEX)
+                .key_condition_expression("unpublished = :unpublished AND updated_at_ms <= :before")
+                .expression_attribute_values(":unpublished", s(&shard.to_string()))
+                .expression_attribute_values(":before", n(changed_before))
+                .limit(limit)
+                .send()
+                .await
+                .map_err(|e| StoreError::from_sdk("Query(by-unpublished)", e))?;
+            for key in out.items.unwrap_or_default() {
+                let at = match key.get("updated_at_ms") {
+                    Some(AttributeValue::N(v)) => v.parse().unwrap_or(0),
+                    _ => 0,
+                };
+                if let Some(AttributeValue::S(op_id)) = key.get("op_id") {
+                    keys.push((at, op_id.clone()));
+                }
+            }
+        }
+        keys.sort();
+        let mut items = Vec::with_capacity(keys.len());
+        for (_, op_id) in keys {
+            let item = get_consistent(&self.client, &self.table, "op_id", &op_id).await?;
+            // Gone, or published since the index was read: nothing to do.
+            if let Some(item) = decode_opt_item(&op_id, item)? {
+                items.push(item);
+            }
+        }
+        Ok(items)
     }
 }
 

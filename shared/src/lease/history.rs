@@ -202,22 +202,7 @@ pub fn entry_for(
 pub fn images(
     record: &serde_json::Value,
 ) -> Result<(Option<LeaseRecord>, Option<LeaseRecord>), String> {
-    let image = |name: &str| -> Result<Option<LeaseRecord>, String> {
-        match record["dynamodb"].get(name) {
-            None | Some(serde_json::Value::Null) => Ok(None),
-            Some(raw) => {
-                let item: serde_dynamo::Item = serde_json::from_value(raw.clone())
-                    .map_err(|e| format!("{name} is not a DynamoDB item: {e}"))?;
-                if item.is_empty() {
-                    return Ok(None);
-                }
-                serde_dynamo::from_item(item)
-                    .map(Some)
-                    .map_err(|e| format!("{name} is not a group item: {e}"))
-            }
-        }
-    };
-    Ok((image("OldImage")?, image("NewImage")?))
+    crate::stream::images(record)
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@
 use super::history::Change;
 use super::history::HistoryEntry;
 use crate::aws::{decode_item, get_consistent, is_condition_failure, n, s, Item};
+use crate::event_bus::{BusEvent, EventBus, PublishError};
 use crate::ids::{GroupId, HostId};
 use crate::{Millis, StoreError};
 use aws_sdk_dynamodb::types::AttributeValue;
@@ -15,8 +16,6 @@ use aws_sdk_dynamodb::types::AttributeValue;
 /// EventBridge: the source and detail-type of every history event.
 pub const EVENT_SOURCE: &str = "tenure.lease";
 pub const EVENT_DETAIL_TYPE: &str = "Lease Holder Change";
-/// PutEvents takes at most 10 entries a call.
-const EVENTS_PER_CALL: usize = 10;
 
 /// A group's leadership history in DynamoDB, kept `retention_ms` (TTL on `expires_at`).
 #[derive(Debug, Clone)]
@@ -102,68 +101,33 @@ impl HistoryStore {
     }
 }
 
-/// Why events could not be published (the stream batch is retried).
-#[derive(Debug, thiserror::Error)]
-#[error("EventBridge PutEvents failed: {0}")]
-pub struct PublishError(String);
-
 /// Publishes history entries on the region's default event bus.
 #[derive(Debug, Clone)]
 pub struct HistoryPublisher {
-    events: aws_sdk_eventbridge::Client,
+    bus: EventBus,
 }
 
 impl HistoryPublisher {
     pub fn new(events: aws_sdk_eventbridge::Client) -> Self {
-        Self { events }
+        Self {
+            bus: EventBus::new(events),
+        }
     }
 
-    /// One `Lease Holder Change` event per entry, in order. Entries EventBridge refuses inside
-    /// a 200 are an error too: the caller retries the whole batch (consumers see duplicates,
-    /// never a gap).
+    /// One `Lease Holder Change` event per entry, in order (see [`EventBus::publish`]).
     pub async fn publish(&self, entries: &[HistoryEntry]) -> Result<(), PublishError> {
-        use aws_sdk_eventbridge::types::PutEventsRequestEntry;
-        for chunk in entries.chunks(EVENTS_PER_CALL) {
-            let mut batch = Vec::with_capacity(chunk.len());
-            for entry in chunk {
-                let detail =
-                    serde_json::to_string(entry).map_err(|e| PublishError(e.to_string()))?;
-                batch.push(
-                    PutEventsRequestEntry::builder()
-                        .source(EVENT_SOURCE)
-                        .detail_type(EVENT_DETAIL_TYPE)
-                        .detail(detail)
-                        .resources(entry.group_id.as_str())
-                        .build(),
-                );
-            }
-            let out = self
-                .events
-                .put_events()
-                .set_entries(Some(batch))
-                .send()
-                .await
-                .map_err(|e| {
-                    crate::metrics::store_error(false);
-                    PublishError(format!(
-                        "{}",
-                        aws_sdk_eventbridge::error::DisplayErrorContext(e)
-                    ))
-                })?;
-            if out.failed_entry_count() > 0 {
-                let reasons: Vec<String> = out
-                    .entries()
-                    .iter()
-                    .filter_map(|e| e.error_message().map(str::to_owned))
-                    .collect();
-                return Err(PublishError(format!(
-                    "{} of {} entries refused: {reasons:?}",
-                    out.failed_entry_count(),
-                    chunk.len()
-                )));
-            }
-        }
-        Ok(())
+        let events = entries
+            .iter()
+            .map(|entry| {
+                BusEvent::new(
+                    EVENT_SOURCE,
+                    EVENT_DETAIL_TYPE,
+                    entry,
+                    entry.group_id.as_str(),
+                )
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        self.bus.publish(&events).await
     }
 }
 
