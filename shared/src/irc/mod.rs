@@ -8,6 +8,10 @@
 //! due for the dispatcher. Nothing applied twice: the remote's idempotency record and effect
 //! commit in one transaction. Order per resource: FIFO message groups, and the remote's
 //! per-resource sequence condition for ops that overtake each other anyway.
+//!
+//! Every status change is published as an event ([`events`], [`events_publisher`]). What
+//! makes a target region count as failing ([`health`]) is the first part of holding a failing
+//! region's ops (IRC v2); the holds themselves are not built yet.
 
 pub mod backoff;
 pub mod claim;
@@ -17,6 +21,7 @@ pub mod dispatcher;
 pub mod events;
 #[cfg(feature = "aws")]
 pub mod events_publisher;
+pub mod health;
 pub mod ids;
 #[cfg(feature = "aws")]
 pub mod inbound;

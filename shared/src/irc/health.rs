@@ -1,0 +1,328 @@
+//! Whether a target region is failing, from the outcomes of recent calls to it (IRC v2, "a
+//! failing region fails alone"). Pure: the counts live in time buckets that the workers add
+//! to and read (the shared health record is the store's business); this module says what a
+//! call's answer counts as and when a window of counts means the region is unavailable.
+//!
+//! A region opens (is held) on a failure *rate* over a window, not on consecutive failures: a
+//! few errors among many successes are the op's or the moment's, not the region's. At low
+//! volume, where a rate means little, a handful of failures with no success opens it.
+
+use crate::Millis;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// What one call to a region counts as for the region's health.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallVerdict {
+    /// The region answered as the contract says, whatever it said of the op (applied,
+    /// duplicate, superseded, or an op-level refusal: 400 about the envelope, 409, 413, 422).
+    Healthy,
+    /// The region could not or would not serve: 429, 5xx, a timeout or transport failure, a
+    /// 2xx without the contract's body, or a refusal about the region rather than the op (401,
+    /// 403, 404 or 405 on the route, 400 `region_not_allowed` / `unsupported_version`, a 4xx
+    /// without the contract's error body: a bad deploy in the target).
+    RegionFailure,
+}
+
+/// Reasons a 400 gives that are about the region's set-up, not the op.
+const REGION_LEVEL_400: [&str; 2] = ["region_not_allowed", "unsupported_version"];
+
+/// The verdict on an HTTP answer (`None`: no answer at all, a timeout or a transport error).
+pub fn verdict(answer: Option<(u16, &[u8])>) -> CallVerdict {
+    let Some((status, body)) = answer else {
+        return CallVerdict::RegionFailure;
+    };
+    let parsed: Option<Value> = serde_json::from_slice(body).ok();
+    let error_code = parsed
+        .as_ref()
+        .and_then(|v| v["error"]["code"].as_str())
+        .map(str::to_owned);
+    match status {
+        200..=299 if parsed.as_ref().is_some_and(|v| v["outcome"].is_string()) => {
+            CallVerdict::Healthy
+        }
+        200..=299 => CallVerdict::RegionFailure,
+        400 if error_code
+            .as_deref()
+            .is_some_and(|c| REGION_LEVEL_400.contains(&c)) =>
+        {
+            CallVerdict::RegionFailure
+        }
+        401 | 403 | 404 | 405 => CallVerdict::RegionFailure,
+        // Any other 4xx is the op's, provided it is the contract's error: a 4xx from something
+        // that is not irc-remote (a proxy, a missing route) says nothing about the op.
+        400..=499 if status != 429 && error_code.is_some() => CallVerdict::Healthy,
+        _ => CallVerdict::RegionFailure,
+    }
+}
+
+/// When a window of outcomes makes a region unavailable.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct HealthPolicy {
+    /// The window the rate is taken over.
+    pub window_ms: Millis,
+    /// Width of one counting bucket (the window holds `window_ms / bucket_ms` of them).
+    pub bucket_ms: Millis,
+    /// At least this many failures in the window ...
+    pub min_failures: u32,
+    /// ... and at least this share of the window's calls failed.
+    pub failure_ratio: f64,
+    /// Or, whatever the volume: this many failures and no success in the window.
+    pub failures_without_success: u32,
+}
+
+impl Default for HealthPolicy {
+    /// DESIGN's example: >= 20 failures and >= 50 % over 30 s, or 5 failures and no success.
+    fn default() -> Self {
+        Self {
+            window_ms: 30_000,
+            bucket_ms: 5_000,
+            min_failures: 20,
+            failure_ratio: 0.5,
+            failures_without_success: 5,
+        }
+    }
+}
+
+/// Calls counted in one bucket, `[start_ms, start_ms + bucket_ms)`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Bucket {
+    pub start_ms: Millis,
+    pub successes: u32,
+    pub failures: u32,
+}
+
+impl HealthPolicy {
+    /// The start of the bucket `at_ms` falls in.
+    pub fn bucket_of(&self, at_ms: Millis) -> Millis {
+        at_ms - at_ms % self.bucket_ms.max(1)
+    }
+
+    /// Whether the buckets within the window ending at `now` say the region is unavailable.
+    /// Buckets older than the window (or from the future: another clock's) are ignored.
+    pub fn unavailable(&self, buckets: &[Bucket], now: Millis) -> bool {
+        let since = now.saturating_sub(self.window_ms);
+        let (mut successes, mut failures) = (0u64, 0u64);
+        for b in buckets
+            .iter()
+            .filter(|b| b.start_ms + self.bucket_ms > since && b.start_ms <= now)
+        {
+            successes += u64::from(b.successes);
+            failures += u64::from(b.failures);
+        }
+        let calls = successes + failures;
+        let by_rate = failures >= u64::from(self.min_failures)
+            && calls > 0
+            && failures as f64 >= self.failure_ratio * calls as f64;
+        let by_silence = successes == 0 && failures >= u64::from(self.failures_without_success);
+        by_rate || by_silence
+    }
+
+    /// Adds one call's verdict at `at_ms` to `buckets`, dropping buckets that left the window.
+    pub fn record(&self, buckets: &mut Vec<Bucket>, verdict: CallVerdict, at_ms: Millis) {
+        let start = self.bucket_of(at_ms);
+        buckets.retain(|b| b.start_ms + self.window_ms + self.bucket_ms > at_ms);
+        let index = match buckets.iter().position(|b| b.start_ms == start) {
+            Some(i) => i,
+            None => {
+                let i = buckets.partition_point(|b| b.start_ms < start);
+                buckets.insert(
+                    i,
+                    Bucket {
+                        start_ms: start,
+                        ..Bucket::default()
+                    },
+                );
+                i
+            }
+        };
+        let bucket = &mut buckets[index];
+        match verdict {
+            CallVerdict::Healthy => bucket.successes += 1,
+            CallVerdict::RegionFailure => bucket.failures += 1,
+        }
+    }
+}
+
+/// After a region recovers, its held ops come back over `ramp_ms`, not all at once: an op is
+/// admitted once the time since recovery passes its own point in the ramp, a hash of its id.
+/// The same op always gets the same point, so every worker agrees without talking; the points
+/// spread evenly, so the backlog returns at a steady rate.
+pub fn admitted_after_recovery(op_id: &str, since_recovery_ms: Millis, ramp_ms: Millis) -> bool {
+    if ramp_ms == 0 {
+        return true;
+    }
+    // FNV-1a: stable across processes and releases (std's hasher is neither).
+    let hash = op_id.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    });
+    hash % ramp_ms <= since_recovery_ms
+}
+
+/// How long after the `probes`-th failed probe the dispatcher probes an unavailable region
+/// again: `first_ms`, doubling, at most `cap_ms`.
+pub fn next_probe_in_ms(probes: u32, first_ms: Millis, cap_ms: Millis) -> Millis {
+    first_ms.saturating_mul(1u64 << probes.min(20)).min(cap_ms)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn error(code: &str) -> Vec<u8> {
+        serde_json::json!({"error": {"code": code, "message": "m"}})
+            .to_string()
+            .into_bytes()
+    }
+
+    #[test]
+    fn op_level_answers_are_healthy_and_region_level_ones_are_failures() {
+        let ok = br#"{"op_id":"x","outcome":"applied","result":{}}"#;
+        assert_eq!(verdict(Some((200, ok))), CallVerdict::Healthy);
+        for op_level in [
+            (409, "op_id_conflict"),
+            (413, "too_large"),
+            (422, "invalid_operation"),
+            (400, "malformed_request"),
+        ] {
+            assert_eq!(
+                verdict(Some((op_level.0, &error(op_level.1)))),
+                CallVerdict::Healthy,
+                "{op_level:?}"
+            );
+        }
+        for region_level in [
+            (400, error("region_not_allowed")),
+            (400, error("unsupported_version")),
+            (401, error("unauthorized")),
+            (403, error("not_this_region")),
+            (404, error("not_found")),
+            (405, error("method_not_allowed")),
+            (429, error("throttled")),
+            (500, error("internal")),
+            (503, error("store_unavailable")),
+            (418, b"<html>a proxy</html>".to_vec()),
+            (200, b"not json".to_vec()),
+        ] {
+            assert_eq!(
+                verdict(Some((region_level.0, &region_level.1))),
+                CallVerdict::RegionFailure,
+                "{}",
+                region_level.0
+            );
+        }
+        assert_eq!(verdict(None), CallVerdict::RegionFailure);
+    }
+
+    fn counted(policy: &HealthPolicy, calls: &[(Millis, CallVerdict)]) -> Vec<Bucket> {
+        let mut buckets = Vec::new();
+        for (at, v) in calls {
+            policy.record(&mut buckets, *v, *at);
+        }
+        buckets
+    }
+
+    #[test]
+    fn a_failure_rate_opens_the_region_and_a_few_failures_among_many_calls_do_not() {
+        let p = HealthPolicy::default();
+        let many: Vec<(Millis, CallVerdict)> = (0..100)
+            .map(|n| {
+                let v = if n % 10 == 0 {
+                    CallVerdict::RegionFailure
+                } else {
+                    CallVerdict::Healthy
+                };
+                (n * 200, v)
+            })
+            .collect();
+        assert!(!p.unavailable(&counted(&p, &many), 20_000), "10 % failing");
+        let half: Vec<(Millis, CallVerdict)> = (0..60)
+            .map(|n| {
+                let v = if n % 2 == 0 {
+                    CallVerdict::RegionFailure
+                } else {
+                    CallVerdict::Healthy
+                };
+                (n * 400, v)
+            })
+            .collect();
+        assert!(
+            p.unavailable(&counted(&p, &half), 24_000),
+            "30 of 60 failing"
+        );
+    }
+
+    #[test]
+    fn at_low_volume_five_failures_and_no_success_open_it_and_one_success_does_not() {
+        let p = HealthPolicy::default();
+        let five: Vec<(Millis, CallVerdict)> = (0..5)
+            .map(|n| (n * 1_000, CallVerdict::RegionFailure))
+            .collect();
+        assert!(p.unavailable(&counted(&p, &five), 5_000));
+        assert!(!p.unavailable(&counted(&p, &five[..4]), 5_000));
+        let mut with_success = five.clone();
+        with_success.push((2_500, CallVerdict::Healthy));
+        assert!(!p.unavailable(&counted(&p, &with_success), 5_000));
+        // The same failures, once they left the window, open nothing.
+        assert!(!p.unavailable(&counted(&p, &five), 40_000));
+    }
+
+    #[test]
+    fn held_ops_come_back_spread_over_the_ramp_and_all_of_them_by_its_end() {
+        let ids: Vec<String> = (0..1_000)
+            .map(|n| format!("01M96TFCYVTBEAE12B6N2B{n:04}"))
+            .collect();
+        let admitted = |at: Millis| {
+            ids.iter()
+                .filter(|id| admitted_after_recovery(id, at, 60_000))
+                .count()
+        };
+        assert_eq!(admitted(60_000), 1_000);
+        let (quarter, half) = (admitted(15_000), admitted(30_000));
+        assert!(
+            (150..=350).contains(&quarter),
+            "{quarter} of 1000 after a quarter of the ramp"
+        );
+        assert!(
+            (400..=600).contains(&half),
+            "{half} of 1000 after half the ramp"
+        );
+        assert!(admitted(0) < 30);
+        // The same op, the same answer, every time; no ramp admits everything.
+        assert_eq!(
+            admitted_after_recovery(&ids[7], 30_000, 60_000),
+            admitted_after_recovery(&ids[7], 30_000, 60_000)
+        );
+        assert!(admitted_after_recovery(&ids[7], 0, 0));
+    }
+
+    #[test]
+    fn probes_back_off_to_a_cap() {
+        assert_eq!(next_probe_in_ms(0, 5_000, 60_000), 5_000);
+        assert_eq!(next_probe_in_ms(1, 5_000, 60_000), 10_000);
+        assert_eq!(next_probe_in_ms(3, 5_000, 60_000), 40_000);
+        assert_eq!(next_probe_in_ms(4, 5_000, 60_000), 60_000);
+        assert_eq!(next_probe_in_ms(200, 5_000, 60_000), 60_000);
+    }
+
+    proptest! {
+        /// Buckets stay few (the window's worth and one more), ordered and in the window.
+        #[test]
+        fn buckets_stay_bounded_and_ordered(times in proptest::collection::vec(0u64..200_000, 1..300)) {
+            let p = HealthPolicy::default();
+            let mut sorted = times.clone();
+            sorted.sort();
+            let mut buckets = Vec::new();
+            for at in &sorted {
+                p.record(&mut buckets, CallVerdict::RegionFailure, *at);
+                prop_assert!(buckets.len() as u64 <= p.window_ms / p.bucket_ms + 2);
+                prop_assert!(buckets.windows(2).all(|w| w[0].start_ms < w[1].start_ms));
+            }
+            let last = *sorted.last().unwrap();
+            let in_window: u64 = sorted.iter().filter(|t| p.bucket_of(**t) + p.bucket_ms > last.saturating_sub(p.window_ms)).count() as u64;
+            let counted: u64 = buckets.iter().map(|b| u64::from(b.failures)).sum();
+            prop_assert!(counted >= in_window);
+        }
+    }
+}
