@@ -26,3 +26,22 @@ pub fn images<T: DeserializeOwned>(
     };
     Ok((image("OldImage")?, image("NewImage")?))
 }
+
+/// The records of a stream event Lambda delivered (none if it has no `Records` list).
+pub fn records(event: &serde_json::Value) -> &[serde_json::Value] {
+    event["Records"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn records_are_the_events_list_or_none() {
+        let event = serde_json::json!({"Records": [{"eventID": "1"}, {"eventID": "2"}]});
+        assert_eq!(super::records(&event).len(), 2);
+        assert!(super::records(&serde_json::json!({})).is_empty());
+        assert!(super::records(&serde_json::json!({"Records": "x"})).is_empty());
+    }
+}

@@ -165,8 +165,9 @@ impl Timeline {
         (origin, end)
     }
 
-    /// Holders in order of first appearance, each with its colour.
-    fn colours(&self) -> BTreeMap<&str, &'static str> {
+    /// Holders in order of first appearance (ties by name), each with its colour: the bars'
+    /// colours and the legend's order.
+    fn colours(&self) -> Vec<(&str, &'static str)> {
         let mut first_seen: Vec<(&str, u64)> = Vec::new();
         for span in self.rows.values().flatten() {
             match first_seen.iter_mut().find(|(h, _)| *h == span.holder) {
@@ -412,7 +413,10 @@ impl Timeline {
                         .set("height", BAR)
                         .set(
                             "fill",
-                            colours.get(span.holder.as_str()).copied().unwrap_or("#000"),
+                            colours
+                                .iter()
+                                .find(|(h, _)| *h == span.holder)
+                                .map_or("#000", |(_, c)| *c),
                         )
                         .set("fill-opacity", 0.85)
                         .add(Title::new(format!(
@@ -465,16 +469,7 @@ impl Timeline {
 
         // Legend: holders in order of first appearance, then what grey and red mean.
         let mut legend = Group::new().set("class", "legend");
-        let mut entries: Vec<(&str, &str)> = colours.iter().map(|(h, c)| (*h, *c)).collect();
-        entries.sort_by_key(|&(h, _)| {
-            self.rows
-                .values()
-                .flatten()
-                .filter(|s| s.holder == h)
-                .map(|s| s.start_ns)
-                .min()
-        });
-        for (n, (holder, colour)) in entries.iter().enumerate() {
+        for (n, (holder, colour)) in colours.iter().enumerate() {
             let left = 12.0 + 215.0 * (n % 5) as f64;
             let top = rows_bottom + 20.0 + 22.0 * (n / 5) as f64;
             legend = legend
@@ -492,7 +487,7 @@ impl Timeline {
                         .set("y", top + 12.0),
                 );
         }
-        let note_y = rows_bottom + 30.0 + 22.0 * (entries.len().div_ceil(5) as f64) + 10.0;
+        let note_y = rows_bottom + 30.0 + 22.0 * (colours.len().div_ceil(5) as f64) + 10.0;
         legend = legend.add(
             Text::new(format!(
                 "A bar: {}. Grey dashed: nobody. Red: two holders at once (must never happen).",

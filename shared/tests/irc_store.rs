@@ -122,26 +122,34 @@ async fn submit_is_idempotent_and_numbers_each_resource_in_order() {
     assert_eq!(submitted(&store, "g2").await.seq, 1);
 }
 
-#[tokio::test]
-async fn eight_concurrent_claims_one_winner() {
-    let store = work_items().await;
-    let item = submitted(&store, "g").await;
-    let barrier = Arc::new(Barrier::new(8));
-    let claims = (0..8).map(|n| {
-        let (store, barrier, id) = (store.clone(), barrier.clone(), item.op_id.clone());
+/// `copies` claims of one op at `now`, released together; their outcomes.
+async fn racing_claims(
+    store: &WorkItemStore,
+    op_id: &OpId,
+    copies: usize,
+    now: u64,
+    skew_ms: u64,
+) -> Vec<ClaimOutcome> {
+    let barrier = Arc::new(Barrier::new(copies));
+    let claims = (0..copies).map(|n| {
+        let (store, barrier, id) = (store.clone(), barrier.clone(), op_id.clone());
         tokio::spawn(async move {
             barrier.wait().await;
             store
-                .claim(&id, &format!("worker-{n}"), T0 + 10, 60_000, 0)
+                .claim(&id, &format!("copy-{n}"), now, 60_000, skew_ms)
                 .await
                 .unwrap()
         })
     });
-    let outcomes: Vec<ClaimOutcome> = futures::future::join_all(claims)
+    futures::future::join_all(claims)
         .await
         .into_iter()
         .map(Result::unwrap)
-        .collect();
+        .collect()
+}
+
+/// The one claim that won a race; every other copy found it busy.
+fn sole_winner(outcomes: &[ClaimOutcome]) -> &WorkItem {
     let won: Vec<&WorkItem> = outcomes
         .iter()
         .filter_map(|o| match o {
@@ -150,10 +158,19 @@ async fn eight_concurrent_claims_one_winner() {
         })
         .collect();
     assert_eq!(won.len(), 1, "{outcomes:?}");
-    assert_eq!((won[0].status, won[0].attempts), (Status::InFlight, 1));
     assert!(outcomes
         .iter()
         .all(|o| matches!(o, ClaimOutcome::Claimed(_) | ClaimOutcome::Busy(_))));
+    won[0]
+}
+
+#[tokio::test]
+async fn eight_concurrent_claims_one_winner() {
+    let store = work_items().await;
+    let item = submitted(&store, "g").await;
+    let outcomes = racing_claims(&store, &item.op_id, 8, T0 + 10, 0).await;
+    let won = sole_winner(&outcomes);
+    assert_eq!((won.status, won.attempts), (Status::InFlight, 1));
 }
 
 /// Every status write raises `status_version` by exactly one and puts the item on the
@@ -342,48 +359,16 @@ async fn a_retry_is_claimed_once_and_only_after_its_backoff_by_racing_copies() {
     };
     assert_eq!(retrying.retry_at_ms, Some(retry_at));
 
-    let race = |now: u64| {
-        let barrier = Arc::new(Barrier::new(8));
-        let claims = (0..8).map(|n| {
-            let (store, barrier, id) = (store.clone(), barrier.clone(), item.op_id.clone());
-            tokio::spawn(async move {
-                barrier.wait().await;
-                store
-                    .claim(&id, &format!("copy-{n}"), now, 60_000, SKEW)
-                    .await
-                    .unwrap()
-            })
-        });
-        futures::future::join_all(claims)
-    };
-    let early: Vec<ClaimOutcome> = race(retry_at - SKEW - 1)
-        .await
-        .into_iter()
-        .map(Result::unwrap)
-        .collect();
+    let early = racing_claims(&store, &item.op_id, 8, retry_at - SKEW - 1, SKEW).await;
     assert!(
         early
             .iter()
             .all(|o| matches!(o, ClaimOutcome::NotYet(i) if i.attempts == 1)),
         "{early:?}"
     );
-    let on_time: Vec<ClaimOutcome> = race(retry_at - SKEW)
-        .await
-        .into_iter()
-        .map(Result::unwrap)
-        .collect();
-    let won: Vec<&WorkItem> = on_time
-        .iter()
-        .filter_map(|o| match o {
-            ClaimOutcome::Claimed(i) => Some(i),
-            _ => None,
-        })
-        .collect();
-    assert_eq!(won.len(), 1, "{on_time:?}");
-    assert_eq!((won[0].status, won[0].attempts), (Status::InFlight, 2));
-    assert!(on_time
-        .iter()
-        .all(|o| matches!(o, ClaimOutcome::Claimed(_) | ClaimOutcome::Busy(_))));
+    let on_time = racing_claims(&store, &item.op_id, 8, retry_at - SKEW, SKEW).await;
+    let won = sole_winner(&on_time);
+    assert_eq!((won.status, won.attempts), (Status::InFlight, 2));
 }
 
 #[tokio::test]

@@ -38,6 +38,29 @@ pub(crate) fn ago(t: u64, now: u64) -> String {
     }
 }
 
+/// A host's epoch, lease, last check-in, incarnation, health, drain and revocation, a line
+/// each (`hosts show`, `watch host`).
+pub(crate) fn host_lines(h: &HostRecord, now: u64, cfg: &LeaseConfig) -> String {
+    let mut out = format!(
+        "epoch        {}\nlease        {}\nlast seen    {}\nincarnation  {}{}\nhealthy      {}\ndraining     {}\n",
+        h.epoch,
+        lease_text(h, now, cfg),
+        ago(h.last_seen_ms, now),
+        h.incarnation.as_ref().map_or("-", |i| i.as_str()),
+        if h.incarnation_changed.is_some() {
+            " (changed: its lease is not renewed until it lapses)"
+        } else {
+            ""
+        },
+        h.healthy,
+        h.draining,
+    );
+    if h.revoked_at_ms > 0 {
+        out.push_str(&format!("revoked      {}\n", ago(h.revoked_at_ms, now)));
+    }
+    out
+}
+
 /// A host as JSON: its record plus `lease_live`, `expires_in_ms`, `last_seen_ago_ms` and the
 /// number of groups it holds at its current epoch.
 fn host_json(host: &HostRecord, held: usize, now: u64, cfg: &LeaseConfig) -> serde_json::Value {
@@ -127,23 +150,7 @@ pub async fn show(
         return Ok(());
     }
     println!("host         {}", h.host_id);
-    println!("epoch        {}", h.epoch);
-    println!("lease        {}", lease_text(h, now, cfg));
-    println!("last seen    {}", ago(h.last_seen_ms, now));
-    println!(
-        "incarnation  {}{}",
-        h.incarnation.as_ref().map_or("-", |i| i.as_str()),
-        if h.incarnation_changed.is_some() {
-            " (changed: its lease is not renewed until it lapses)"
-        } else {
-            ""
-        }
-    );
-    println!("healthy      {}", h.healthy);
-    println!("draining     {}", h.draining);
-    if h.revoked_at_ms > 0 {
-        println!("revoked      {}", ago(h.revoked_at_ms, now));
-    }
+    print!("{}", host_lines(h, now, cfg));
     println!();
     println!(
         "{:<40} {:>8} {:>11} {:>8}",

@@ -9,7 +9,7 @@
 //! line per frame; `--frames N` stops after N frames (scripts, tests).
 
 use crate::history;
-use crate::hosts::{ago, lease_text};
+use crate::hosts::{ago, host_lines, lease_text};
 use anyhow::Result;
 use serde_json::json;
 use std::collections::{BTreeMap, VecDeque};
@@ -270,15 +270,10 @@ pub fn host_frame(v: &HostView, changes: &Changes, cfg: &LeaseConfig) -> String 
     let now = v.now_ms;
     let current: Vec<_> = v.groups.iter().filter(|g| g.current).collect();
     let mut out = format!(
-        "host {}    {} UTC\n\nepoch        {}\nlease        {}\nlast seen    {}\nincarnation  {}\nhealthy      {}\ndraining     {}\n",
+        "host {}    {} UTC\n\n{}",
         h.host_id,
         history::utc(now),
-        h.epoch,
-        lease_text(h, now, cfg),
-        ago(h.last_seen_ms, now),
-        h.incarnation.as_ref().map_or("-", |i| i.as_str()),
-        h.healthy,
-        h.draining,
+        host_lines(h, now, cfg)
     );
     out.push_str(&format!(
         "\ngroups held at epoch {}: {} (by-holder index, eventually consistent)\n",

@@ -44,17 +44,75 @@ async fn leases_table() -> String {
     name
 }
 
-fn tenurectl(table: &str, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_tenurectl"))
+/// tenurectl with `args`, pointed at the test's tables on MiniStack.
+fn command(table: &str, args: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_tenurectl"));
+    command
         .args(args)
         .env("TENURE_LEASES_TABLE", table)
         .env("TENURE_HOSTS_TABLE", format!("{table}-hosts"))
         .env("AWS_ENDPOINT_URL", endpoint())
         .env("AWS_REGION", "us-east-1")
         .env("AWS_ACCESS_KEY_ID", "test")
-        .env("AWS_SECRET_ACCESS_KEY", "test")
-        .output()
-        .unwrap()
+        .env("AWS_SECRET_ACCESS_KEY", "test");
+    command
+}
+
+fn tenurectl(table: &str, args: &[&str]) -> Output {
+    command(table, args).output().unwrap()
+}
+
+/// Creates `group` with members db-1 (priority 2) and db-2 (priority 1), through tenurectl.
+fn create_two_member_group(table: &str, group: &str) {
+    let created = tenurectl(
+        table,
+        &[
+            "groups",
+            "create",
+            group,
+            "--member",
+            "db-1:az-a:2",
+            "--member",
+            "db-2:az-b:1",
+        ],
+    );
+    assert!(
+        created.status.success(),
+        "{}",
+        String::from_utf8_lossy(&created.stderr)
+    );
+}
+
+/// A healthy host check by `host` (as its agent would send) for `groups`, through the library.
+async fn check_in(
+    table: &str,
+    host: &str,
+    incarnation: Option<&str>,
+    groups: &[&str],
+) -> tenure::lease::service::HostAnswer {
+    use tenure::ids::{GroupId, HostId, Incarnation};
+    use tenure::lease::service::{HostCheck, LeaseService};
+    let store = tenure::lease::dynamo::DynamoLeaseStore::new(
+        aws_sdk_dynamodb::Client::new(&sdk().await),
+        format!("{table}-hosts"),
+        table.to_owned(),
+    );
+    LeaseService::new(
+        store,
+        tenure::lease::LeaseConfig::default(),
+        tenure::clock::SystemClock,
+    )
+    .check_host(&HostCheck {
+        host: HostId::parse(host).unwrap(),
+        healthy: true,
+        heartbeat: true,
+        incarnation: incarnation.map(|i| Incarnation::parse(i).unwrap()),
+        groups: groups.iter().map(|g| GroupId::parse(g).unwrap()).collect(),
+        watch: Vec::new(),
+        watch_groups: Vec::new(),
+    })
+    .await
+    .unwrap()
 }
 
 fn ok_json(output: Output) -> Value {
@@ -191,50 +249,11 @@ async fn bad_input_gets_a_clear_error() {
 /// `hosts list|show` and a whole-host drain show and change it.
 #[tokio::test]
 async fn hosts_show_their_lease_incarnation_and_groups_and_drain_as_a_whole() {
-    use tenure::clock::SystemClock;
-    use tenure::ids::{GroupId, HostId, Incarnation};
-    use tenure::lease::dynamo::DynamoLeaseStore;
-    use tenure::lease::service::{HostCheck, LeaseService};
-    use tenure::lease::LeaseConfig;
-
     let table = leases_table().await;
     for group in ["g1", "g2"] {
-        let created = tenurectl(
-            &table,
-            &[
-                "groups",
-                "create",
-                group,
-                "--member",
-                "db-1:az-a:2",
-                "--member",
-                "db-2:az-b:1",
-            ],
-        );
-        assert!(
-            created.status.success(),
-            "{}",
-            String::from_utf8_lossy(&created.stderr)
-        );
+        create_two_member_group(&table, group);
     }
-    let store = DynamoLeaseStore::new(
-        aws_sdk_dynamodb::Client::new(&sdk().await),
-        format!("{table}-hosts"),
-        table.clone(),
-    );
-    let service = LeaseService::new(store, LeaseConfig::default(), SystemClock);
-    let answer = service
-        .check_host(&HostCheck {
-            host: HostId::parse("db-1").unwrap(),
-            healthy: true,
-            heartbeat: true,
-            incarnation: Some(Incarnation::parse("proc-7").unwrap()),
-            groups: vec![GroupId::parse("g1").unwrap(), GroupId::parse("g2").unwrap()],
-            watch: Vec::new(),
-            watch_groups: Vec::new(),
-        })
-        .await
-        .unwrap();
+    let answer = check_in(&table, "db-1", Some("proc-7"), &["g1", "g2"]).await;
     assert!(answer.valid_for_ms > 0, "db-1 has a host lease: {answer:?}");
 
     let listed = ok_json(tenurectl(&table, &["hosts", "list", "--json"]));
@@ -379,48 +398,9 @@ async fn lease_history_lists_a_groups_grants_oldest_first_with_why_each_ended() 
 
 #[tokio::test]
 async fn watch_redraws_a_group_and_a_host_and_lists_what_changed_between_frames() {
-    use tenure::clock::SystemClock;
-    use tenure::ids::{GroupId, HostId};
-    use tenure::lease::dynamo::DynamoLeaseStore;
-    use tenure::lease::service::{HostCheck, LeaseService};
-    use tenure::lease::LeaseConfig;
-
     let table = leases_table().await;
-    let created = tenurectl(
-        &table,
-        &[
-            "groups",
-            "create",
-            "w1",
-            "--member",
-            "db-1:az-a:2",
-            "--member",
-            "db-2:az-b:1",
-        ],
-    );
-    assert!(
-        created.status.success(),
-        "{}",
-        String::from_utf8_lossy(&created.stderr)
-    );
-    let store = DynamoLeaseStore::new(
-        aws_sdk_dynamodb::Client::new(&sdk().await),
-        format!("{table}-hosts"),
-        table.clone(),
-    );
-    let service = LeaseService::new(store, LeaseConfig::default(), SystemClock);
-    service
-        .check_host(&HostCheck {
-            host: HostId::parse("db-1").unwrap(),
-            healthy: true,
-            heartbeat: true,
-            incarnation: None,
-            groups: vec![GroupId::parse("w1").unwrap()],
-            watch: Vec::new(),
-            watch_groups: Vec::new(),
-        })
-        .await
-        .unwrap();
+    create_two_member_group(&table, "w1");
+    check_in(&table, "db-1", None, &["w1"]).await;
 
     // Two JSON frames of the group: db-1 holds it, live; db-2 never checked in.
     let frames = tenurectl(
@@ -463,8 +443,9 @@ async fn watch_redraws_a_group_and_a_host_and_lists_what_changed_between_frames(
     );
 
     // A change while watching a host is listed under the frames that follow it.
-    let watcher = Command::new(env!("CARGO_BIN_EXE_tenurectl"))
-        .args([
+    let watcher = command(
+        &table,
+        &[
             "watch",
             "host",
             "db-1",
@@ -473,16 +454,11 @@ async fn watch_redraws_a_group_and_a_host_and_lists_what_changed_between_frames(
             "--interval-ms",
             "250",
             "--json",
-        ])
-        .env("TENURE_LEASES_TABLE", &table)
-        .env("TENURE_HOSTS_TABLE", format!("{table}-hosts"))
-        .env("AWS_ENDPOINT_URL", endpoint())
-        .env("AWS_REGION", "us-east-1")
-        .env("AWS_ACCESS_KEY_ID", "test")
-        .env("AWS_SECRET_ACCESS_KEY", "test")
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+        ],
+    )
+    .stdout(std::process::Stdio::piped())
+    .spawn()
+    .unwrap();
     tokio::time::sleep(std::time::Duration::from_millis(800)).await;
     assert!(tenurectl(&table, &["lease", "drain", "--host", "db-1"])
         .status

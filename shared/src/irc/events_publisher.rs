@@ -119,10 +119,7 @@ impl StatusPublisher {
         &self,
         event: lambda_runtime::LambdaEvent<serde_json::Value>,
     ) -> Result<serde_json::Value, lambda_runtime::Error> {
-        let records = event.payload["Records"]
-            .as_array()
-            .map(Vec::as_slice)
-            .unwrap_or_default();
+        let records = crate::stream::records(&event.payload);
         let result = self.handle_batch(records).await;
         metrics::flush();
         let published = result.inspect_err(|e| {

@@ -198,10 +198,7 @@ impl HistoryRecorder {
         &self,
         event: lambda_runtime::LambdaEvent<serde_json::Value>,
     ) -> Result<serde_json::Value, lambda_runtime::Error> {
-        let records = event.payload["Records"]
-            .as_array()
-            .map(Vec::as_slice)
-            .unwrap_or_default();
+        let records = crate::stream::records(&event.payload);
         let result = self.handle_batch(records).await;
         crate::metrics::flush();
         let entries = result.inspect_err(
