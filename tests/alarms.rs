@@ -38,6 +38,9 @@ use tokio::sync::Mutex as AsyncMutex;
 const STORE_ENDPOINT: &str = "AWS_ENDPOINT_URL_DYNAMODB";
 /// lease-check is one function: its tests take turns.
 static LEASE_CHECK: AsyncMutex<()> = AsyncMutex::const_new(());
+/// One test at a time breaks the renewer or watches its dead-letter queue: a renewer made to
+/// fail can put messages there.
+static RENEWER: AsyncMutex<()> = AsyncMutex::const_new(());
 
 fn now_ms() -> u64 {
     SystemClock.now_ms()
@@ -319,6 +322,7 @@ async fn the_revocations_alarm_fires_when_hosts_die_and_not_while_they_live() ->
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_renewer_rounds_alarm_fires_when_the_renewer_stops_and_not_while_it_runs() -> Result<()>
 {
+    let _turn = RENEWER.lock().await;
     let stack = stack().await?;
     let rounds = alarm(&stack, "RenewerRoundsAlarm")?;
     let minute = rounds.period_ms;
@@ -485,64 +489,164 @@ async fn the_failed_ops_alarm_fires_when_a_region_refuses_an_op_and_not_before()
     )
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_dead_letter_alarm_fires_when_a_message_reaches_the_dlq_and_not_before() -> Result<()> {
-    let stack = stack().await?;
-    let irc = Coordinator::new(&stack).await?;
-    let dlq_url = stack.output("IrcDlqUrl")?.to_owned();
-    let queue_name = dlq_url.rsplit('/').next().unwrap_or_default().to_owned();
-    let resolve = |target: &str| match target {
-        "IrcDeadLetterQueue.QueueName" => Some(queue_name.clone()),
-        other => stack.output(other).ok().map(str::to_owned),
-    };
-    let dead_letters = Template::load()?.alarm("IrcDeadLetterAlarm", &BTreeMap::new(), &resolve)?;
-    // What earlier tests left there is not this test's healthy phase.
-    loop {
-        let received = irc
-            .sqs
-            .receive_message()
-            .queue_url(&dlq_url)
-            .max_number_of_messages(10)
-            .send()
-            .await?;
-        if received.messages().is_empty() {
-            break;
-        }
-        for m in received.messages() {
-            if let Some(receipt) = m.receipt_handle() {
-                irc.sqs
-                    .delete_message()
-                    .queue_url(&dlq_url)
-                    .receipt_handle(receipt)
-                    .send()
-                    .await?;
+/// A dead-letter queue and the template's alarm on its depth.
+struct Dlq {
+    sqs: aws_sdk_sqs::Client,
+    url: String,
+    alarm: AlarmSpec,
+}
+
+impl Dlq {
+    /// `queue_id`: the queue's logical id, whose `QueueName` the alarm's dimension names.
+    fn new(
+        stack: &Stack,
+        sqs: aws_sdk_sqs::Client,
+        url: String,
+        alarm_id: &str,
+        queue_id: &str,
+    ) -> Result<Self> {
+        let queue_name = url.rsplit('/').next().unwrap_or_default().to_owned();
+        let name_attribute = format!("{queue_id}.QueueName");
+        let resolve = |target: &str| {
+            if target == name_attribute {
+                Some(queue_name.clone())
+            } else {
+                stack.output(target).ok().map(str::to_owned)
+            }
+        };
+        let alarm = Template::load()?.alarm(alarm_id, &BTreeMap::new(), &resolve)?;
+        Ok(Self { sqs, url, alarm })
+    }
+
+    /// Empties the queue (what earlier tests left is not a test's healthy phase).
+    async fn drain(&self) -> Result<()> {
+        loop {
+            let received = self
+                .sqs
+                .receive_message()
+                .queue_url(&self.url)
+                .max_number_of_messages(10)
+                .send()
+                .await?;
+            if received.messages().is_empty() {
+                return Ok(());
+            }
+            for m in received.messages() {
+                if let Some(receipt) = m.receipt_handle() {
+                    self.sqs
+                        .delete_message()
+                        .queue_url(&self.url)
+                        .receipt_handle(receipt)
+                        .send()
+                        .await?;
+                }
             }
         }
     }
-    // ApproximateNumberOfMessagesVisible, sampled from the queue as CloudWatch samples it.
-    let depth = || async {
-        let attributes = irc
+
+    /// ApproximateNumberOfMessagesVisible, sampled from the queue as CloudWatch samples it.
+    async fn depth(&self) -> Result<Datapoint> {
+        use aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages as Visible;
+        let attributes = self
             .sqs
             .get_queue_attributes()
-            .queue_url(&dlq_url)
-            .attribute_names(aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages)
+            .queue_url(&self.url)
+            .attribute_names(Visible)
             .send()
             .await?;
         let visible = attributes
             .attributes()
-            .and_then(|a| {
-                a.get(&aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages)
-            })
+            .and_then(|a| a.get(&Visible))
             .and_then(|v| v.parse::<f64>().ok())
             .unwrap_or(0.0);
-        Ok::<_, anyhow::Error>(Datapoint {
-            namespace: dead_letters.namespace.clone(),
-            metric: dead_letters.metric.clone(),
-            dimensions: dead_letters.dimensions.clone(),
+        Ok(Datapoint {
+            namespace: self.alarm.namespace.clone(),
+            metric: self.alarm.metric.clone(),
+            dimensions: self.alarm.dimensions.clone(),
             at_ms: now_ms(),
             values: vec![visible],
         })
-    };
+    }
+}
+
+/// The renewer's and the dispatcher's DLQs (failed scheduled invocations land there): each
+/// alarm watches its own queue, stays quiet while it is empty and fires on one message. The
+/// message is put there directly, as Lambda would after an invocation's retries.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_scheduled_functions_dead_letter_alarms_fire_on_a_message_and_not_before() -> Result<()>
+{
+    let _turn = RENEWER.lock().await;
+    let stack = stack().await?;
+    let sqs = aws_sdk_sqs::Client::new(&stack.sdk().await);
+    for (alarm_id, queue_id) in [
+        ("LeaseRenewerDeadLetterAlarm", "LeaseRenewerDeadLetterQueue"),
+        (
+            "IrcDispatcherDeadLetterAlarm",
+            "IrcDispatcherDeadLetterQueue",
+        ),
+    ] {
+        let prefix = format!("tenure-{queue_id}");
+        let listed = sqs.list_queues().queue_name_prefix(&prefix).send().await?;
+        let url = match listed.queue_urls() {
+            [url] => url.clone(),
+            other => anyhow::bail!("one queue named {prefix}*, found {other:?}"),
+        };
+        let dlq = Dlq::new(&stack, sqs.clone(), url, alarm_id, queue_id)?;
+        dlq.drain().await?;
+        let mut samples = Vec::new();
+        let healthy_start = now_ms();
+        for _ in 0..5 {
+            samples.push(dlq.depth().await?);
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        let fault_start = now_ms();
+        sqs.send_message()
+            .queue_url(&dlq.url)
+            .message_body(json!({"requestContext": {"condition": "RetriesExhausted"}}).to_string())
+            .send()
+            .await?;
+        let deadline = now_ms() + 30_000;
+        loop {
+            let sample = dlq.depth().await?;
+            let arrived = sample.values[0] >= 1.0;
+            samples.push(sample);
+            if arrived {
+                break;
+            }
+            ensure!(
+                now_ms() < deadline,
+                "the message never showed in {queue_id}"
+            );
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        let fault_end = now_ms() + 1;
+        dlq.drain().await?;
+        assert_phases(
+            &dlq.alarm,
+            &samples,
+            (healthy_start, fault_start),
+            (fault_start, fault_end),
+        )
+        .with_context(|| alarm_id.to_owned())?;
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dead_letter_alarm_fires_when_a_message_reaches_the_dlq_and_not_before() -> Result<()> {
+    let stack = stack().await?;
+    let irc = Coordinator::new(&stack).await?;
+    let dlq = Dlq::new(
+        &stack,
+        irc.sqs.clone(),
+        stack.output("IrcDlqUrl")?.to_owned(),
+        "IrcDeadLetterAlarm",
+        "IrcDeadLetterQueue",
+    )?;
+    let dead_letters = dlq.alarm.clone();
+    // What earlier tests left there is not this test's healthy phase.
+    dlq.drain().await?;
+    let depth = || dlq.depth();
     let mut samples = Vec::new();
     let healthy_start = now_ms();
     for _ in 0..5 {
