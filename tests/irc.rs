@@ -544,3 +544,95 @@ async fn every_status_change_is_published_with_its_version() -> Result<()> {
     queue.delete().await?;
     Ok(())
 }
+
+/// A failing region fails alone (IRC v2): ap-southeast-2's irc-remote answers 503 to
+/// everything for a while. Its ops are held, not failed: once its health opens, no op is sent
+/// to it, only the dispatcher's probes; eu-west-1's ops go on meanwhile; after recovery every
+/// held op succeeds, each applied once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_region_fails_alone_and_its_held_ops_succeed_after_it_recovers() -> Result<()> {
+    use tenure::irc::region_health::{HealthRecords, RegionHealthTable};
+    use tenure_testkit::fault_proxy::Chaos;
+    const FAILING: &str = "ap-southeast-2";
+
+    let irc = Irc::new().await?;
+    let health = RegionHealthTable::new(
+        tenure::aws::dynamodb_client(&irc.source.sdk().await, None),
+        irc.source.output("RegionHealthTable")?,
+    );
+    let failing = Region::parse(FAILING)?;
+    let submit_to = |region: &'static str, group: String| {
+        let irc = &irc;
+        async move {
+            irc.submitter
+                .submit(SubmitRequest {
+                    op_id: None,
+                    target_region: Region::parse(region)?,
+                    kind: "group.put".into(),
+                    resource: group.clone(),
+                    payload: Irc::put_payload(&group, 10_000),
+                })
+                .await
+                .map_err(anyhow::Error::from)
+        }
+    };
+    irc.proxy.set_chaos(Chaos {
+        target_region: Some(FAILING.into()),
+        error_before: 1.0,
+        error_statuses: vec![503],
+        ..Chaos::default()
+    });
+    let result = async {
+        let mut held = Vec::new();
+        let mut healthy = Vec::new();
+        let mut opened_at = None;
+        for n in 0..12 {
+            held.push(submit_to(FAILING, Irc::group(&format!("iso-ap{n}"))).await?);
+            healthy.push(submit_to(TARGET, Irc::group(&format!("iso-eu{n}"))).await?);
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            if opened_at.is_none() && health.read(&failing, 0).await?.state.open {
+                opened_at = Some(Instant::now());
+            }
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while opened_at.is_none() {
+            ensure!(Instant::now() < deadline, "the failing region never opened");
+            if health.read(&failing, 0).await?.state.open {
+                opened_at = Some(Instant::now());
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        // The other region is not held up.
+        for op in &healthy {
+            let done = irc.wait_terminal(&op.op_id, WITHIN).await?;
+            ensure!(done.status == Status::Succeeded, "{done:?}");
+        }
+        // While it is open: nothing is sent to it but probes, and nothing fails.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let posts_before = irc.proxy.requests_to(FAILING, "POST");
+        let probes_before = irc.proxy.requests_to(FAILING, "GET");
+        tokio::time::sleep(Duration::from_secs(20)).await;
+        let posts = irc.proxy.requests_to(FAILING, "POST") - posts_before;
+        let probes = irc.proxy.requests_to(FAILING, "GET") - probes_before;
+        ensure!(posts == 0, "{posts} ops sent to an open region");
+        // Probes 5 s, then 10 s, then 20 s apart: at most 3 in 20 s.
+        ensure!((1..=3).contains(&probes), "{probes} probes in 20 s");
+        for op in &held {
+            let item = irc.items.get(&op.op_id).await?.context("op")?;
+            ensure!(!item.status.is_terminal(), "held op ended: {item:?}");
+        }
+        Ok::<_, anyhow::Error>(held)
+    }
+    .await;
+    irc.proxy.set_chaos(Chaos::default());
+    let held = result?;
+    // Recovery: the next probe closes it, the held ops come back over the ramp.
+    for op in &held {
+        let done = irc.wait_terminal(&op.op_id, Duration::from_secs(120)).await?;
+        ensure!(done.status == Status::Succeeded, "{done:?}");
+        ensure!(done.attempts <= 5, "attempts spent on the outage: {done:?}");
+    }
+    let state = health.read(&failing, 0).await?.state;
+    ensure!(!state.open && state.recovered_at_ms.is_some(), "{state:?}");
+    Ok(())
+}

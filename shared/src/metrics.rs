@@ -55,6 +55,13 @@ pub mod name {
     pub const IRC_ATTEMPTS: &str = "IrcAttempts";
     /// Records held back behind a failed record of their FIFO group, by `TargetRegion`.
     pub const IRC_HELD_OPS: &str = "IrcHeldOps";
+    /// Ops held because their target region was unavailable (or in its resume ramp), by
+    /// `TargetRegion`: no attempt spent.
+    pub const IRC_REGION_HOLDS: &str = "IrcRegionHolds";
+    /// A target region opened (its ops held), by `TargetRegion`.
+    pub const IRC_REGION_OPENED: &str = "IrcRegionOpened";
+    /// The dispatcher's probes of unavailable regions, by `TargetRegion` and `Result`.
+    pub const IRC_REGION_PROBES: &str = "IrcRegionProbes";
     /// Records that can never succeed (bad body, no work item), released for the DLQ.
     pub const IRC_DEAD_LETTERED: &str = "IrcDeadLettered";
     /// Age (since submit) of the oldest RETRYING operation, sampled by each dispatcher sweep (ms).
@@ -157,6 +164,9 @@ pub fn describe() {
         name::IRC_OPS,
         name::IRC_ATTEMPTS,
         name::IRC_HELD_OPS,
+        name::IRC_REGION_HOLDS,
+        name::IRC_REGION_OPENED,
+        name::IRC_REGION_PROBES,
         name::IRC_DEAD_LETTERED,
         name::REMOTE_APPLIES,
         name::HISTORY_ENTRIES,
@@ -241,6 +251,25 @@ pub fn irc_attempt(target_region: &str) {
 pub fn irc_held(target_region: &str) {
     ::metrics::counter!(name::IRC_HELD_OPS, "TargetRegion" => target_region.to_owned())
         .increment(1);
+}
+
+/// A worker found an op's target region unavailable and held the op (no attempt spent).
+pub fn irc_region_hold(target_region: &str) {
+    ::metrics::counter!(name::IRC_REGION_HOLDS, "TargetRegion" => target_region.to_owned())
+        .increment(1);
+}
+
+/// A target region's failures opened it: its ops are held until a probe finds it alive.
+pub fn irc_region_opened(target_region: &str) {
+    ::metrics::counter!(name::IRC_REGION_OPENED, "TargetRegion" => target_region.to_owned())
+        .increment(1);
+}
+
+/// The dispatcher probed an unavailable region (`alive`: it answered as the contract says).
+pub fn irc_region_probe(target_region: &str, alive: bool) {
+    ::metrics::counter!(name::IRC_REGION_PROBES, "TargetRegion" => target_region.to_owned(),
+        "Result" => if alive { "alive" } else { "failed" })
+    .increment(1);
 }
 
 pub fn irc_dead_lettered() {

@@ -193,6 +193,7 @@ async fn each_status_change_is_one_version_and_stays_unpublished_until_its_lates
         error: "HTTP 503".into(),
         retry_at_ms: T0 + 10,
         due_at_ms: T0 + 20,
+        region_hold: false,
     };
     let retrying = match store
         .complete(&item.op_id, "a", &retry, T0 + 2)
@@ -348,6 +349,7 @@ async fn a_retry_is_claimed_once_and_only_after_its_backoff_by_racing_copies() {
         error: "HTTP 503".into(),
         retry_at_ms: retry_at,
         due_at_ms: retry_at + 60_000,
+        region_hold: false,
     };
     let retrying = match store
         .complete(&item.op_id, "first", &retry, T0 + 1)
@@ -728,5 +730,187 @@ async fn group_delete_waits_for_a_free_or_lapsed_lease() {
         (back["epoch"].as_u64(), back["members"]["a"]["az"].as_str()),
         (Some(7), Some("az1")),
         "{back}"
+    );
+}
+
+// --- Holds and region health (IRC v2: a failing region fails alone) ---------------------
+
+use tenure::irc::health::CallVerdict;
+use tenure::irc::region_health::{HealthRecords, RegionHealthTable};
+use tenure::irc::store::HoldOutcome;
+
+/// A hold writes no status, no version, no history and spends no attempt; a claim after it
+/// clears it; a hold never shortens the op's own backoff; one held past `max_hold_ms` fails.
+#[tokio::test]
+async fn a_hold_changes_no_status_and_one_held_too_long_fails_region_unavailable() {
+    let store = work_items().await;
+    let item = submitted(&store, "g").await;
+    let held = match store
+        .hold(&item.op_id, T0 + 10, T0 + 5_000, T0 + 65_000, 60_000)
+        .await
+        .unwrap()
+    {
+        HoldOutcome::Held(i) => i,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(
+        (held.status, held.attempts, held.status_version, held.history.len()),
+        (Status::Pending, 0, 1, 1)
+    );
+    assert_eq!(held.held.as_deref(), Some("region_unavailable"));
+    assert_eq!((held.held_since_ms, held.retry_at_ms), (Some(T0 + 10), Some(T0 + 5_000)));
+    // Held again later: the hold's start is kept.
+    let again = store
+        .hold(&item.op_id, T0 + 5_000, T0 + 15_000, T0 + 75_000, 60_000)
+        .await
+        .unwrap();
+    assert!(matches!(again, HoldOutcome::Held(ref i) if i.held_since_ms == Some(T0 + 10)), "{again:?}");
+    // A hold shorter than the op's own backoff is refused: it must not shorten it.
+    assert!(matches!(
+        store.hold(&item.op_id, T0 + 6_000, T0 + 7_000, T0 + 67_000, 60_000).await.unwrap(),
+        HoldOutcome::Refused(ClaimOutcome::NotYet(_))
+    ));
+    // Past max_hold_ms: FAILED region_unavailable, one status change.
+    let expired = match store
+        .hold(&item.op_id, T0 + 10 + 60_000, T0 + 80_000, T0 + 140_000, 60_000)
+        .await
+        .unwrap()
+    {
+        HoldOutcome::Expired(i) => i,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!((expired.status, expired.status_version), (Status::Failed, 2));
+    assert!(expired.last_error.unwrap().starts_with("region_unavailable"));
+    assert!(expired.held.is_none());
+
+    // A claim (the region recovered) clears the hold.
+    let other = submitted(&store, "h").await;
+    store
+        .hold(&other.op_id, T0, T0 + 1_000, T0 + 61_000, 60_000)
+        .await
+        .unwrap();
+    let claimed = match store.claim(&other.op_id, "t", T0 + 1_000, 60_000, 0).await.unwrap() {
+        ClaimOutcome::Claimed(i) => i,
+        o => panic!("{o:?}"),
+    };
+    assert_eq!((claimed.held, claimed.held_since_ms, claimed.attempts), (None, None, 1));
+}
+
+/// The attempt that met an unavailable region is given back and the op held, in the same
+/// conditional completion.
+#[tokio::test]
+async fn a_region_hold_completion_gives_the_attempt_back() {
+    let store = work_items().await;
+    let item = submitted(&store, "g").await;
+    store.claim(&item.op_id, "t", T0, 60_000, 0).await.unwrap();
+    let hold = Completion::Retry {
+        error: "HTTP 503".into(),
+        retry_at_ms: T0 + 5_000,
+        due_at_ms: T0 + 65_000,
+        region_hold: true,
+    };
+    let done = match store.complete(&item.op_id, "t", &hold, T0 + 100).await.unwrap() {
+        CompleteOutcome::Completed(i) => i,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!((done.status, done.attempts), (Status::Retrying, 0));
+    assert_eq!(
+        (done.held.as_deref(), done.held_since_ms, done.retry_at_ms),
+        (Some("region_unavailable"), Some(T0 + 100), Some(T0 + 5_000))
+    );
+}
+
+async fn region_health() -> RegionHealthTable {
+    let client = dynamodb(None).await;
+    let name = unique_name("tenure-health");
+    let attr = |n: &str| {
+        AttributeDefinition::builder()
+            .attribute_name(n)
+            .attribute_type(ScalarAttributeType::S)
+            .build()
+            .unwrap()
+    };
+    let key = |n: &str, t: KeyType| {
+        KeySchemaElement::builder()
+            .attribute_name(n)
+            .key_type(t)
+            .build()
+            .unwrap()
+    };
+    client
+        .create_table()
+        .table_name(&name)
+        .billing_mode(BillingMode::PayPerRequest)
+        .attribute_definitions(attr("region"))
+        .attribute_definitions(attr("slot"))
+        .key_schema(key("region", KeyType::Hash))
+        .key_schema(key("slot", KeyType::Range))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("create table: {e:?} (endpoint {})", endpoint()));
+    RegionHealthTable::new(client, name)
+}
+
+/// Eight workers count at once (every count lands), eight open at once (one opening wins and
+/// its probe schedule stands), and two dispatchers record a probe of the same opening (one
+/// counts).
+#[tokio::test]
+async fn racing_workers_count_every_call_open_a_region_once_and_probes_count_once() {
+    let table = Arc::new(region_health().await);
+    let eu = Region::parse("eu-west-1").unwrap();
+    let barrier = Arc::new(Barrier::new(8));
+    let counts = (0..8u64).map(|n| {
+        let (table, barrier, eu) = (table.clone(), barrier.clone(), eu.clone());
+        tokio::spawn(async move {
+            barrier.wait().await;
+            for _ in 0..5 {
+                let verdict = if n % 2 == 0 {
+                    CallVerdict::RegionFailure
+                } else {
+                    CallVerdict::Healthy
+                };
+                table.count(&eu, verdict, T0, T0 + 3_600_000).await.unwrap();
+            }
+        })
+    });
+    for c in futures::future::join_all(counts).await {
+        c.unwrap();
+    }
+    let health = table.read(&eu, T0 - 30_000).await.unwrap();
+    assert_eq!(health.buckets.len(), 1);
+    assert_eq!((health.buckets[0].successes, health.buckets[0].failures), (20, 20));
+    assert!(!health.state.open);
+    // Buckets before the window are not read.
+    table.count(&eu, CallVerdict::RegionFailure, T0 - 60_000, T0).await.unwrap();
+    assert_eq!(table.read(&eu, T0 - 30_000).await.unwrap().buckets.len(), 1);
+
+    let barrier = Arc::new(Barrier::new(8));
+    let opens = (0..8u64).map(|n| {
+        let (table, barrier, eu) = (table.clone(), barrier.clone(), eu.clone());
+        tokio::spawn(async move {
+            barrier.wait().await;
+            let opened = table.open(&eu, T0 + n, T0 + 5_000 + n, "HTTP 503").await.unwrap();
+            (n, opened)
+        })
+    });
+    let results: Vec<(u64, bool)> = futures::future::join_all(opens)
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    let winners: Vec<u64> = results.iter().filter(|(_, o)| *o).map(|(n, _)| *n).collect();
+    assert_eq!(winners.len(), 1, "{results:?}");
+    let state = table.read(&eu, T0).await.unwrap().state;
+    assert!(state.open);
+    assert_eq!(state.next_probe_at_ms, T0 + 5_000 + winners[0]);
+
+    let (a, b) = tokio::join!(
+        table.probed(&eu, &state, false, T0 + 6_000, T0 + 16_000),
+        table.probed(&eu, &state, true, T0 + 6_000, 0),
+    );
+    assert_eq!(
+        [a.unwrap(), b.unwrap()].iter().filter(|x| **x).count(),
+        1,
+        "one probe of one opening counts"
     );
 }

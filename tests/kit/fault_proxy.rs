@@ -44,6 +44,9 @@ pub enum Route {
 pub struct Chaos {
     /// Only requests whose JSON body's `resource` starts with this (`None`: every request).
     pub resource_prefix: Option<String>,
+    /// Only requests to this region (the IRC route's `/<region>/`; `None`: every region). A
+    /// regional outage: every request to it, POSTs and probes alike.
+    pub target_region: Option<String>,
     /// Hold every lease-check request until the caller gives up (a partition from lease-check).
     pub cut_off_lease_check: bool,
     /// Answer one of `error_statuses` without forwarding (the upstream never saw it).
@@ -68,6 +71,7 @@ impl Default for Chaos {
     fn default() -> Self {
         Self {
             resource_prefix: None,
+            target_region: None,
             cut_off_lease_check: false,
             error_before: 0.0,
             error_statuses: vec![500],
@@ -150,10 +154,14 @@ enum Drawn {
 }
 
 impl Chaos {
-    fn in_scope(&self, resource: &str) -> bool {
+    fn in_scope(&self, region: Option<&str>, resource: &str) -> bool {
         self.resource_prefix
             .as_deref()
             .is_none_or(|p| resource.starts_with(p))
+            && self
+                .target_region
+                .as_deref()
+                .is_none_or(|r| region == Some(r))
     }
 
     fn draw(&self, lease_check: bool, rng: &mut impl Rng) -> Drawn {
@@ -217,6 +225,8 @@ struct Plans {
     seen: HashMap<String, Vec<Seen>>,
     chaos: Chaos,
     counts: FaultCounts,
+    /// Requests per (region, method) on the IRC route.
+    by_region: BTreeMap<(String, String), u64>,
 }
 
 #[derive(Clone)]
@@ -297,6 +307,15 @@ impl FaultProxy {
 
     pub fn chaos(&self) -> Chaos {
         self.lock().chaos.clone()
+    }
+
+    /// Requests routed to `region` with `method` so far (the IRC route).
+    pub fn requests_to(&self, region: &str, method: &str) -> u64 {
+        self.lock()
+            .by_region
+            .get(&(region.to_owned(), method.to_owned()))
+            .copied()
+            .unwrap_or(0)
     }
 
     pub fn counts(&self) -> FaultCounts {
@@ -396,12 +415,22 @@ async fn forward(
         return (StatusCode::BAD_GATEWAY, format!("no route for {uri}")).into_response();
     };
     let lease_check = function_url && matches!(*state.route, Route::Upstream(_));
+    let region = match *state.route {
+        Route::ByRegion(_) => uri.path().split('/').nth(1).map(str::to_owned),
+        Route::Upstream(_) => None,
+    };
     let (scripted, drawn, latency, hold) = {
         let mut plans = state.plans.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(r) = &region {
+            *plans
+                .by_region
+                .entry((r.clone(), method.to_string()))
+                .or_default() += 1;
+        }
         let scripted = plans.scripts.get_mut(&op_id).and_then(VecDeque::pop_front);
         let mut rng = rand::rng();
         let chaos = &plans.chaos;
-        let drawn = if scripted.is_none() && chaos.in_scope(resource) {
+        let drawn = if scripted.is_none() && chaos.in_scope(region.as_deref(), resource) {
             chaos.draw(lease_check, &mut rng)
         } else {
             Drawn::Pass
@@ -526,9 +555,16 @@ mod tests {
             resource_prefix: Some("chaos-1".into()),
             ..Chaos::default()
         };
-        assert!(scoped.in_scope("chaos-1-r3"));
-        assert!(!scoped.in_scope("other"));
-        assert!(Chaos::default().in_scope(""));
+        assert!(scoped.in_scope(None, "chaos-1-r3"));
+        assert!(!scoped.in_scope(None, "other"));
+        assert!(Chaos::default().in_scope(None, ""));
+        let outage = Chaos {
+            target_region: Some("eu-west-1".into()),
+            ..Chaos::default()
+        };
+        assert!(outage.in_scope(Some("eu-west-1"), ""));
+        assert!(!outage.in_scope(Some("ap-southeast-2"), "chaos-1"));
+        assert!(!outage.in_scope(None, ""));
     }
 
     #[test]

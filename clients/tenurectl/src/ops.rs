@@ -138,6 +138,16 @@ fn print_item(item: &WorkItem) {
     if let Some(e) = &item.last_error {
         println!("last_error {e}");
     }
+    if let (Some(reason), Some(since)) = (&item.held, item.held_since_ms) {
+        let until = item
+            .retry_at_ms
+            .map(|at| format!(", until at least +{} ms", at.saturating_sub(item.created_at_ms)))
+            .unwrap_or_default();
+        println!(
+            "held       {reason} since +{} ms{until} (no attempts spent while held)",
+            since.saturating_sub(item.created_at_ms)
+        );
+    }
     if let Some(r) = &item.result {
         println!("result     {r}");
     }

@@ -7,6 +7,7 @@ use tenure::clock::SystemClock;
 use tenure::config::ProcessEnv;
 use tenure::irc::config::WorkerFunctionConfig;
 use tenure::irc::queue::WorkQueue;
+use tenure::irc::region_health::{HealthMonitor, RegionHealthTable};
 use tenure::irc::remote::RemoteClient;
 use tenure::irc::store::WorkItemStore;
 use tenure::irc::worker::Worker;
@@ -18,12 +19,17 @@ async fn main() -> Result<(), Error> {
     tenure::metrics::emf::install_for_lambda("irc-worker")?;
     let config = WorkerFunctionConfig::from_env(&ProcessEnv)?;
     let sdk = load_sdk_config().await;
+    let dynamodb = dynamodb_client(&sdk, None);
     let worker = Worker {
-        store: WorkItemStore::new(dynamodb_client(&sdk, None), config.work_items_table),
+        store: WorkItemStore::new(dynamodb.clone(), config.work_items_table),
         queue: WorkQueue::new(aws_sdk_sqs::Client::new(&sdk), config.queue_url),
         remote: RemoteClient::new(SigV4Client::for_function_urls(&sdk)?, config.endpoints),
         policy: config.policy,
         clock: SystemClock,
+        health: HealthMonitor::new(
+            RegionHealthTable::new(dynamodb, config.region_health_table),
+            config.health,
+        ),
         faults: config.faults,
     };
     run(service_fn(|event| worker.handle_event(event))).await

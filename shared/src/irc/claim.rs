@@ -4,7 +4,7 @@
 //! ([`super::memory::MemoryWorkItems`]) implement it with the same conditions.
 
 use super::ids::OpId;
-use super::item::{ClaimRefusal, WorkItem};
+use super::item::{ClaimRefusal, Status, WorkItem};
 use crate::{Millis, StoreError};
 use async_trait::async_trait;
 
@@ -43,11 +43,28 @@ pub enum Completion {
     },
     /// RETRYING: claimable from `retry_at_ms` (the backoff's end), due for the dispatcher at
     /// `due_at_ms` (later: the message's own redelivery is expected first).
+    ///
+    /// `region_hold`: the attempt failed because its target region is unavailable (this
+    /// failure opened it, or found it open). The attempt is given back (`attempts` - 1) and the
+    /// op is held (`held`, `held_since_ms`) until `retry_at_ms`, the region's next probe: a
+    /// region's outage is the region's, and must not use up the op's attempts.
     Retry {
         error: String,
         retry_at_ms: Millis,
         due_at_ms: Millis,
+        region_hold: bool,
     },
+}
+
+/// How a hold came out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HoldOutcome {
+    /// Held until `retry_at_ms`: no attempt, no status change, no event.
+    Held(WorkItem),
+    /// It had been held longer than `max_hold_ms`: now FAILED `region_unavailable`.
+    Expired(WorkItem),
+    /// Not holdable as it stands: finished, claimed, or its own backoff ends after the hold.
+    Refused(ClaimOutcome),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,6 +92,20 @@ pub trait WorkItemClaims: Send + Sync {
         skew_ms: Millis,
     ) -> Result<ClaimOutcome, StoreError>;
 
+    /// Holds a waiting op (PENDING, DISPATCHED or RETRYING) until `until_ms` without claiming
+    /// it: `held`, `held_since_ms` (kept from the hold's start), `retry_at_ms = until_ms`,
+    /// `due_at_ms`; no attempt, no status change. An op held since `now - max_hold_ms` or
+    /// earlier fails `region_unavailable` instead. A `retry_at_ms` later than `until_ms` (its
+    /// own backoff) is never shortened: refused as [`ClaimOutcome::NotYet`].
+    async fn hold(
+        &self,
+        op_id: &OpId,
+        now: Millis,
+        until_ms: Millis,
+        due_at_ms: Millis,
+        max_hold_ms: Millis,
+    ) -> Result<HoldOutcome, StoreError>;
+
     /// Ends an attempt; only the holder of `token` can (status IN_FLIGHT with that token).
     async fn complete(
         &self,
@@ -83,4 +114,22 @@ pub trait WorkItemClaims: Send + Sync {
         completion: &Completion,
         now: Millis,
     ) -> Result<CompleteOutcome, StoreError>;
+}
+
+/// Why a hold was refused, from the item as it stands (the rule both stores apply).
+pub fn hold_refusal(item: WorkItem, until_ms: Millis) -> HoldOutcome {
+    match item.status {
+        Status::Succeeded | Status::Failed => HoldOutcome::Refused(ClaimOutcome::Terminal(item)),
+        Status::Pending | Status::Dispatched | Status::Retrying
+            if item.retry_at_ms.is_some_and(|at| at > until_ms) =>
+        {
+            HoldOutcome::Refused(ClaimOutcome::NotYet(item))
+        }
+        _ => HoldOutcome::Refused(ClaimOutcome::Busy(item)),
+    }
+}
+
+/// Whether an op held since `held_since_ms` has been held too long at `now`.
+pub fn hold_expired(held_since_ms: Option<Millis>, now: Millis, max_hold_ms: Millis) -> bool {
+    held_since_ms.is_some_and(|since| now.saturating_sub(since) >= max_hold_ms)
 }

@@ -2,6 +2,7 @@
 //! and a bad value stops it with the variable's name.
 
 use super::backoff::Backoff;
+use super::health::HealthPolicy;
 use super::ids::Region;
 use crate::config::{required, u64_or, EnvError, EnvSource};
 use crate::fault::FaultSwitch;
@@ -99,6 +100,39 @@ impl RetryPolicy {
             clock_skew_ms,
         })
     }
+}
+
+/// How target regions' health is judged and their ops held: `TENURE_IRC_MAX_HOLD_MS`,
+/// `TENURE_IRC_PROBE_FIRST_MS`, `TENURE_IRC_PROBE_CAP_MS`, `TENURE_IRC_RESUME_RAMP_MS` (the
+/// window and thresholds are DESIGN's and fixed).
+pub fn health_policy(env: &(impl EnvSource + ?Sized)) -> Result<HealthPolicy, EnvError> {
+    let d = HealthPolicy::default();
+    let max_hold_ms = u64_or(env, "TENURE_IRC_MAX_HOLD_MS", d.max_hold_ms)?;
+    let probe_first_ms = u64_or(env, "TENURE_IRC_PROBE_FIRST_MS", d.probe_first_ms)?;
+    let probe_cap_ms = u64_or(env, "TENURE_IRC_PROBE_CAP_MS", d.probe_cap_ms)?;
+    let resume_ramp_ms = u64_or(env, "TENURE_IRC_RESUME_RAMP_MS", d.resume_ramp_ms)?;
+    for (name, value) in [
+        ("TENURE_IRC_MAX_HOLD_MS", max_hold_ms),
+        ("TENURE_IRC_PROBE_FIRST_MS", probe_first_ms),
+    ] {
+        if value == 0 {
+            return Err(invalid(name, value.to_string(), "must be > 0"));
+        }
+    }
+    if probe_cap_ms < probe_first_ms {
+        return Err(invalid(
+            "TENURE_IRC_PROBE_CAP_MS",
+            probe_cap_ms.to_string(),
+            format!("must be >= TENURE_IRC_PROBE_FIRST_MS ({probe_first_ms})"),
+        ));
+    }
+    Ok(HealthPolicy {
+        max_hold_ms,
+        probe_first_ms,
+        probe_cap_ms,
+        resume_ramp_ms,
+        ..d
+    })
 }
 
 /// `AWS_REGION`: the region this function runs in.
@@ -232,12 +266,15 @@ impl RemoteFunctionConfig {
 }
 
 /// irc-worker.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct WorkerFunctionConfig {
     pub work_items_table: String,
     pub queue_url: String,
+    /// `TENURE_REGION_HEALTH_TABLE`.
+    pub region_health_table: String,
     pub endpoints: BTreeMap<Region, String>,
     pub policy: RetryPolicy,
+    pub health: HealthPolicy,
     /// `TENURE_IRC_FAULT_INJECTION=true` (local fault tests only; see [`crate::fault`]).
     pub faults: FaultSwitch,
 }
@@ -247,8 +284,10 @@ impl WorkerFunctionConfig {
         Ok(Self {
             work_items_table: required(env, "TENURE_WORK_ITEMS_TABLE")?,
             queue_url: required(env, "TENURE_IRC_QUEUE_URL")?,
+            region_health_table: required(env, "TENURE_REGION_HEALTH_TABLE")?,
             endpoints: region_endpoints(env)?,
             policy: RetryPolicy::from_env(env)?,
+            health: health_policy(env)?,
             faults: FaultSwitch::new(flag(env, "TENURE_IRC_FAULT_INJECTION")?),
         })
     }
@@ -276,5 +315,55 @@ impl QueueSideConfig {
             policy: RetryPolicy::from_env(env)?,
             sweep_interval_ms,
         })
+    }
+}
+
+/// irc-dispatcher: the queue side, and the regions it probes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DispatcherFunctionConfig {
+    pub queue_side: QueueSideConfig,
+    pub region_health_table: String,
+    pub endpoints: BTreeMap<Region, String>,
+    pub health: HealthPolicy,
+}
+
+impl DispatcherFunctionConfig {
+    pub fn from_env(env: &(impl EnvSource + ?Sized)) -> Result<Self, EnvError> {
+        Ok(Self {
+            queue_side: QueueSideConfig::from_env(env)?,
+            region_health_table: required(env, "TENURE_REGION_HEALTH_TABLE")?,
+            endpoints: region_endpoints(env)?,
+            health: health_policy(env)?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod health_tests {
+    use super::*;
+
+    #[test]
+    fn hold_settings_default_and_are_checked() {
+        let none: &[(&str, &str)] = &[];
+        assert_eq!(health_policy(none), Ok(HealthPolicy::default()));
+        let set: &[(&str, &str)] = &[
+            ("TENURE_IRC_MAX_HOLD_MS", "60000"),
+            ("TENURE_IRC_PROBE_FIRST_MS", "1000"),
+            ("TENURE_IRC_PROBE_CAP_MS", "4000"),
+            ("TENURE_IRC_RESUME_RAMP_MS", "0"),
+        ];
+        let p = health_policy(set).unwrap();
+        assert_eq!(
+            (p.max_hold_ms, p.probe_first_ms, p.probe_cap_ms, p.resume_ramp_ms),
+            (60_000, 1_000, 4_000, 0)
+        );
+        for bad in [
+            [("TENURE_IRC_MAX_HOLD_MS", "0")],
+            [("TENURE_IRC_PROBE_CAP_MS", "10")],
+            [("TENURE_IRC_PROBE_FIRST_MS", "soon")],
+        ] {
+            let err = health_policy(&bad[..]).unwrap_err();
+            assert!(err.to_string().contains(bad[0].0), "{err}");
+        }
     }
 }

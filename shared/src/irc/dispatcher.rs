@@ -3,9 +3,14 @@
 //! DISPATCHED whose message was lost, RETRYING whose redelivery was lost, IN_FLIGHT whose
 //! worker died (the claim's expiry is its due time) — marks each DISPATCHED (conditionally, so
 //! concurrent sweeps enqueue it once) and enqueues it. Each sweep also publishes the status
-//! events irc-events did not ([`super::events`]).
+//! events irc-events did not ([`super::events`]), and first probes the target regions that are
+//! unavailable ([`super::region_health::probe_round`]); their due items are left alone.
 
 use super::config::RetryPolicy;
+use super::health::HealthPolicy;
+use super::ids::Region;
+use super::region_health::{probe_round, RegionHealthTable};
+use super::remote::Prober;
 use super::events_publisher::StatusPublisher;
 use super::item::{Status, WorkItem};
 use super::queue::WorkQueue;
@@ -22,6 +27,13 @@ pub struct Dispatcher<C> {
     pub queue: WorkQueue,
     pub policy: RetryPolicy,
     pub clock: C,
+    /// The target regions' health records, and how they are judged.
+    pub health: RegionHealthTable,
+    pub health_policy: HealthPolicy,
+    /// Probes unavailable regions (irc-remote's `GET /v1/operations/{id}`, signed).
+    pub prober: Box<dyn Prober>,
+    /// The target regions it probes (those with an endpoint).
+    pub regions: Vec<Region>,
     /// Time between sweeps inside one invocation.
     pub sweep_interval: Duration,
     /// Publishes status changes left unpublished (the stream's safety net).
@@ -42,8 +54,16 @@ pub struct SweepReport {
     pub skipped: u64,
     /// Status events published because the stream had not.
     pub events: u64,
+    /// Due items left alone because their target region is unavailable (their messages are
+    /// held in the queue; they are enqueued once it recovers if theirs were lost).
+    pub held: u64,
+    /// Probes of unavailable regions.
+    pub probes: u64,
     pub errors: u64,
 }
+
+/// A probe gets this long (a region that drops traffic costs the sweep at most this).
+const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Items per status per sweep.
 const PAGE: i32 = 100;
@@ -56,6 +76,17 @@ impl<C: Clock> Dispatcher<C> {
             sweeps: 1,
             ..SweepReport::default()
         };
+        let round = probe_round(
+            &self.health,
+            self.prober.as_ref(),
+            &self.health_policy,
+            &self.regions,
+            self.clock.now_ms(),
+            PROBE_TIMEOUT,
+        )
+        .await;
+        report.probes += round.probes;
+        report.errors += round.errors;
         for status in Status::SWEPT {
             let now = self.clock.now_ms();
             let items = match self.store.due(status, now, PAGE).await {
@@ -71,6 +102,10 @@ impl<C: Clock> Dispatcher<C> {
             }
             for item in items {
                 report.found += 1;
+                if round.unavailable.contains(&item.target_region) {
+                    report.held += 1;
+                    continue;
+                }
                 match self
                     .store
                     .mark_dispatched(&item, now, self.policy.redispatch_after_ms)
@@ -138,11 +173,13 @@ impl<C: Clock> Dispatcher<C> {
             }
             let r = self.sweep().await;
             metrics::flush();
-            if r.found > 0 || r.errors > 0 || r.events > 0 {
+            if r.found > 0 || r.errors > 0 || r.events > 0 || r.probes > 0 {
                 info!(
                     found = r.found,
                     enqueued = r.enqueued,
                     skipped = r.skipped,
+                    held = r.held,
+                    probes = r.probes,
                     events = r.events,
                     errors = r.errors,
                     "dispatcher sweep"
@@ -152,6 +189,8 @@ impl<C: Clock> Dispatcher<C> {
             total.found += r.found;
             total.enqueued += r.enqueued;
             total.skipped += r.skipped;
+            total.held += r.held;
+            total.probes += r.probes;
             total.events += r.events;
             total.errors += r.errors;
         }

@@ -69,6 +69,16 @@ pub struct HealthPolicy {
     pub failure_ratio: f64,
     /// Or, whatever the volume: this many failures and no success in the window.
     pub failures_without_success: u32,
+    /// The first probe of an unavailable region comes this long after it opened; each failed
+    /// probe doubles the wait, up to `probe_cap_ms`.
+    pub probe_first_ms: Millis,
+    pub probe_cap_ms: Millis,
+    /// After recovery, held ops come back spread over this long ([`admitted_after_recovery`]).
+    pub resume_ramp_ms: Millis,
+    /// An op held longer than this fails `region_unavailable`.
+    pub max_hold_ms: Millis,
+    /// How long a worker trusts the health it read (the record is no hot key).
+    pub cache_ms: Millis,
 }
 
 impl Default for HealthPolicy {
@@ -80,7 +90,92 @@ impl Default for HealthPolicy {
             min_failures: 20,
             failure_ratio: 0.5,
             failures_without_success: 5,
+            probe_first_ms: 5_000,
+            probe_cap_ms: 60_000,
+            resume_ramp_ms: 30_000,
+            max_hold_ms: 24 * 60 * 60 * 1_000,
+            cache_ms: 1_000,
         }
+    }
+}
+
+/// A target region's standing, as its health record keeps it. Only two writers change it:
+/// a worker opens it (closed -> open, conditional, so one opening wins and sets the probe
+/// schedule) and the dispatcher closes it after a probe that found the region alive
+/// (conditional on the opening it probed, so a close never undoes a newer opening).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegionState {
+    pub open: bool,
+    /// When it last opened (0: never).
+    #[serde(default)]
+    pub opened_at_ms: Millis,
+    /// When it last closed after being open: held ops come back over the ramp from then.
+    #[serde(default)]
+    pub recovered_at_ms: Option<Millis>,
+    /// Failed probes since it opened.
+    #[serde(default)]
+    pub probes: u32,
+    #[serde(default)]
+    pub next_probe_at_ms: Millis,
+    /// What opened it (the failure that tipped the window).
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+/// A region's state and its counts within the window.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RegionHealth {
+    pub state: RegionState,
+    pub buckets: Vec<Bucket>,
+}
+
+/// Whether an op to a region may be attempted now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    Attempt,
+    /// Not before `until_ms`: the region is open (its next probe), or it recovered and this
+    /// op's turn in the ramp has not come.
+    Hold { until_ms: Millis },
+}
+
+impl HealthPolicy {
+    /// Whether the op `op_id` to a region in `state` may be attempted at `now`.
+    pub fn admission(&self, state: &RegionState, op_id: &str, now: Millis) -> Admission {
+        if state.open {
+            // A probe that is late (the dispatcher runs every few seconds) must not make the
+            // hold look over: hold at least a second.
+            return Admission::Hold {
+                until_ms: state.next_probe_at_ms.max(now + 1_000),
+            };
+        }
+        match state.recovered_at_ms {
+            Some(recovered) if now < recovered + self.resume_ramp_ms => {
+                let since = now.saturating_sub(recovered);
+                if admitted_after_recovery(op_id, since, self.resume_ramp_ms) {
+                    Admission::Attempt
+                } else {
+                    Admission::Hold {
+                        until_ms: recovered + ramp_point(op_id, self.resume_ramp_ms),
+                    }
+                }
+            }
+            _ => Admission::Attempt,
+        }
+    }
+
+    /// When the probe after `probes` failed ones is due, counting from `now`.
+    pub fn next_probe_at(&self, probes: u32, now: Millis) -> Millis {
+        now + next_probe_in_ms(probes, self.probe_first_ms, self.probe_cap_ms)
+    }
+
+    /// How long a held message stays invisible: until the hold ends, but at least a hundredth
+    /// of the time the op has been held, so a day-long hold costs a few hundred receives (the
+    /// queue's `maxReceiveCount` allows them) however often the region is probed.
+    pub fn hold_visibility_ms(&self, now: Millis, until_ms: Millis, held_since_ms: Millis) -> Millis {
+        until_ms
+            .saturating_sub(now)
+            .max(now.saturating_sub(held_since_ms) / 100)
+            .clamp(1_000, 12 * 60 * 60 * 1_000)
     }
 }
 
@@ -149,14 +244,16 @@ impl HealthPolicy {
 /// The same op always gets the same point, so every worker agrees without talking; the points
 /// spread evenly, so the backlog returns at a steady rate.
 pub fn admitted_after_recovery(op_id: &str, since_recovery_ms: Millis, ramp_ms: Millis) -> bool {
-    if ramp_ms == 0 {
-        return true;
-    }
+    ramp_ms == 0 || ramp_point(op_id, ramp_ms) <= since_recovery_ms
+}
+
+/// The op's point in a ramp of `ramp_ms` (> 0), from a stable hash of its id.
+fn ramp_point(op_id: &str, ramp_ms: Millis) -> Millis {
     // FNV-1a: stable across processes and releases (std's hasher is neither).
     let hash = op_id.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
         (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
     });
-    hash % ramp_ms <= since_recovery_ms
+    hash % ramp_ms.max(1)
 }
 
 /// How long after the `probes`-th failed probe the dispatcher probes an unavailable region
@@ -304,6 +401,60 @@ mod tests {
         assert_eq!(next_probe_in_ms(3, 5_000, 60_000), 40_000);
         assert_eq!(next_probe_in_ms(4, 5_000, 60_000), 60_000);
         assert_eq!(next_probe_in_ms(200, 5_000, 60_000), 60_000);
+    }
+
+    #[test]
+    fn an_open_region_holds_until_its_probe_and_a_recovered_one_admits_by_the_ramp() {
+        let p = HealthPolicy::default();
+        let open = RegionState {
+            open: true,
+            opened_at_ms: 1_000,
+            next_probe_at_ms: 6_000,
+            ..RegionState::default()
+        };
+        assert_eq!(p.admission(&open, "x", 2_000), Admission::Hold { until_ms: 6_000 });
+        // The probe is late: hold a second more, never "until the past".
+        assert_eq!(p.admission(&open, "x", 9_000), Admission::Hold { until_ms: 10_000 });
+        assert_eq!(p.admission(&RegionState::default(), "x", 9_000), Admission::Attempt);
+
+        let recovered = RegionState {
+            recovered_at_ms: Some(100_000),
+            ..RegionState::default()
+        };
+        let ids: Vec<String> = (0..200).map(|n| format!("op-{n}")).collect();
+        let mut held = 0;
+        for id in &ids {
+            match p.admission(&recovered, id, 100_000 + p.resume_ramp_ms / 2) {
+                Admission::Attempt => {}
+                Admission::Hold { until_ms } => {
+                    held += 1;
+                    // Held exactly until its own point, and admitted from then on.
+                    assert!(until_ms > 100_000 + p.resume_ramp_ms / 2);
+                    assert!(until_ms < 100_000 + p.resume_ramp_ms);
+                    assert_eq!(p.admission(&recovered, id, until_ms), Admission::Attempt);
+                }
+            }
+            assert_eq!(p.admission(&recovered, id, 100_000 + p.resume_ramp_ms), Admission::Attempt);
+        }
+        assert!((50..150).contains(&held), "{held} of 200 held half-way through the ramp");
+    }
+
+    #[test]
+    fn a_long_hold_comes_back_less_often() {
+        let p = HealthPolicy::default();
+        // Early on: until the probe (at least a second).
+        assert_eq!(p.hold_visibility_ms(10_000, 15_000, 9_000), 5_000);
+        assert_eq!(p.hold_visibility_ms(10_000, 10_000, 9_000), 1_000);
+        // Held for 10 hours: every 6 minutes, whatever the probe schedule.
+        let hours = 10 * 3_600_000;
+        assert_eq!(p.hold_visibility_ms(hours, hours + 60_000, 0), hours / 100);
+        // A day's hold at most a few hundred receives.
+        let (mut now, mut receives) = (0, 0);
+        while now < p.max_hold_ms {
+            now += p.hold_visibility_ms(now, now + p.probe_cap_ms, 0);
+            receives += 1;
+        }
+        assert!(receives < 450, "{receives} receives in a day");
     }
 
     proptest! {

@@ -33,6 +33,13 @@ pub struct Applied {
     pub first_outcome: Option<String>,
 }
 
+/// An op as this region recorded it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InboundRecord {
+    pub outcome: String,
+    pub result: Value,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ApplyError {
     /// The kind or payload is wrong (422).
@@ -265,6 +272,22 @@ impl InboundStore {
             Err(e) if crate::aws::is_condition_failure(&e) => self.existing(request, hash).await,
             Err(e) => Err(StoreError::from_sdk("PutItem", e).into()),
         }
+    }
+
+    /// The stored record of an op, if any: its outcome and result as first answered.
+    pub async fn status(&self, op_id: &OpId) -> Result<Option<InboundRecord>, StoreError> {
+        let item =
+            get_consistent(&self.client, &self.inbound_table, "op_id", op_id.as_str()).await?;
+        Ok(item.map(|i| {
+            let text = |name: &str| match i.get(name) {
+                Some(AttributeValue::S(v)) => v.clone(),
+                _ => String::new(),
+            };
+            InboundRecord {
+                outcome: text("outcome"),
+                result: serde_json::from_str(&text("result")).unwrap_or(Value::Null),
+            }
+        }))
     }
 
     /// The stored record of an op, if any (tests and operators).

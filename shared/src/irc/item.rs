@@ -118,7 +118,17 @@ pub struct WorkItem {
     /// The highest version published; `status_version` above it is still to publish.
     #[serde(default)]
     pub published_version: u64,
+    /// Why the op waits without an attempt (`region_unavailable`): its target region is
+    /// unavailable, or it waits its turn in the region's resume ramp. Removed by a claim.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held: Option<String>,
+    /// When the current hold began; past `max_hold_ms` the op fails `region_unavailable`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held_since_ms: Option<Millis>,
 }
+
+/// The `held` reason of an op whose target region is unavailable.
+pub const HELD_REGION_UNAVAILABLE: &str = "region_unavailable";
 
 /// Why a claim is refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -179,6 +189,8 @@ impl WorkItem {
             retry_at_ms: None,
             status_version: 1,
             published_version: 0,
+            held: None,
+            held_since_ms: None,
         }
     }
 }

@@ -4,9 +4,14 @@
 //! regions ([`ScriptedRemote`], answers scripted per op). The worker's batch rules are unit
 //! tested against them; nothing here needs AWS.
 
-use super::claim::{ClaimOutcome, CompleteOutcome, Completion, WorkItemClaims};
-use super::ids::OpId;
-use super::item::{Status, Transition, WorkItem};
+use super::claim::{
+    hold_expired, hold_refusal, ClaimOutcome, CompleteOutcome, Completion, HoldOutcome,
+    WorkItemClaims,
+};
+use super::health::{Bucket, CallVerdict, RegionHealth, RegionState};
+use super::ids::{OpId, Region};
+use super::item::{Status, Transition, WorkItem, HELD_REGION_UNAVAILABLE};
+use super::region_health::HealthRecords;
 use super::queue::{QueueError, Redelivery};
 use super::remote::{Remote, RemoteCall, RemoteOutcome};
 use crate::{Millis, StoreError};
@@ -64,6 +69,8 @@ impl WorkItemClaims for MemoryWorkItems {
             return Ok(ClaimOutcome::refused(item.clone(), refusal));
         }
         let expires = now + claim_ttl_ms;
+        item.held = None;
+        item.held_since_ms = None;
         item.status = Status::InFlight;
         item.claim_token = Some(token.to_owned());
         item.claim_expires_at_ms = Some(expires);
@@ -106,9 +113,15 @@ impl WorkItemClaims for MemoryWorkItems {
                 error,
                 retry_at_ms,
                 due_at_ms,
+                region_hold,
             } => {
                 item.last_error = Some(error.clone());
                 item.retry_at_ms = Some(*retry_at_ms);
+                if *region_hold {
+                    item.attempts = item.attempts.saturating_sub(1);
+                    item.held = Some(HELD_REGION_UNAVAILABLE.to_owned());
+                    item.held_since_ms = Some(now);
+                }
                 (Status::Retrying, *due_at_ms)
             }
         };
@@ -120,6 +133,153 @@ impl WorkItemClaims for MemoryWorkItems {
         item.status_version += 1;
         item.history.push(Transition { status, at_ms: now });
         Ok(CompleteOutcome::Completed(item.clone()))
+    }
+
+    async fn hold(
+        &self,
+        op_id: &OpId,
+        now: Millis,
+        until_ms: Millis,
+        due_at_ms: Millis,
+        max_hold_ms: Millis,
+    ) -> Result<HoldOutcome, StoreError> {
+        let mut items = locked(&self.items);
+        let Some(item) = items.get_mut(op_id) else {
+            return Ok(HoldOutcome::Refused(ClaimOutcome::Missing));
+        };
+        let waiting = matches!(
+            item.status,
+            Status::Pending | Status::Dispatched | Status::Retrying
+        );
+        if waiting && hold_expired(item.held_since_ms, now, max_hold_ms) {
+            item.status = Status::Failed;
+            item.last_error = Some(format!("{HELD_REGION_UNAVAILABLE}: held too long"));
+            item.held = None;
+            item.due_at_ms = now;
+            item.updated_at_ms = now;
+            item.status_version += 1;
+            item.history.push(Transition {
+                status: Status::Failed,
+                at_ms: now,
+            });
+            return Ok(HoldOutcome::Expired(item.clone()));
+        }
+        if !waiting || item.retry_at_ms.is_some_and(|at| at > until_ms) {
+            return Ok(hold_refusal(item.clone(), until_ms));
+        }
+        item.held = Some(HELD_REGION_UNAVAILABLE.to_owned());
+        item.held_since_ms.get_or_insert(now);
+        item.retry_at_ms = Some(until_ms);
+        item.due_at_ms = due_at_ms;
+        Ok(HoldOutcome::Held(item.clone()))
+    }
+}
+
+/// Health records in a map, one atomic step per call, with the table's conditions.
+#[derive(Debug, Default)]
+pub struct MemoryHealth {
+    regions: Mutex<BTreeMap<Region, RegionHealth>>,
+    reads: Mutex<u32>,
+}
+
+impl MemoryHealth {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn state(&self, region: &Region) -> RegionState {
+        locked(&self.regions)
+            .get(region)
+            .map(|h| h.state.clone())
+            .unwrap_or_default()
+    }
+
+    /// Reads so far (the cache's effect).
+    pub fn reads(&self) -> u32 {
+        *locked(&self.reads)
+    }
+}
+
+#[async_trait]
+impl HealthRecords for MemoryHealth {
+    async fn read(&self, region: &Region, since_ms: Millis) -> Result<RegionHealth, StoreError> {
+        *locked(&self.reads) += 1;
+        let mut h = locked(&self.regions).get(region).cloned().unwrap_or_default();
+        h.buckets.retain(|b| b.start_ms >= since_ms);
+        Ok(h)
+    }
+
+    async fn count(
+        &self,
+        region: &Region,
+        verdict: CallVerdict,
+        bucket_start_ms: Millis,
+        _expires_at_ms: Millis,
+    ) -> Result<(), StoreError> {
+        let mut regions = locked(&self.regions);
+        let h = regions.entry(region.clone()).or_default();
+        let i = match h.buckets.iter().position(|b| b.start_ms == bucket_start_ms) {
+            Some(i) => i,
+            None => {
+                h.buckets.push(Bucket {
+                    start_ms: bucket_start_ms,
+                    ..Bucket::default()
+                });
+                h.buckets.sort_by_key(|b| b.start_ms);
+                h.buckets
+                    .iter()
+                    .position(|b| b.start_ms == bucket_start_ms)
+                    .unwrap_or(0)
+            }
+        };
+        match verdict {
+            CallVerdict::Healthy => h.buckets[i].successes += 1,
+            CallVerdict::RegionFailure => h.buckets[i].failures += 1,
+        }
+        Ok(())
+    }
+
+    async fn open(
+        &self,
+        region: &Region,
+        now: Millis,
+        next_probe_at_ms: Millis,
+        reason: &str,
+    ) -> Result<bool, StoreError> {
+        let mut regions = locked(&self.regions);
+        let state = &mut regions.entry(region.clone()).or_default().state;
+        if state.open {
+            return Ok(false);
+        }
+        state.open = true;
+        state.opened_at_ms = now;
+        state.probes = 0;
+        state.next_probe_at_ms = next_probe_at_ms;
+        state.reason = Some(reason.to_owned());
+        Ok(true)
+    }
+
+    async fn probed(
+        &self,
+        region: &Region,
+        seen: &RegionState,
+        alive: bool,
+        now: Millis,
+        next_probe_at_ms: Millis,
+    ) -> Result<bool, StoreError> {
+        let mut regions = locked(&self.regions);
+        let state = &mut regions.entry(region.clone()).or_default().state;
+        if !state.open || state.opened_at_ms != seen.opened_at_ms || state.probes != seen.probes {
+            return Ok(false);
+        }
+        if alive {
+            state.open = false;
+            state.recovered_at_ms = Some(now);
+        } else {
+            state.probes += 1;
+            state.next_probe_at_ms = next_probe_at_ms;
+        }
+        Ok(true)
     }
 }
 

@@ -9,9 +9,11 @@
 //! commit in one transaction. Order per resource: FIFO message groups, and the remote's
 //! per-resource sequence condition for ops that overtake each other anyway.
 //!
-//! Every status change is published as an event ([`events`], [`events_publisher`]). What
-//! makes a target region count as failing ([`health`]) is the first part of holding a failing
-//! region's ops (IRC v2); the holds themselves are not built yet.
+//! Every status change is published as an event ([`events`], [`events_publisher`]). A failing
+//! target region fails alone: workers count each call's verdict in the region's health record
+//! ([`region_health`]); when the window says the region is unavailable ([`health`]) its ops are
+//! held without spending attempts, the dispatcher probes it, and on recovery the held ops come
+//! back over a ramp.
 
 pub mod backoff;
 pub mod claim;
@@ -31,6 +33,7 @@ pub mod memory;
 pub mod message;
 pub mod queue;
 pub mod remote;
+pub mod region_health;
 pub mod remote_api;
 #[cfg(feature = "aws")]
 pub mod store;

@@ -9,7 +9,12 @@ use crate::fault::Fault;
 #[cfg(feature = "client")]
 use crate::fault::FAULT_HEADER;
 #[cfg(feature = "client")]
-use crate::sigv4::SigV4Client;
+use crate::sigv4::{SigV4Client, SigV4Error};
+#[cfg(feature = "client")]
+use std::sync::Arc;
+#[cfg(feature = "client")]
+use tokio::sync::Semaphore;
+use super::health::{self, CallVerdict};
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -35,9 +40,13 @@ pub struct OperationRequest {
 pub enum RemoteOutcome {
     /// 2xx: `applied`, `duplicate` or `superseded`, with the remote's result.
     Done { outcome: String, result: Value },
-    /// The remote refused the op for good (400/401/403/404/409/413/422): FAILED at once.
+    /// The remote refused the op for good (an op-level 4xx with the contract's error body:
+    /// 400 about the envelope, 409, 413, 422): FAILED at once.
     Permanent(String),
-    /// Worth another attempt (429, 5xx, timeout, transport): RETRYING with backoff.
+    /// Worth another attempt: 429, 5xx, a timeout or transport failure, and every refusal
+    /// about the region rather than the op (401, 403, 404, 405, a 4xx without the contract's
+    /// body, 400 `region_not_allowed` / `unsupported_version`: a bad deploy in the target
+    /// must not fail the backlog). RETRYING with backoff; held while the region is open.
     Transient(String),
 }
 
@@ -45,14 +54,32 @@ pub enum RemoteOutcome {
 #[derive(Debug, Clone, PartialEq)]
 pub struct RemoteCall {
     pub outcome: RemoteOutcome,
+    /// What the call says of the target region's health; `None` when it says nothing (the
+    /// source's own failure: no credentials, a request it could not sign or build).
+    pub verdict: Option<CallVerdict>,
     /// A fault the answer asked for ([`crate::fault`]; obeyed only where switched on).
     pub fault: Option<Fault>,
 }
 
 impl RemoteCall {
+    /// An answer from the region: transient outcomes count against it, the rest for it.
     pub fn answered(outcome: RemoteOutcome) -> Self {
+        let verdict = match outcome {
+            RemoteOutcome::Transient(_) => CallVerdict::RegionFailure,
+            _ => CallVerdict::Healthy,
+        };
         Self {
             outcome,
+            verdict: Some(verdict),
+            fault: None,
+        }
+    }
+
+    /// A failure on the source's side: says nothing of the region.
+    pub fn source_failure(outcome: RemoteOutcome) -> Self {
+        Self {
+            outcome,
+            verdict: None,
             fault: None,
         }
     }
@@ -64,6 +91,33 @@ impl RemoteCall {
 pub trait Remote: Send + Sync {
     async fn call(&self, item: &WorkItem, timeout: Duration) -> RemoteCall;
 }
+
+/// The dispatcher's probe of an unavailable region: a signed `GET /v1/operations/{id}` of an
+/// op id that never exists. `true` when the region answered as the contract says (a 404
+/// `unknown_operation`): it is serving, with the right deploy and the right identity.
+#[async_trait]
+pub trait Prober: Send + Sync {
+    async fn probe(&self, region: &Region, timeout: Duration) -> bool;
+}
+
+/// The op id every probe asks for: a valid ULID (time 0) that no submit ever makes.
+pub const PROBE_OP_ID: &str = "00000000000000000000000000";
+
+/// Whether a probe's answer says the region is alive.
+pub fn probe_alive(status: u16, body: &[u8]) -> bool {
+    let parsed: Option<Value> = serde_json::from_slice(body).ok();
+    let code = parsed.as_ref().and_then(|v| v["error"]["code"].as_str());
+    status == 404 && code == Some("unknown_operation")
+}
+
+/// No call to a region is given longer than this, whatever time the invocation has left
+/// (DESIGN: call <= 5 s, connect <= 2 s in [`SigV4Client`]), so a region that drops traffic
+/// holds a worker for seconds, not its whole invocation.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+/// Calls in flight to one target region from one worker process at most; the rest wait for
+/// a turn, so a slow region cannot take every connection (the event source's concurrency
+/// bounds the processes).
+pub const CALLS_PER_REGION: usize = 4;
 
 /// The request body for `item` (its stored payload is JSON text).
 pub fn request_for(item: &WorkItem) -> Result<OperationRequest, String> {
@@ -86,6 +140,8 @@ pub fn request_for(item: &WorkItem) -> Result<OperationRequest, String> {
 pub struct RemoteClient {
     http: SigV4Client,
     endpoints: BTreeMap<Region, String>,
+    /// [`CALLS_PER_REGION`] turns per target region.
+    turns: BTreeMap<Region, Arc<Semaphore>>,
 }
 
 fn describe_error(status: u16, body: &[u8]) -> String {
@@ -103,51 +159,88 @@ fn describe_error(status: u16, body: &[u8]) -> String {
     }
 }
 
-/// Sorts an HTTP answer.
+/// Sorts an HTTP answer: what the region's health makes of it ([`health::verdict`]) decides
+/// whether a refusal is the op's (permanent) or the region's (transient).
 pub fn classify(status: u16, body: &[u8]) -> RemoteOutcome {
-    match status {
-        200..=299 => {
-            let parsed: Option<Value> = serde_json::from_slice(body).ok();
-            match parsed
-                .as_ref()
-                .and_then(|v| Some((v["outcome"].as_str()?, v)))
-            {
-                Some((outcome, v)) => RemoteOutcome::Done {
-                    outcome: outcome.to_owned(),
-                    result: v["result"].clone(),
-                },
-                None => RemoteOutcome::Transient(format!(
-                    "HTTP {status} with an unreadable body: {}",
-                    String::from_utf8_lossy(&body[..body.len().min(300)])
-                )),
+    match (status, health::verdict(Some((status, body)))) {
+        (200..=299, CallVerdict::Healthy) => {
+            let parsed: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+            RemoteOutcome::Done {
+                outcome: parsed["outcome"].as_str().unwrap_or("applied").to_owned(),
+                result: parsed["result"].clone(),
             }
         }
-        400 | 401 | 403 | 404 | 405 | 409 | 413 | 422 => {
-            RemoteOutcome::Permanent(describe_error(status, body))
-        }
-        _ => RemoteOutcome::Transient(describe_error(status, body)),
+        (200..=299, _) => RemoteOutcome::Transient(format!(
+            "HTTP {status} with an unreadable body: {}",
+            String::from_utf8_lossy(&body[..body.len().min(300)])
+        )),
+        (_, CallVerdict::Healthy) => RemoteOutcome::Permanent(describe_error(status, body)),
+        (_, CallVerdict::RegionFailure) => RemoteOutcome::Transient(describe_error(status, body)),
     }
 }
 
 #[cfg(feature = "client")]
 impl RemoteClient {
     pub fn new(http: SigV4Client, endpoints: BTreeMap<Region, String>) -> Self {
-        Self { http, endpoints }
+        let turns = endpoints
+            .keys()
+            .map(|r| (r.clone(), Arc::new(Semaphore::new(CALLS_PER_REGION))))
+            .collect();
+        Self {
+            http,
+            endpoints,
+            turns,
+        }
+    }
+
+    /// The target regions it knows.
+    pub fn regions(&self) -> impl Iterator<Item = &Region> {
+        self.endpoints.keys()
+    }
+
+    /// One signed request to `region`'s irc-remote, within the region's concurrency cap and
+    /// [`CALL_TIMEOUT`] (or `timeout`, if shorter).
+    async fn send(
+        &self,
+        method: &str,
+        region: &Region,
+        path: &str,
+        body: &[u8],
+        timeout: Duration,
+    ) -> Result<crate::sigv4::SignedResponse, RemoteCall> {
+        let Some(endpoint) = self.endpoints.get(region) else {
+            return Err(RemoteCall::source_failure(RemoteOutcome::Permanent(format!(
+                "no irc-remote endpoint for {region} in TENURE_REGION_ENDPOINTS"
+            ))));
+        };
+        let _turn = match self.turns.get(region) {
+            Some(turns) => Some(turns.acquire().await),
+            None => None,
+        };
+        let url = format!("{}{path}", endpoint.trim_end_matches('/'));
+        self.http
+            .send(method, &url, region.as_str(), body, timeout.min(CALL_TIMEOUT))
+            .await
+            .map_err(|e| match e {
+                // The source's own failures say nothing of the region.
+                SigV4Error::NoCredentialsProvider
+                | SigV4Error::Credentials(_)
+                | SigV4Error::Signing(_) => {
+                    RemoteCall::source_failure(RemoteOutcome::Transient(e.to_string()))
+                }
+                SigV4Error::Transport { .. } | SigV4Error::Timeout { .. } => {
+                    RemoteCall::answered(RemoteOutcome::Transient(e.to_string()))
+                }
+            })
     }
 }
 
 #[cfg(feature = "client")]
 #[async_trait]
 impl Remote for RemoteClient {
-    /// One attempt for `item`, giving up after `timeout`.
+    /// One attempt for `item`, giving up after `timeout` (at most [`CALL_TIMEOUT`]).
     async fn call(&self, item: &WorkItem, timeout: Duration) -> RemoteCall {
-        let permanent = |m: String| RemoteCall::answered(RemoteOutcome::Permanent(m));
-        let Some(endpoint) = self.endpoints.get(&item.target_region) else {
-            return permanent(format!(
-                "no irc-remote endpoint for {} in TENURE_REGION_ENDPOINTS",
-                item.target_region
-            ));
-        };
+        let permanent = |m: String| RemoteCall::source_failure(RemoteOutcome::Permanent(m));
         let request = match request_for(item) {
             Ok(r) => r,
             Err(m) => return permanent(m),
@@ -156,18 +249,27 @@ impl Remote for RemoteClient {
             Ok(b) => b,
             Err(e) => return permanent(e.to_string()),
         };
-        let url = format!("{}/v1/operations", endpoint.trim_end_matches('/'));
         match self
-            .http
-            .send("POST", &url, item.target_region.as_str(), &body, timeout)
+            .send("POST", &item.target_region, "/v1/operations", &body, timeout)
             .await
         {
             Ok(response) => RemoteCall {
-                outcome: classify(response.status, &response.body),
                 fault: response.header(FAULT_HEADER).and_then(Fault::from_header),
+                ..RemoteCall::answered(classify(response.status, &response.body))
             },
-            // Timeouts, transport and credential failures: all worth another attempt.
-            Err(e) => RemoteCall::answered(RemoteOutcome::Transient(e.to_string())),
+            Err(call) => call,
+        }
+    }
+}
+
+#[cfg(feature = "client")]
+#[async_trait]
+impl Prober for RemoteClient {
+    async fn probe(&self, region: &Region, timeout: Duration) -> bool {
+        let path = format!("/v1/operations/{PROBE_OP_ID}");
+        match self.send("GET", region, &path, b"", timeout).await {
+            Ok(response) => probe_alive(response.status, &response.body),
+            Err(_) => false,
         }
     }
 }
@@ -195,7 +297,10 @@ mod tests {
             ),
             RemoteOutcome::Permanent("HTTP 422 invalid_payload: lease too short".into())
         );
-        assert!(matches!(classify(409, b"{}"), RemoteOutcome::Permanent(_)));
+        assert!(matches!(
+            classify(409, br#"{"error":{"code":"op_id_conflict","message":"m"}}"#),
+            RemoteOutcome::Permanent(_)
+        ));
         assert!(
             matches!(classify(500, b"oops"), RemoteOutcome::Transient(m) if m.contains("oops"))
         );
@@ -204,5 +309,46 @@ mod tests {
             classify(200, b"not json"),
             RemoteOutcome::Transient(_)
         ));
+    }
+
+    #[test]
+    fn refusals_about_the_region_are_retried_not_final() {
+        let error = |code: &str| format!(r#"{{"error":{{"code":"{code}","message":"m"}}}}"#);
+        for (status, body) in [
+            (403, error("not_this_region")),
+            (401, error("unauthorized")),
+            (404, error("not_found")),
+            (405, error("method_not_allowed")),
+            (400, error("region_not_allowed")),
+            (400, error("unsupported_version")),
+            (409, "<html>a proxy's conflict page</html>".to_owned()),
+        ] {
+            let outcome = classify(status, body.as_bytes());
+            assert!(
+                matches!(outcome, RemoteOutcome::Transient(_)),
+                "{status} {body}: {outcome:?}"
+            );
+            assert_eq!(
+                RemoteCall::answered(outcome).verdict,
+                Some(CallVerdict::RegionFailure)
+            );
+        }
+        let op_level = classify(400, error("invalid_id").as_bytes());
+        assert!(matches!(op_level, RemoteOutcome::Permanent(_)));
+        assert_eq!(
+            RemoteCall::answered(op_level).verdict,
+            Some(CallVerdict::Healthy)
+        );
+    }
+
+    #[test]
+    fn only_the_contracts_unknown_operation_answer_makes_a_probe_alive() {
+        let unknown = br#"{"error":{"code":"unknown_operation","message":"no such op"}}"#;
+        assert!(probe_alive(404, unknown));
+        assert!(!probe_alive(404, br#"{"error":{"code":"not_found","message":"no route"}}"#));
+        assert!(!probe_alive(403, br#"{"error":{"code":"forbidden","message":"m"}}"#));
+        assert!(!probe_alive(503, b"Service Unavailable"));
+        assert!(!probe_alive(200, b"{}"));
+        assert!(super::super::ids::OpId::parse(PROBE_OP_ID).is_ok());
     }
 }

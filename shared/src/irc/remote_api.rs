@@ -58,6 +58,11 @@ mod handler {
         }
 
         async fn answer(&self, request: ApiRequest<'_>, caller: Option<&Caller>) -> ApiResponse {
+            match super::status_request(&request) {
+                Some(Ok(op_id)) => return self.status(&op_id).await,
+                Some(Err(response)) => return response,
+                None => {}
+            }
             let op = match parse_authorized(
                 request,
                 caller,
@@ -88,6 +93,29 @@ mod handler {
                 }
                 Err(ApplyError::Store(e)) => {
                     warn!(op_id = %op.op_id, error = %e, "store unavailable");
+                    ApiResponse::error(503, "store_unavailable", e.to_string())
+                }
+            }
+        }
+
+        /// `GET /v1/operations/{op_id}`: where the op stands here. It claims no source region,
+        /// so it needs no binding beyond IAM's (the Function URL's `AWS_IAM` lets only
+        /// granted principals call at all): the dispatcher's probes and status polls use it.
+        async fn status(&self, op_id: &super::OpId) -> ApiResponse {
+            match self.store.status(op_id).await {
+                Ok(Some(record)) => ApiResponse::ok(json!({
+                    "op_id": op_id,
+                    "state": "SUCCEEDED",
+                    "outcome": record.outcome,
+                    "result": record.result,
+                })),
+                Ok(None) => ApiResponse::error(
+                    404,
+                    "unknown_operation",
+                    format!("no operation {op_id} was received here"),
+                ),
+                Err(e) => {
+                    warn!(op_id = %op_id, error = %e, "store unavailable");
                     ApiResponse::error(503, "store_unavailable", e.to_string())
                 }
             }
@@ -182,6 +210,24 @@ fn envelope(body: &Value, peers: &BTreeSet<Region>) -> Result<OperationRequest, 
         seq,
         payload,
     })
+}
+
+/// `GET /v1/operations/{op_id}`: `Some(Ok(op_id))` to answer with the op's state,
+/// `Some(Err)` for a bad id or method on that route, `None` for any other route.
+pub fn status_request(request: &ApiRequest<'_>) -> Option<Result<OpId, ApiResponse>> {
+    let path = request.path.trim_end_matches('/');
+    let id = path.strip_prefix("/v1/operations/")?;
+    if id.contains('/') {
+        return None;
+    }
+    if request.method != "GET" {
+        return Some(Err(ApiResponse::error(
+            405,
+            "method_not_allowed",
+            format!("{} is not allowed on {path}", request.method),
+        )));
+    }
+    Some(OpId::parse(id).map_err(|e| bad("invalid_id", e.to_string())))
 }
 
 /// Route, JSON, envelope and the kind's payload check, without touching the store: the
@@ -321,6 +367,33 @@ mod tests {
     fn body() -> Value {
         json!({"v": 1, "op_id": "01ARZ3NDEKTSV4RRFFQ69G5FAV", "source_region": "us-east-1",
                "kind": "group.delete", "resource": "g1", "seq": 1, "payload": {"group_id": "g1"}})
+    }
+
+    #[test]
+    fn a_status_request_names_a_valid_op_by_get_only() {
+        let get = |path| ApiRequest {
+            method: "GET",
+            path,
+            body: b"",
+        };
+        let id = "01ARZ3NDEKTSV4RRFFQ69G5FAV";
+        let path = format!("/v1/operations/{id}");
+        assert_eq!(
+            status_request(&get(&path)).unwrap().unwrap().as_str(),
+            id
+        );
+        assert_eq!(
+            status_request(&get("/v1/operations/nope")).unwrap().unwrap_err().status,
+            400
+        );
+        let post = ApiRequest {
+            method: "POST",
+            path: &path,
+            body: b"",
+        };
+        assert_eq!(status_request(&post).unwrap().unwrap_err().status, 405);
+        assert!(status_request(&get("/v1/operations")).is_none());
+        assert!(status_request(&get("/v1/operations/x/cancel")).is_none());
     }
 
     #[test]

@@ -7,9 +7,10 @@
 //! apply is idempotent on `op_id`, so a second attempt after a lost completion gets the stored
 //! result instead of a second effect.
 
-pub use super::claim::{ClaimOutcome, CompleteOutcome, Completion, WorkItemClaims};
+pub use super::claim::{ClaimOutcome, CompleteOutcome, Completion, HoldOutcome, WorkItemClaims};
+use super::claim::{hold_expired, hold_refusal};
 use super::ids::{OpId, Region};
-use super::item::{Status, Transition, WorkItem};
+use super::item::{Status, Transition, WorkItem, HELD_REGION_UNAVAILABLE};
 use crate::aws::{
     decode_keyed, decode_opt_item, is_condition_failure, written_or_current, Item, StoreError,
 };
@@ -167,6 +168,8 @@ impl WorkItemStore {
             retry_at_ms: None,
             status_version: 1,
             published_version: 0,
+            held: None,
+            held_since_ms: None,
         };
         let mut attributes: Item =
             serde_dynamo::to_item(&item).map_err(|e| StoreError::Corrupt {
@@ -223,7 +226,7 @@ impl WorkItemStore {
             .update_expression(format!(
                 "SET #status = :in_flight, claim_token = :token, claim_expires_at_ms = :expires, \
                  due_at_ms = :expires, updated_at_ms = :now, {NEXT_VERSION}, {APPEND_HISTORY} \
-                 ADD attempts :one, {ADD_VERSION}"
+                 REMOVE held, held_since_ms ADD attempts :one, {ADD_VERSION}"
             ))
             .expression_attribute_values(":unpublished", unpublished_shard(op_id))
             .expression_attribute_values(":history", step(Status::InFlight, now))
@@ -271,25 +274,34 @@ impl WorkItemStore {
         completion: &Completion,
         now: Millis,
     ) -> Result<CompleteOutcome, StoreError> {
-        let (status, field, text, due, retry_at) = match completion {
-            Completion::Succeeded { result } => (Status::Succeeded, "result", result, now, None),
-            Completion::Failed { error } => (Status::Failed, "last_error", error, now, None),
+        let (status, field, text, due, retry_at, region_hold) = match completion {
+            Completion::Succeeded { result } => {
+                (Status::Succeeded, "result", result, now, None, false)
+            }
+            Completion::Failed { error } => (Status::Failed, "last_error", error, now, None, false),
             Completion::Retry {
                 error,
                 retry_at_ms,
                 due_at_ms,
+                region_hold,
             } => (
                 Status::Retrying,
                 "last_error",
                 error,
                 *due_at_ms,
                 Some(*retry_at_ms),
+                *region_hold,
             ),
         };
         // A retry's backoff end goes with it; a terminal item keeps the last one (harmless:
-        // nothing claims a terminal item).
-        let set_retry_at = if retry_at.is_some() {
-            ", retry_at_ms = :retry_at"
+        // nothing claims a terminal item). A region hold gives the attempt back.
+        let set_retry_at = match (retry_at.is_some(), region_hold) {
+            (true, true) => ", retry_at_ms = :retry_at, held = :held, held_since_ms = :now",
+            (true, false) => ", retry_at_ms = :retry_at",
+            _ => "",
+        };
+        let give_back = if region_hold {
+            ", attempts :minus_one"
         } else {
             ""
         };
@@ -301,7 +313,7 @@ impl WorkItemStore {
             .update_expression(format!(
                 "SET #status = :status, #field = :text, due_at_ms = :due, updated_at_ms = :now{set_retry_at}, \
                  {NEXT_VERSION}, {APPEND_HISTORY} REMOVE claim_token, claim_expires_at_ms \
-                 ADD {ADD_VERSION}"
+                 ADD {ADD_VERSION}{give_back}"
             ))
             .expression_attribute_values(":unpublished", unpublished_shard(op_id))
             .expression_attribute_values(":one", n(1))
@@ -322,6 +334,11 @@ impl WorkItemStore {
         if let Some(at) = retry_at {
             update = update.expression_attribute_values(":retry_at", n(at));
         }
+        if region_hold {
+            update = update
+                .expression_attribute_values(":held", s(HELD_REGION_UNAVAILABLE))
+                .expression_attribute_values(":minus_one", AttributeValue::N("-1".into()));
+        }
         let result = update.send().await;
         Ok(
             match written_or_current(op_id.as_str(), "UpdateItem(complete)", result)? {
@@ -330,6 +347,108 @@ impl WorkItemStore {
                 Err(current) => CompleteOutcome::ClaimLost(current),
             },
         )
+    }
+
+    /// Holds a waiting op without claiming it ([`WorkItemClaims::hold`]). One conditional
+    /// write; no status change, so no history entry, no version, no event.
+    pub async fn hold(
+        &self,
+        op_id: &OpId,
+        now: Millis,
+        until_ms: Millis,
+        due_at_ms: Millis,
+        max_hold_ms: Millis,
+    ) -> Result<HoldOutcome, StoreError> {
+        let expired_before = now.saturating_sub(max_hold_ms);
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("op_id", s(op_id.as_str()))
+            .update_expression(
+                "SET held = :held, held_since_ms = if_not_exists(held_since_ms, :now), \
+                 retry_at_ms = :until, due_at_ms = :due",
+            )
+            // Waiting, its own backoff not later than the hold, and not held too long already.
+            .condition_expression(
+                "#status IN (:pending, :dispatched, :retrying) \
+                 AND (attribute_not_exists(retry_at_ms) OR retry_at_ms <= :until) \
+                 AND (attribute_not_exists(held_since_ms) OR held_since_ms > :expired_before)",
+            )
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":held", s(HELD_REGION_UNAVAILABLE))
+            .expression_attribute_values(":now", n(now))
+            .expression_attribute_values(":until", n(until_ms))
+            .expression_attribute_values(":due", n(due_at_ms))
+            .expression_attribute_values(":expired_before", n(expired_before))
+            .expression_attribute_values(":pending", s(Status::Pending.as_str()))
+            .expression_attribute_values(":dispatched", s(Status::Dispatched.as_str()))
+            .expression_attribute_values(":retrying", s(Status::Retrying.as_str()))
+            .return_values(ReturnValue::AllNew)
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await;
+        match written_or_current::<WorkItem, _>(op_id.as_str(), "UpdateItem(hold)", result)? {
+            Ok(Some(item)) => Ok(HoldOutcome::Held(item)),
+            Ok(None) | Err(None) => Ok(HoldOutcome::Refused(ClaimOutcome::Missing)),
+            Err(Some(item))
+                if !item.status.is_terminal()
+                    && item.status != Status::InFlight
+                    && hold_expired(item.held_since_ms, now, max_hold_ms) =>
+            {
+                self.expire_hold(item, now, expired_before).await
+            }
+            Err(Some(item)) => Ok(hold_refusal(item, until_ms)),
+        }
+    }
+
+    /// FAILED `region_unavailable`, on the condition that the op is still waiting and held
+    /// since `expired_before` or earlier.
+    async fn expire_hold(
+        &self,
+        item: WorkItem,
+        now: Millis,
+        expired_before: Millis,
+    ) -> Result<HoldOutcome, StoreError> {
+        let op_id = &item.op_id;
+        let error = format!(
+            "{HELD_REGION_UNAVAILABLE}: {} was unavailable for the whole hold ({} s)",
+            item.target_region,
+            now.saturating_sub(item.held_since_ms.unwrap_or(now)) / 1_000
+        );
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("op_id", s(op_id.as_str()))
+            .update_expression(format!(
+                "SET #status = :failed, last_error = :error, due_at_ms = :now, updated_at_ms = :now, \
+                 {NEXT_VERSION}, {APPEND_HISTORY} REMOVE held ADD {ADD_VERSION}"
+            ))
+            .condition_expression(
+                "#status IN (:pending, :dispatched, :retrying) AND held_since_ms <= :expired_before",
+            )
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":unpublished", unpublished_shard(op_id))
+            .expression_attribute_values(":one", n(1))
+            .expression_attribute_values(":history", step(Status::Failed, now))
+            .expression_attribute_values(":no_history", AttributeValue::L(vec![]))
+            .expression_attribute_values(":failed", s(Status::Failed.as_str()))
+            .expression_attribute_values(":error", s(&error))
+            .expression_attribute_values(":now", n(now))
+            .expression_attribute_values(":expired_before", n(expired_before))
+            .expression_attribute_values(":pending", s(Status::Pending.as_str()))
+            .expression_attribute_values(":dispatched", s(Status::Dispatched.as_str()))
+            .expression_attribute_values(":retrying", s(Status::Retrying.as_str()))
+            .return_values(ReturnValue::AllNew)
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await;
+        match written_or_current::<WorkItem, _>(op_id.as_str(), "UpdateItem(hold expired)", result)? {
+            Ok(Some(item)) => Ok(HoldOutcome::Expired(item)),
+            Ok(None) | Err(None) => Ok(HoldOutcome::Refused(ClaimOutcome::Missing)),
+            Err(Some(current)) => Ok(hold_refusal(current, now)),
+        }
     }
 
     /// Items in `status` due at or before `now` (the dispatcher's sweep), oldest due first.
@@ -552,5 +671,16 @@ impl WorkItemClaims for WorkItemStore {
         now: Millis,
     ) -> Result<CompleteOutcome, StoreError> {
         WorkItemStore::complete(self, op_id, token, completion, now).await
+    }
+
+    async fn hold(
+        &self,
+        op_id: &OpId,
+        now: Millis,
+        until_ms: Millis,
+        due_at_ms: Millis,
+        max_hold_ms: Millis,
+    ) -> Result<HoldOutcome, StoreError> {
+        WorkItemStore::hold(self, op_id, now, until_ms, due_at_ms, max_hold_ms).await
     }
 }

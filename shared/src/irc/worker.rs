@@ -10,12 +10,14 @@
 //! entry point, which turns SQS's event into [`BatchRecord`]s and the failed ids into
 //! `batchItemFailures`, needs the `lambda` feature.
 
-use super::claim::{ClaimOutcome, CompleteOutcome, Completion, WorkItemClaims};
+use super::claim::{ClaimOutcome, CompleteOutcome, Completion, HoldOutcome, WorkItemClaims};
 use super::config::RetryPolicy;
+use super::health::Admission;
 use super::ids::OpId;
 use super::item::WorkItem;
 use super::message::QueueMessage;
 use super::queue::Redelivery;
+use super::region_health::{HealthMonitor, HealthRecords};
 use super::remote::{Remote, RemoteOutcome};
 use crate::clock::Clock;
 use crate::fault::FaultSwitch;
@@ -28,12 +30,14 @@ use std::time::Instant;
 use tracing::{error, info, warn};
 
 /// What the worker needs, built once per process.
-pub struct Worker<S, Q, R, C> {
+pub struct Worker<S, Q, R, C, H> {
     pub store: S,
     pub queue: Q,
     pub remote: R,
     pub policy: RetryPolicy,
     pub clock: C,
+    /// The target regions' health: holds ops to an unavailable region before any claim.
+    pub health: HealthMonitor<H>,
     /// Obey a fault the fault proxy asks for (local fault tests only; [`crate::fault`]).
     pub faults: FaultSwitch,
 }
@@ -64,18 +68,21 @@ enum RecordFailure {
     Retry { delay_ms: u64, error: String },
     #[error("its backoff ends in {delay_ms} ms: a copy came early")]
     NotYet { delay_ms: u64 },
+    #[error("held: its target region is unavailable or resuming (comes back in {delay_ms} ms)")]
+    Held { delay_ms: u64 },
     #[error("not enough time left in the invocation")]
     OutOfTime,
     #[error(transparent)]
     Store(#[from] crate::StoreError),
 }
 
-impl<S, Q, R, C> Worker<S, Q, R, C>
+impl<S, Q, R, C, H> Worker<S, Q, R, C, H>
 where
     S: WorkItemClaims,
     Q: Redelivery,
     R: Remote,
     C: Clock,
+    H: HealthRecords,
 {
     /// The whole batch; returns the message ids to report failed, in the batch's order.
     /// `deadline` is the invocation's end.
@@ -123,6 +130,10 @@ where
                     .map(|m| m.target_region.to_string())
                     .unwrap_or_else(|_| "unknown".to_owned());
                 metrics::irc_held(&target);
+                // Visible again at once: SQS keeps it behind the failed record anyway (one
+                // message of a FIFO group in flight at a time), so it follows that record as
+                // soon as it returns instead of after the queue's visibility timeout.
+                self.redeliver_after(record, 0).await;
                 failed.push(id);
                 continue;
             }
@@ -161,8 +172,15 @@ where
         if call_time < MIN_CALL_TIME {
             return Err(RecordFailure::OutOfTime);
         }
-        let token = OpId::new().to_string();
         let now = self.clock.now_ms();
+        if let Admission::Hold { until_ms } = self
+            .health
+            .admission(&message.target_region, message.op_id.as_str(), now)
+            .await
+        {
+            return self.hold(record, &message, now, until_ms).await;
+        }
+        let token = OpId::new().to_string();
         let item = match self
             .store
             .claim(
@@ -197,7 +215,22 @@ where
         let call = self.remote.call(&item, call_time).await;
         self.faults
             .after_remote_apply(call.fault, item.op_id.as_str());
-        let completion = self.completion(&item, call.outcome);
+        // What the call says of its region counts before the completion: the failure that
+        // opens the region (or finds it open) holds the op and gives its attempt back.
+        let region_hold_until = match call.verdict {
+            Some(verdict) => self
+                .health
+                .observe(
+                    &item.target_region,
+                    verdict,
+                    self.clock.now_ms(),
+                    &describe(&call.outcome),
+                )
+                .await
+                .map(|open| open.next_probe_at_ms.max(self.clock.now_ms() + 1_000)),
+            None => None,
+        };
+        let completion = self.completion(&item, call.outcome, region_hold_until);
         let outcome = self
             .store
             .complete(&item.op_id, &token, &completion, self.clock.now_ms())
@@ -213,6 +246,21 @@ where
             (CompleteOutcome::ClaimLost(current), _) => {
                 warn!(op_id = %item.op_id, current = ?current.as_ref().map(|i| i.status), "claim lost before completing; the newer attempt decides");
                 Ok(())
+            }
+            (
+                CompleteOutcome::Completed(done),
+                Completion::Retry {
+                    region_hold: true,
+                    retry_at_ms,
+                    ..
+                },
+            ) => {
+                let now = self.clock.now_ms();
+                let delay_ms = self.health.policy.hold_visibility_ms(now, *retry_at_ms, now);
+                metrics::irc_region_hold(done.target_region.as_str());
+                info!(op_id = %done.op_id, attempts = done.attempts, delay_ms, "its region is unavailable: held, the attempt given back");
+                self.redeliver_after(record, delay_ms).await;
+                Err(RecordFailure::Held { delay_ms })
             }
             (
                 CompleteOutcome::Completed(done),
@@ -235,6 +283,57 @@ where
         }
     }
 
+    /// Holds the record's op without claiming it (its region is unavailable, or it waits its
+    /// turn in the region's resume ramp): one conditional write, no attempt, no status change.
+    /// The message goes back until the hold ends and the records behind it in its FIFO group
+    /// wait behind it, so nothing is reordered.
+    async fn hold(
+        &self,
+        record: &BatchRecord,
+        message: &QueueMessage,
+        now: crate::Millis,
+        until_ms: crate::Millis,
+    ) -> Result<(), RecordFailure> {
+        let policy = &self.health.policy;
+        let due = until_ms + self.policy.redispatch_after_ms;
+        let outcome = self
+            .store
+            .hold(&message.op_id, now, until_ms, due, policy.max_hold_ms)
+            .await?;
+        match outcome {
+            HoldOutcome::Held(item) => {
+                metrics::irc_region_hold(item.target_region.as_str());
+                let delay_ms = policy.hold_visibility_ms(
+                    now,
+                    until_ms,
+                    item.held_since_ms.unwrap_or(now),
+                );
+                info!(op_id = %item.op_id, target = %item.target_region, until_ms, delay_ms, "held: its region is unavailable or resuming");
+                self.redeliver_after(record, delay_ms).await;
+                Err(RecordFailure::Held { delay_ms })
+            }
+            HoldOutcome::Expired(item) => {
+                let latency_ms = item.updated_at_ms.saturating_sub(item.created_at_ms) as f64;
+                metrics::irc_op(item.status.as_str(), Some(latency_ms));
+                warn!(op_id = %item.op_id, target = %item.target_region, error = ?item.last_error, "held longer than max_hold_ms: FAILED");
+                Ok(())
+            }
+            HoldOutcome::Refused(ClaimOutcome::Missing) => {
+                Err(RecordFailure::Missing(message.op_id.clone()))
+            }
+            HoldOutcome::Refused(ClaimOutcome::NotYet(item)) => {
+                let delay_ms = item.retry_at_ms.unwrap_or(now).saturating_sub(now);
+                self.redeliver_after(record, delay_ms).await;
+                Err(RecordFailure::NotYet { delay_ms })
+            }
+            // Finished, or claimed by a live worker: as the claim would have found it.
+            HoldOutcome::Refused(other) => {
+                info!(op_id = %message.op_id, outcome = ?other, "not held: finished or claimed elsewhere");
+                Ok(())
+            }
+        }
+    }
+
     /// Makes the record's message visible again in `delay_ms` (rounded up to seconds). If that
     /// fails the queue's visibility timeout applies, and a copy that comes early is refused by
     /// the claim.
@@ -248,14 +347,30 @@ where
     }
 
     /// What the item becomes after an attempt with `outcome`.
-    fn completion(&self, item: &WorkItem, outcome: RemoteOutcome) -> Completion {
+    fn completion(
+        &self,
+        item: &WorkItem,
+        outcome: RemoteOutcome,
+        region_hold_until: Option<crate::Millis>,
+    ) -> Completion {
         completion_for(
             item,
             outcome,
             &self.policy,
             self.clock.now_ms(),
             rand::rng().random_range(0.0..=1.0),
+            region_hold_until,
         )
+    }
+}
+
+/// An outcome in a few words, as the reason a region opened.
+fn describe(outcome: &RemoteOutcome) -> String {
+    match outcome {
+        RemoteOutcome::Done { outcome, .. } => outcome.clone(),
+        RemoteOutcome::Permanent(e) | RemoteOutcome::Transient(e) => {
+            e.chars().take(200).collect()
+        }
     }
 }
 
@@ -263,18 +378,32 @@ where
 /// once, a transient one retries after the backoff until `max_attempts` attempts were made.
 /// A retry is due for the dispatcher only `redispatch_after_ms` after its backoff, since the
 /// message's own redelivery is expected first.
+///
+/// `region_hold_until`: the target region is unavailable after this call (its next probe).
+/// A transient failure then holds the op until that probe and gives the attempt back, even
+/// on its last attempt: the outage is the region's, and `max_hold_ms` bounds the wait.
 pub(crate) fn completion_for(
     item: &WorkItem,
     outcome: RemoteOutcome,
     policy: &RetryPolicy,
     now: crate::Millis,
     unit_random: f64,
+    region_hold_until: Option<crate::Millis>,
 ) -> Completion {
     match outcome {
         RemoteOutcome::Done { outcome, result } => Completion::Succeeded {
             result: json!({"outcome": outcome, "result": result}).to_string(),
         },
         RemoteOutcome::Permanent(error) => Completion::Failed { error },
+        RemoteOutcome::Transient(error) if region_hold_until.is_some() => {
+            let retry_at_ms = region_hold_until.unwrap_or(now);
+            Completion::Retry {
+                error,
+                retry_at_ms,
+                due_at_ms: retry_at_ms + policy.redispatch_after_ms,
+                region_hold: true,
+            }
+        }
         RemoteOutcome::Transient(error) if item.attempts >= item.max_attempts => {
             Completion::Failed {
                 error: format!("gave up after {} attempts: {error}", item.attempts),
@@ -286,6 +415,7 @@ pub(crate) fn completion_for(
                 error,
                 retry_at_ms,
                 due_at_ms: retry_at_ms + policy.redispatch_after_ms,
+                region_hold: false,
             }
         }
     }
@@ -307,12 +437,13 @@ mod sqs_entry {
         }
     }
 
-    impl<S, Q, R, C> Worker<S, Q, R, C>
+    impl<S, Q, R, C, H> Worker<S, Q, R, C, H>
     where
         S: WorkItemClaims,
         Q: Redelivery,
         R: Remote,
         C: Clock,
+        H: HealthRecords,
     {
         /// An SQS batch: the failed records as `batchItemFailures` (ReportBatchItemFailures).
         pub async fn handle_sqs(&self, event: &SqsEvent, deadline: Instant) -> SqsBatchResponse {
@@ -361,7 +492,7 @@ mod tests {
             outcome: "applied".into(),
             result: json!({"x": 1}),
         };
-        assert!(matches!(completion_for(&item(1), done, &policy, 0, 0.5),
+        assert!(matches!(completion_for(&item(1), done, &policy, 0, 0.5, None),
             Completion::Succeeded { result } if result.contains("applied")));
         assert_eq!(
             completion_for(
@@ -369,7 +500,8 @@ mod tests {
                 RemoteOutcome::Permanent("HTTP 422 x: y".into()),
                 &policy,
                 0,
-                0.5
+                0.5,
+                None
             ),
             Completion::Failed {
                 error: "HTTP 422 x: y".into()
@@ -382,6 +514,7 @@ mod tests {
             &policy,
             1_000,
             0.0,
+            None,
         ) {
             Completion::Retry {
                 retry_at_ms,
@@ -394,7 +527,7 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert!(matches!(
-            completion_for(&item(3), RemoteOutcome::Transient("HTTP 503".into()), &policy, 0, 0.5),
+            completion_for(&item(3), RemoteOutcome::Transient("HTTP 503".into()), &policy, 0, 0.5, None),
             Completion::Failed { error } if error.starts_with("gave up after 3 attempts")
         ));
     }
@@ -406,11 +539,12 @@ mod batch_tests {
     use super::*;
     use crate::clock::FakeClock;
     use crate::irc::item::Status;
-    use crate::irc::memory::{MemoryQueue, MemoryWorkItems, ScriptedRemote};
+    use crate::irc::health::HealthPolicy;
+    use crate::irc::memory::{MemoryHealth, MemoryQueue, MemoryWorkItems, ScriptedRemote};
     use crate::irc::remote::RemoteCall;
     use crate::irc::{OpId, Region};
 
-    type TestWorker = Worker<MemoryWorkItems, MemoryQueue, ScriptedRemote, FakeClock>;
+    type TestWorker = Worker<MemoryWorkItems, MemoryQueue, ScriptedRemote, FakeClock, MemoryHealth>;
 
     fn worker() -> TestWorker {
         Worker {
@@ -419,6 +553,7 @@ mod batch_tests {
             remote: ScriptedRemote::new(),
             policy: RetryPolicy::default(),
             clock: FakeClock::at(1_000_000),
+            health: HealthMonitor::new(MemoryHealth::new(), HealthPolicy::default()),
             faults: FaultSwitch::OFF,
         }
     }
@@ -528,7 +663,12 @@ mod batch_tests {
         assert_eq!(failed, vec!["bad".to_owned(), ra.message_id]);
         assert_eq!(status(&w, &a), Status::Pending);
         assert_eq!(status(&w, &b), Status::Succeeded);
-        assert_eq!(w.queue.delays(), vec![("r-bad".to_owned(), 0)]);
+        // Released for the DLQ, and `a`, behind it, visible again at once (SQS keeps it
+        // behind the bad record).
+        assert_eq!(
+            w.queue.delays(),
+            vec![("r-bad".to_owned(), 0), (format!("r-{a}"), 0)]
+        );
     }
 
     #[tokio::test]
@@ -592,11 +732,14 @@ mod batch_tests {
         let left_ms = retry_at - w.clock.now_ms();
         let delays = w.queue.delays();
         assert_eq!(
-            delays.last(),
-            Some(&(
-                format!("r-{a}"),
-                i32::try_from(left_ms.div_ceil(1_000)).unwrap()
-            ))
+            delays[delays.len() - 2..],
+            [
+                (
+                    format!("r-{a}"),
+                    i32::try_from(left_ms.div_ceil(1_000)).unwrap()
+                ),
+                (format!("r-{a2}"), 0)
+            ]
         );
 
         // Once the backoff is over (less the skew) the copy is claimed.
@@ -636,6 +779,170 @@ mod batch_tests {
         assert!(!counts.contains_key("IrcOpLatency{Status=RETRYING}"));
         assert_eq!(counts["IrcHeldOps{TargetRegion=eu-west-1}"], 1);
         assert_eq!(counts["IrcDeadLettered"], 1);
+    }
+
+    fn ap() -> Region {
+        Region::parse("ap-southeast-2").unwrap()
+    }
+
+    /// Opens eu-west-1 in the health records, its first probe 5 s from now.
+    async fn open_eu(w: &TestWorker) -> crate::Millis {
+        let next = w.clock.now_ms() + 5_000;
+        assert!(w
+            .health
+            .records
+            .open(&eu(), w.clock.now_ms(), next, "HTTP 503")
+            .await
+            .unwrap());
+        next
+    }
+
+    #[tokio::test]
+    async fn an_open_region_holds_its_ops_unclaimed_and_other_regions_go_on() {
+        let w = worker();
+        let next_probe = open_eu(&w).await;
+        let (a1, ra1) = op(&w, "a");
+        let (a2, ra2) = op(&w, "a");
+        let (x, mut rx) = op(&w, "x");
+        w.store.insert(WorkItem {
+            target_region: ap(),
+            ..w.store.get(&x).unwrap()
+        });
+        rx.body = Some(QueueMessage::new(x.clone(), ap()).encode());
+        rx.group = Some("ap-southeast-2#x".into());
+
+        let failed = w
+            .handle_batch(&[ra1.clone(), ra2.clone(), rx], deadline())
+            .await;
+
+        assert_eq!(failed, vec![ra1.message_id, ra2.message_id]);
+        let held = w.store.get(&a1).unwrap();
+        assert_eq!(
+            (held.status, held.attempts, held.status_version),
+            (Status::Pending, 0, 1),
+            "no claim, no attempt, no status change, no event"
+        );
+        assert_eq!(held.held.as_deref(), Some("region_unavailable"));
+        assert_eq!(held.retry_at_ms, Some(next_probe));
+        assert_eq!(status(&w, &a2), Status::Pending);
+        assert_eq!(status(&w, &x), Status::Succeeded, "another region is not held up");
+        assert_eq!(w.remote.calls(), vec![x]);
+        // a1 back when the probe is due; a2, behind it in its group, visible at once (SQS
+        // keeps it behind a1).
+        assert_eq!(
+            w.queue.delays(),
+            vec![(format!("r-{a1}"), 5), (format!("r-{a2}"), 0)]
+        );
+    }
+
+    #[tokio::test]
+    async fn the_failure_that_opens_a_region_gives_its_attempt_back_even_the_last_one() {
+        let w = worker();
+        let ops: Vec<(OpId, BatchRecord)> = (0..5).map(|n| op(&w, &format!("r{n}"))).collect();
+        for (id, _) in &ops {
+            w.store.insert(WorkItem {
+                attempts: 4,
+                ..w.store.get(id).unwrap()
+            });
+            w.remote.script(id, [transient()]);
+        }
+        for (_, record) in &ops {
+            w.handle_batch(std::slice::from_ref(record), deadline()).await;
+        }
+        // Four failures among no successes: not yet open; each of those ops had its 5th and
+        // last attempt, so they failed.
+        for (id, _) in &ops[..4] {
+            assert_eq!(status(&w, id), Status::Failed);
+        }
+        // The fifth opened the region: held, its attempt given back, not FAILED.
+        let last = w.store.get(&ops[4].0).unwrap();
+        assert_eq!((last.status, last.attempts), (Status::Retrying, 4));
+        assert_eq!(last.held.as_deref(), Some("region_unavailable"));
+        let state = w.health.records.state(&eu());
+        assert!(state.open);
+        assert_eq!(last.retry_at_ms, Some(state.next_probe_at_ms));
+    }
+
+    #[tokio::test]
+    async fn a_hold_longer_than_max_hold_fails_the_op_region_unavailable() {
+        let w = worker();
+        open_eu(&w).await;
+        let (a, ra) = op(&w, "a");
+        w.handle_batch(std::slice::from_ref(&ra), deadline()).await;
+        assert!(w.store.get(&a).unwrap().held.is_some());
+
+        w.clock.advance(w.health.policy.max_hold_ms);
+        // Still open (its probes keep failing).
+        let next = w.clock.now_ms() + 60_000;
+        let seen = w.health.records.state(&eu());
+        w.health
+            .records
+            .probed(&eu(), &seen, false, w.clock.now_ms(), next)
+            .await
+            .unwrap();
+        assert!(w.handle_batch(&[ra], deadline()).await.is_empty(), "deleted");
+        let failed = w.store.get(&a).unwrap();
+        assert_eq!((failed.status, failed.attempts), (Status::Failed, 0));
+        assert!(failed.last_error.unwrap().starts_with("region_unavailable"));
+        assert!(w.remote.calls().is_empty());
+    }
+
+    #[tokio::test]
+    async fn after_recovery_held_ops_come_back_over_the_ramp_each_at_its_own_time() {
+        let w = worker();
+        let next_probe = open_eu(&w).await;
+        let ops: Vec<(OpId, BatchRecord)> = (0..40).map(|n| op(&w, &format!("r{n}"))).collect();
+        for (_, r) in &ops {
+            w.handle_batch(std::slice::from_ref(r), deadline()).await;
+        }
+        assert!(w.remote.calls().is_empty());
+        // The probe finds it alive.
+        w.clock.set(next_probe);
+        let seen = w.health.records.state(&eu());
+        w.health
+            .records
+            .probed(&eu(), &seen, true, next_probe, 0)
+            .await
+            .unwrap();
+        w.clock.advance(w.health.policy.cache_ms);
+
+        // Half-way through the ramp, some are admitted and the rest are held to their point.
+        w.clock.advance(w.health.policy.resume_ramp_ms / 2);
+        for (_, r) in &ops {
+            w.handle_batch(std::slice::from_ref(r), deadline()).await;
+        }
+        let done = ops
+            .iter()
+            .filter(|(id, _)| status(&w, id) == Status::Succeeded)
+            .count();
+        assert!((8..=32).contains(&done), "{done} of 40 admitted half-way");
+        for (id, _) in &ops {
+            let item = w.store.get(id).unwrap();
+            if item.status != Status::Succeeded {
+                assert_eq!(item.attempts, 0);
+                assert!(item.retry_at_ms.unwrap() <= next_probe + w.health.policy.resume_ramp_ms + 1_000);
+            }
+        }
+        // After the ramp, everything.
+        w.clock.advance(w.health.policy.resume_ramp_ms);
+        for (_, r) in &ops {
+            w.handle_batch(std::slice::from_ref(r), deadline()).await;
+        }
+        assert!(ops
+            .iter()
+            .all(|(id, _)| status(&w, id) == Status::Succeeded));
+        assert_eq!(w.remote.calls().len(), 40, "one call each");
+    }
+
+    #[tokio::test]
+    async fn a_worker_reads_a_regions_health_about_once_a_second() {
+        let w = worker();
+        let records: Vec<BatchRecord> = (0..20).map(|n| op(&w, &format!("r{n}")).1).collect();
+        w.handle_batch(&records, deadline()).await;
+        assert_eq!(w.health.records.reads(), 1);
+        w.clock.advance(w.health.policy.cache_ms);
+        w.handle_batch(&[op(&w, "z").1], deadline()).await;
+        assert_eq!(w.health.records.reads(), 2);
     }
 
     #[tokio::test]
