@@ -431,6 +431,8 @@ impl Coordinator {
                 resource: group.clone(),
                 payload: json!({"group_id": group, "lease_ms": lease_ms,
                     "members": [{"host_id": "host-a", "az": "euw1-az1", "priority": 1}]}),
+                await_for: None,
+                await_ms: None,
             })
             .await?)
     }

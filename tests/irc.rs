@@ -85,6 +85,8 @@ impl Irc {
             kind: "group.put".into(),
             resource: group.to_owned(),
             payload,
+            await_for: None,
+            await_ms: None,
         })
     }
 
@@ -109,6 +111,8 @@ impl Irc {
             resource: group.to_owned(),
             payload: Self::put_payload(group, lease_ms).to_string(),
             max_attempts: RetryPolicy::default().max_attempts,
+            await_for: None,
+            await_ms: None,
         };
         match self.items.submit(op, SystemClock.now_ms(), 5_000).await? {
             SubmitOutcome::Submitted(item) => Ok(item),
@@ -571,6 +575,8 @@ async fn a_failing_region_fails_alone_and_its_held_ops_succeed_after_it_recovers
                     kind: "group.put".into(),
                     resource: group.clone(),
                     payload: Irc::put_payload(&group, 10_000),
+                    await_for: None,
+                    await_ms: None,
                 })
                 .await
                 .map_err(anyhow::Error::from)
@@ -628,7 +634,9 @@ async fn a_failing_region_fails_alone_and_its_held_ops_succeed_after_it_recovers
     let held = result?;
     // Recovery: the next probe closes it, the held ops come back over the ramp.
     for op in &held {
-        let done = irc.wait_terminal(&op.op_id, Duration::from_secs(120)).await?;
+        let done = irc
+            .wait_terminal(&op.op_id, Duration::from_secs(120))
+            .await?;
         ensure!(done.status == Status::Succeeded, "{done:?}");
         ensure!(done.attempts <= 5, "attempts spent on the outage: {done:?}");
     }

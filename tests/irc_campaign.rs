@@ -208,6 +208,8 @@ async fn faults_lose_no_op_apply_none_twice_and_keep_order_per_resource() -> Res
                     kind: "group.put".into(),
                     resource: resource.clone(),
                     payload: payload(&resource, &marker),
+                    await_for: None,
+                    await_ms: None,
                 })
                 .await?;
             if rand::rng().random_bool(0.1) {

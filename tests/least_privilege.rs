@@ -231,6 +231,8 @@ async fn irc_events_publishes_a_status_change_with_only_its_own_policy() -> Resu
         resource: "lp-events".into(),
         payload: "{}".into(),
         max_attempts: 1,
+        await_for: None,
+        await_ms: None,
     };
     let now = tenure::clock::Clock::now_ms(&tenure::clock::SystemClock);
     let SubmitOutcome::Submitted(item) = items.submit(op, now, 3_600_000).await? else {

@@ -92,6 +92,8 @@ fn op(resource: &str) -> NewOp {
         resource: resource.into(),
         payload: json!({"group_id": resource}).to_string(),
         max_attempts: 5,
+        await_for: None,
+        await_ms: None,
     }
 }
 
@@ -564,6 +566,8 @@ fn put_request(op_id: &OpId, group: &str, seq: u64, lease_ms: u64) -> OperationR
         seq,
         payload: json!({"group_id": group, "lease_ms": lease_ms,
                         "members": [{"host_id": "a", "az": "az1", "priority": 1}]}),
+        await_for: None,
+        await_ms: None,
     }
 }
 
@@ -690,6 +694,8 @@ async fn group_delete_waits_for_a_free_or_lapsed_lease() {
         resource: "g".into(),
         seq,
         payload: json!({"group_id": "g"}),
+        await_for: None,
+        await_ms: None,
     };
     assert!(matches!(
         store.apply(&delete(2), T0 + 5_000).await,
@@ -754,33 +760,59 @@ async fn a_hold_changes_no_status_and_one_held_too_long_fails_region_unavailable
         other => panic!("{other:?}"),
     };
     assert_eq!(
-        (held.status, held.attempts, held.status_version, held.history.len()),
+        (
+            held.status,
+            held.attempts,
+            held.status_version,
+            held.history.len()
+        ),
         (Status::Pending, 0, 1, 1)
     );
     assert_eq!(held.held.as_deref(), Some("region_unavailable"));
-    assert_eq!((held.held_since_ms, held.retry_at_ms), (Some(T0 + 10), Some(T0 + 5_000)));
+    assert_eq!(
+        (held.held_since_ms, held.retry_at_ms),
+        (Some(T0 + 10), Some(T0 + 5_000))
+    );
     // Held again later: the hold's start is kept.
     let again = store
         .hold(&item.op_id, T0 + 5_000, T0 + 15_000, T0 + 75_000, 60_000)
         .await
         .unwrap();
-    assert!(matches!(again, HoldOutcome::Held(ref i) if i.held_since_ms == Some(T0 + 10)), "{again:?}");
+    assert!(
+        matches!(again, HoldOutcome::Held(ref i) if i.held_since_ms == Some(T0 + 10)),
+        "{again:?}"
+    );
     // A hold shorter than the op's own backoff is refused: it must not shorten it.
     assert!(matches!(
-        store.hold(&item.op_id, T0 + 6_000, T0 + 7_000, T0 + 67_000, 60_000).await.unwrap(),
+        store
+            .hold(&item.op_id, T0 + 6_000, T0 + 7_000, T0 + 67_000, 60_000)
+            .await
+            .unwrap(),
         HoldOutcome::Refused(ClaimOutcome::NotYet(_))
     ));
     // Past max_hold_ms: FAILED region_unavailable, one status change.
     let expired = match store
-        .hold(&item.op_id, T0 + 10 + 60_000, T0 + 80_000, T0 + 140_000, 60_000)
+        .hold(
+            &item.op_id,
+            T0 + 10 + 60_000,
+            T0 + 80_000,
+            T0 + 140_000,
+            60_000,
+        )
         .await
         .unwrap()
     {
         HoldOutcome::Expired(i) => i,
         other => panic!("{other:?}"),
     };
-    assert_eq!((expired.status, expired.status_version), (Status::Failed, 2));
-    assert!(expired.last_error.unwrap().starts_with("region_unavailable"));
+    assert_eq!(
+        (expired.status, expired.status_version),
+        (Status::Failed, 2)
+    );
+    assert!(expired
+        .last_error
+        .unwrap()
+        .starts_with("region_unavailable"));
     assert!(expired.held.is_none());
 
     // A claim (the region recovered) clears the hold.
@@ -789,11 +821,18 @@ async fn a_hold_changes_no_status_and_one_held_too_long_fails_region_unavailable
         .hold(&other.op_id, T0, T0 + 1_000, T0 + 61_000, 60_000)
         .await
         .unwrap();
-    let claimed = match store.claim(&other.op_id, "t", T0 + 1_000, 60_000, 0).await.unwrap() {
+    let claimed = match store
+        .claim(&other.op_id, "t", T0 + 1_000, 60_000, 0)
+        .await
+        .unwrap()
+    {
         ClaimOutcome::Claimed(i) => i,
         o => panic!("{o:?}"),
     };
-    assert_eq!((claimed.held, claimed.held_since_ms, claimed.attempts), (None, None, 1));
+    assert_eq!(
+        (claimed.held, claimed.held_since_ms, claimed.attempts),
+        (None, None, 1)
+    );
 }
 
 /// The attempt that met an unavailable region is given back and the op held, in the same
@@ -809,7 +848,11 @@ async fn a_region_hold_completion_gives_the_attempt_back() {
         due_at_ms: T0 + 65_000,
         region_hold: true,
     };
-    let done = match store.complete(&item.op_id, "t", &hold, T0 + 100).await.unwrap() {
+    let done = match store
+        .complete(&item.op_id, "t", &hold, T0 + 100)
+        .await
+        .unwrap()
+    {
         CompleteOutcome::Completed(i) => i,
         other => panic!("{other:?}"),
     };
@@ -878,10 +921,16 @@ async fn racing_workers_count_every_call_open_a_region_once_and_probes_count_onc
     }
     let health = table.read(&eu, T0 - 30_000).await.unwrap();
     assert_eq!(health.buckets.len(), 1);
-    assert_eq!((health.buckets[0].successes, health.buckets[0].failures), (20, 20));
+    assert_eq!(
+        (health.buckets[0].successes, health.buckets[0].failures),
+        (20, 20)
+    );
     assert!(!health.state.open);
     // Buckets before the window are not read.
-    table.count(&eu, CallVerdict::RegionFailure, T0 - 60_000, T0).await.unwrap();
+    table
+        .count(&eu, CallVerdict::RegionFailure, T0 - 60_000, T0)
+        .await
+        .unwrap();
     assert_eq!(table.read(&eu, T0 - 30_000).await.unwrap().buckets.len(), 1);
 
     let barrier = Arc::new(Barrier::new(8));
@@ -889,7 +938,10 @@ async fn racing_workers_count_every_call_open_a_region_once_and_probes_count_onc
         let (table, barrier, eu) = (table.clone(), barrier.clone(), eu.clone());
         tokio::spawn(async move {
             barrier.wait().await;
-            let opened = table.open(&eu, T0 + n, T0 + 5_000 + n, "HTTP 503").await.unwrap();
+            let opened = table
+                .open(&eu, T0 + n, T0 + 5_000 + n, "HTTP 503")
+                .await
+                .unwrap();
             (n, opened)
         })
     });
@@ -898,7 +950,11 @@ async fn racing_workers_count_every_call_open_a_region_once_and_probes_count_onc
         .into_iter()
         .map(Result::unwrap)
         .collect();
-    let winners: Vec<u64> = results.iter().filter(|(_, o)| *o).map(|(n, _)| *n).collect();
+    let winners: Vec<u64> = results
+        .iter()
+        .filter(|(_, o)| *o)
+        .map(|(n, _)| *n)
+        .collect();
     assert_eq!(winners.len(), 1, "{results:?}");
     let state = table.read(&eu, T0).await.unwrap().state;
     assert!(state.open);

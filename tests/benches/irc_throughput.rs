@@ -132,6 +132,8 @@ async fn main() -> Result<()> {
             resource: group.clone(),
             payload: json!({"group_id": group, "lease_ms": 10_000 + n as u64,
                             "members": [{"host_id": "a", "az": "euw1-az1", "priority": 1}]}),
+            await_for: None,
+            await_ms: None,
         })
     };
 

@@ -10,7 +10,7 @@ use tenure::clock::{Clock, SystemClock};
 use tenure::irc::config::RetryPolicy;
 use tenure::irc::kinds::Kinds;
 use tenure::irc::queue::WorkQueue;
-use tenure::irc::store::{RetryOutcome, WorkItemStore};
+use tenure::irc::store::{CancelOutcome, RetryOutcome, WorkItemStore};
 use tenure::irc::submit::{SubmitRequest, Submitter};
 use tenure::irc::{OpId, Region, Status, WorkItem};
 
@@ -51,6 +51,13 @@ pub enum OpsCommand {
         /// Reuse an op id to make a retried submit safe (default: a new ULID).
         #[arg(long)]
         op_id: Option<String>,
+        /// Done only when the target reaches this state: `serving` (group.put: a member this
+        /// op wrote holds a live grant). The op waits as WAITING_REMOTE meanwhile.
+        #[arg(long = "await", value_name = "STATE")]
+        await_for: Option<String>,
+        /// How long the target gives the awaited state, from its 202 (default 10 minutes).
+        #[arg(long, requires = "await_for")]
+        await_ms: Option<u64>,
     },
     /// One op: status, attempts, last error, result.
     Status { op_id: String },
@@ -63,7 +70,12 @@ pub enum OpsCommand {
     },
     /// Put a FAILED op back to PENDING (conditional) and enqueue it.
     Retry { op_id: String },
-    /// Follow an op until it is SUCCEEDED (exit 0) or FAILED (exit 1), printing each change.
+    /// Cancel an op: CANCELLED at once if it was never sent, or if it is waiting on the target
+    /// (the wait stops; the effect stays). Otherwise its next attempt asks the target for a
+    /// tombstone: CANCELLED if the target had not received it, else its real outcome.
+    Cancel { op_id: String },
+    /// Follow an op until it is SUCCEEDED (exit 0) or FAILED or CANCELLED (exit 1), printing
+    /// each change, the target's state of a waiting op included.
     Wait {
         op_id: String,
         /// Give up after this many seconds (exit 2).
@@ -138,10 +150,27 @@ fn print_item(item: &WorkItem) {
     if let Some(e) = &item.last_error {
         println!("last_error {e}");
     }
+    if let Some(condition) = &item.await_for {
+        println!(
+            "await      {condition} within {} ms of the target's 202",
+            item.await_ms.unwrap_or_default()
+        );
+    }
+    if let Some(state) = item.remote_state {
+        println!("remote     {state} (polls {})", item.polls);
+    }
+    if item.cancel_requested {
+        println!("cancel     requested: the next attempt asks the target for a tombstone");
+    }
     if let (Some(reason), Some(since)) = (&item.held, item.held_since_ms) {
         let until = item
             .retry_at_ms
-            .map(|at| format!(", until at least +{} ms", at.saturating_sub(item.created_at_ms)))
+            .map(|at| {
+                format!(
+                    ", until at least +{} ms",
+                    at.saturating_sub(item.created_at_ms)
+                )
+            })
             .unwrap_or_default();
         println!(
             "held       {reason} since +{} ms{until} (no attempts spent while held)",
@@ -188,6 +217,8 @@ pub async fn run(
             member,
             lease_ms,
             op_id: given,
+            await_for,
+            await_ms,
         } => {
             let region = sdk.region().context("no AWS region")?.to_string();
             let submitter = Submitter {
@@ -207,6 +238,8 @@ pub async fn run(
                     kind,
                     resource,
                     payload,
+                    await_for,
+                    await_ms,
                 })
                 .await?;
             if json_output {
@@ -238,12 +271,12 @@ pub async fn run(
                 println!("{}", json!(items.iter().map(view).collect::<Vec<_>>()));
             } else {
                 println!(
-                    "{:<26} {:<10} {:<12} {:<10} {:<28} {:>8}",
+                    "{:<26} {:<14} {:<12} {:<14} {:<28} {:>8}",
                     "OP_ID", "STATUS", "KIND", "TARGET", "RESOURCE", "ATTEMPTS"
                 );
                 for i in &items {
                     println!(
-                        "{:<26} {:<10} {:<12} {:<10} {:<28} {:>8}",
+                        "{:<26} {:<14} {:<12} {:<14} {:<28} {:>8}",
                         i.op_id, i.status, i.kind, i.target_region, i.resource, i.attempts
                     );
                 }
@@ -278,6 +311,40 @@ pub async fn run(
                 RetryOutcome::Missing => bail!("no op {raw}"),
             }
         }
+        OpsCommand::Cancel { op_id: raw } => {
+            let id = op_id(&raw)?;
+            let outcome = store
+                .cancel(&id, SystemClock.now_ms(), policy.redispatch_after_ms)
+                .await?;
+            let (item, said) = match outcome {
+                CancelOutcome::Cancelled(item) => (item, "CANCELLED".to_owned()),
+                CancelOutcome::Requested(item) => {
+                    // Its message may be waiting out a backoff or a hold: send one now.
+                    queue()?
+                        .send(
+                            &item,
+                            &format!("{}-cancel-{}", item.op_id, SystemClock.now_ms()),
+                        )
+                        .await?;
+                    let said = "cancel requested: it was sent before, so its next attempt asks \
+                                the target for a tombstone (CANCELLED if the target never \
+                                received it, otherwise its real outcome); follow it with \
+                                `tenurectl ops wait`"
+                        .to_owned();
+                    (item, said)
+                }
+                CancelOutcome::Finished(item) => {
+                    let said = format!("already {}: nothing to cancel", item.status);
+                    (item, said)
+                }
+                CancelOutcome::Missing => bail!("no op {raw}"),
+            };
+            if json_output {
+                println!("{}", view(&item));
+            } else {
+                println!("{}: {said}", item.op_id);
+            }
+        }
         OpsCommand::Wait {
             op_id: raw,
             timeout_s,
@@ -285,6 +352,7 @@ pub async fn run(
             let id = op_id(&raw)?;
             let started = Instant::now();
             let mut shown = 0;
+            let mut seen_remote = None;
             loop {
                 let item = store
                     .get(&id)
@@ -293,20 +361,41 @@ pub async fn run(
                 // Every step from the item's own trail, so brief states are not missed.
                 for t in item.history.iter().skip(shown) {
                     let after = t.at_ms.saturating_sub(item.created_at_ms);
+                    let remote = (t.status == Status::WaitingRemote)
+                        .then_some("the target applied it; waiting for it to be served");
                     if json_output {
                         println!("{}", json!({"status": t.status, "after_ms": after}));
                     } else {
-                        println!("  +{after:>6} ms  {}", t.status);
+                        println!(
+                            "  +{after:>6} ms  {}{}",
+                            t.status,
+                            remote.map(|r| format!("  ({r})")).unwrap_or_default()
+                        );
                     }
                 }
                 shown = item.history.len();
+                if item.remote_state != seen_remote {
+                    if let Some(state) = item.remote_state {
+                        let after = item.updated_at_ms.saturating_sub(item.created_at_ms);
+                        if json_output {
+                            println!("{}", json!({"remote_state": state, "after_ms": after}));
+                        } else {
+                            println!("  +{after:>6} ms  remote {state}");
+                        }
+                    }
+                    seen_remote = item.remote_state;
+                }
                 match item.status {
                     Status::Succeeded => return Ok(()),
-                    Status::Failed => {
+                    Status::Failed | Status::Cancelled => {
                         eprintln!(
-                            "{raw} FAILED after {} attempts: {}",
+                            "{raw} {} after {} attempts: {}",
+                            item.status,
                             item.attempts,
-                            item.last_error.as_deref().unwrap_or("no error recorded")
+                            item.last_error
+                                .as_deref()
+                                .or(item.result.as_deref())
+                                .unwrap_or("no reason recorded")
                         );
                         std::process::exit(1)
                     }

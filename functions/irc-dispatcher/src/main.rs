@@ -30,7 +30,7 @@ async fn main() -> Result<(), Error> {
     let dynamodb = dynamodb_client(&sdk, None);
     let store = WorkItemStore::new(dynamodb.clone(), config.work_items_table);
     let regions = endpoints.keys().cloned().collect();
-    let prober = RemoteClient::new(SigV4Client::for_function_urls(&sdk)?, endpoints);
+    let remote = RemoteClient::new(SigV4Client::for_function_urls(&sdk)?, endpoints);
     let dispatcher = Dispatcher {
         events: StatusPublisher {
             store: store.clone(),
@@ -42,7 +42,7 @@ async fn main() -> Result<(), Error> {
         clock: SystemClock,
         health: RegionHealthTable::new(dynamodb, region_health_table),
         health_policy,
-        prober: Box::new(prober),
+        remote,
         regions,
         sweep_interval: Duration::from_millis(config.sweep_interval_ms),
     };

@@ -15,6 +15,8 @@ pub enum ClaimOutcome {
     Terminal(WorkItem),
     /// Another worker holds a live claim.
     Busy(WorkItem),
+    /// WAITING_REMOTE: the dispatcher follows it; the message is a stray copy.
+    Waiting(WorkItem),
     /// The last attempt's backoff has not ended (`retry_at_ms`): a copy of the message, or the
     /// dispatcher's re-enqueue, came early. Nothing was written; no attempt was spent.
     NotYet(WorkItem),
@@ -28,6 +30,7 @@ impl ClaimOutcome {
             ClaimRefusal::Terminal => ClaimOutcome::Terminal(item),
             ClaimRefusal::Busy => ClaimOutcome::Busy(item),
             ClaimRefusal::NotYet => ClaimOutcome::NotYet(item),
+            ClaimRefusal::Waiting => ClaimOutcome::Waiting(item),
         }
     }
 }
@@ -53,6 +56,15 @@ pub enum Completion {
         retry_at_ms: Millis,
         due_at_ms: Millis,
         region_hold: bool,
+    },
+    /// WAITING_REMOTE: the target applied it and answered 202; the dispatcher polls it from
+    /// `poll_at_ms` (`remote_state` IN_PROGRESS).
+    Waiting {
+        poll_at_ms: Millis,
+    },
+    /// CANCELLED: the target's tombstone won, or the wait was stopped.
+    Cancelled {
+        reason: String,
     },
 }
 
@@ -119,7 +131,10 @@ pub trait WorkItemClaims: Send + Sync {
 /// Why a hold was refused, from the item as it stands (the rule both stores apply).
 pub fn hold_refusal(item: WorkItem, until_ms: Millis) -> HoldOutcome {
     match item.status {
-        Status::Succeeded | Status::Failed => HoldOutcome::Refused(ClaimOutcome::Terminal(item)),
+        Status::Succeeded | Status::Failed | Status::Cancelled => {
+            HoldOutcome::Refused(ClaimOutcome::Terminal(item))
+        }
+        Status::WaitingRemote => HoldOutcome::Refused(ClaimOutcome::Waiting(item)),
         Status::Pending | Status::Dispatched | Status::Retrying
             if item.retry_at_ms.is_some_and(|at| at > until_ms) =>
         {

@@ -354,7 +354,12 @@ mod health_tests {
         ];
         let p = health_policy(set).unwrap();
         assert_eq!(
-            (p.max_hold_ms, p.probe_first_ms, p.probe_cap_ms, p.resume_ramp_ms),
+            (
+                p.max_hold_ms,
+                p.probe_first_ms,
+                p.probe_cap_ms,
+                p.resume_ramp_ms
+            ),
             (60_000, 1_000, 4_000, 0)
         );
         for bad in [

@@ -6,17 +6,20 @@
 //! events irc-events did not ([`super::events`]), and first probes the target regions that are
 //! unavailable ([`super::region_health::probe_round`]); their due items are left alone.
 
+use super::awaiting::{poll_after_ms, RemoteState};
 use super::config::RetryPolicy;
+use super::events_publisher::StatusPublisher;
 use super::health::HealthPolicy;
 use super::ids::Region;
-use super::region_health::{probe_round, RegionHealthTable};
-use super::remote::Prober;
-use super::events_publisher::StatusPublisher;
 use super::item::{Status, WorkItem};
 use super::queue::WorkQueue;
+use super::region_health::{probe_round, RegionHealthTable};
+use super::remote::{classify, RemoteClient, RemoteOutcome};
+use super::store::FollowUp;
 use super::store::WorkItemStore;
 use crate::clock::Clock;
 use crate::metrics;
+use futures::StreamExt;
 use serde::Serialize;
 use std::time::Duration;
 use std::time::Instant;
@@ -30,8 +33,9 @@ pub struct Dispatcher<C> {
     /// The target regions' health records, and how they are judged.
     pub health: RegionHealthTable,
     pub health_policy: HealthPolicy,
-    /// Probes unavailable regions (irc-remote's `GET /v1/operations/{id}`, signed).
-    pub prober: Box<dyn Prober>,
+    /// irc-remote in each target region: probes of unavailable regions and polls of waiting
+    /// ops (`GET /v1/operations/{id}`, signed).
+    pub remote: RemoteClient,
     /// The target regions it probes (those with an endpoint).
     pub regions: Vec<Region>,
     /// Time between sweeps inside one invocation.
@@ -59,11 +63,44 @@ pub struct SweepReport {
     pub held: u64,
     /// Probes of unavailable regions.
     pub probes: u64,
+    /// Polls of waiting ops.
+    pub polls: u64,
     pub errors: u64,
 }
 
 /// A probe gets this long (a region that drops traffic costs the sweep at most this).
 const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
+/// A poll of a waiting op gets this long; this many run at once.
+const FOLLOW_TIMEOUT: Duration = Duration::from_secs(3);
+const FOLLOW_CONCURRENCY: usize = 8;
+
+/// What a poll's answer makes of a waiting op: ended by a final answer, otherwise polled again
+/// after [`poll_after_ms`] of the polls so far (1 s doubling to 30 s).
+pub(crate) fn follow_up_for(
+    item: &WorkItem,
+    outcome: RemoteOutcome,
+    now: crate::Millis,
+) -> FollowUp {
+    match outcome {
+        RemoteOutcome::Done { outcome, result } => FollowUp::Ended {
+            status: Status::Succeeded,
+            field: "result",
+            text: serde_json::json!({"outcome": outcome, "result": result}).to_string(),
+            remote_state: RemoteState::Succeeded,
+        },
+        RemoteOutcome::Permanent(error) => FollowUp::Ended {
+            status: Status::Failed,
+            field: "last_error",
+            text: error,
+            remote_state: RemoteState::Failed,
+        },
+        RemoteOutcome::Accepted { .. } | RemoteOutcome::Transient(_) | RemoteOutcome::Cancelled => {
+            FollowUp::Poll {
+                next_at_ms: now + poll_after_ms(item.polls + 1),
+            }
+        }
+    }
+}
 
 /// Items per status per sweep.
 const PAGE: i32 = 100;
@@ -78,7 +115,7 @@ impl<C: Clock> Dispatcher<C> {
         };
         let round = probe_round(
             &self.health,
-            self.prober.as_ref(),
+            &self.remote,
             &self.health_policy,
             &self.regions,
             self.clock.now_ms(),
@@ -137,6 +174,7 @@ impl<C: Clock> Dispatcher<C> {
                 }
             }
         }
+        self.follow_waiting(&round.unavailable, &mut report).await;
         match self
             .events
             .sweep(self.clock.now_ms(), EVENTS_GRACE_MS, PAGE)
@@ -149,6 +187,55 @@ impl<C: Clock> Dispatcher<C> {
             }
         }
         report
+    }
+
+    /// Polls the waiting ops that are due (`GET /v1/operations/{op_id}` at their target),
+    /// a few at a time, and writes each only when something changed (otherwise only its next
+    /// poll's time). Ops of an unavailable region wait with it.
+    async fn follow_waiting(
+        &self,
+        unavailable: &std::collections::BTreeSet<Region>,
+        report: &mut SweepReport,
+    ) {
+        let now = self.clock.now_ms();
+        let items = match self.store.due(Status::WaitingRemote, now, PAGE).await {
+            Ok(items) => items,
+            Err(e) => {
+                warn!(error = %e, "could not query the waiting operations");
+                report.errors += 1;
+                return;
+            }
+        };
+        let (held, due): (Vec<WorkItem>, Vec<WorkItem>) = items
+            .into_iter()
+            .partition(|i| unavailable.contains(&i.target_region));
+        report.held += held.len() as u64;
+        let results: Vec<Result<bool, crate::StoreError>> =
+            futures::stream::iter(due.iter().map(|item| async move {
+                let answer = self
+                    .remote
+                    .status(&item.target_region, &item.op_id, FOLLOW_TIMEOUT)
+                    .await;
+                let outcome = match answer {
+                    Ok(response) => classify(response.status, &response.body),
+                    Err(call) => call.outcome,
+                };
+                let follow_up = follow_up_for(item, outcome, self.clock.now_ms());
+                if let FollowUp::Ended { status, .. } = &follow_up {
+                    info!(op_id = %item.op_id, %status, polls = item.polls, "the target finished a waiting op");
+                }
+                self.store.follow(item, &follow_up, self.clock.now_ms()).await
+            }))
+            .buffer_unordered(FOLLOW_CONCURRENCY)
+            .collect()
+            .await;
+        for result in results {
+            report.polls += 1;
+            if let Err(e) = result {
+                warn!(error = %e, "could not record a poll");
+                report.errors += 1;
+            }
+        }
     }
 
     /// Samples the age of the oldest RETRYING operation for its alarm (one query a sweep). Up to
@@ -173,13 +260,14 @@ impl<C: Clock> Dispatcher<C> {
             }
             let r = self.sweep().await;
             metrics::flush();
-            if r.found > 0 || r.errors > 0 || r.events > 0 || r.probes > 0 {
+            if r.found > 0 || r.errors > 0 || r.events > 0 || r.probes > 0 || r.polls > 0 {
                 info!(
                     found = r.found,
                     enqueued = r.enqueued,
                     skipped = r.skipped,
                     held = r.held,
                     probes = r.probes,
+                    polls = r.polls,
                     events = r.events,
                     errors = r.errors,
                     "dispatcher sweep"
@@ -191,6 +279,7 @@ impl<C: Clock> Dispatcher<C> {
             total.skipped += r.skipped;
             total.held += r.held;
             total.probes += r.probes;
+            total.polls += r.polls;
             total.events += r.events;
             total.errors += r.errors;
         }
@@ -234,6 +323,46 @@ mod tests {
             created_at_ms,
             updated_at_ms: created_at_ms,
             ..WorkItem::sample(Status::Retrying, 2)
+        }
+    }
+
+    #[test]
+    fn a_poll_ends_a_waiting_op_only_on_a_final_answer_and_backs_off_otherwise() {
+        let mut item = WorkItem::sample(Status::WaitingRemote, 1);
+        item.polls = 2;
+        let done = RemoteOutcome::Done {
+            outcome: "applied".into(),
+            result: serde_json::json!({"serving": {"holder": "db-1"}}),
+        };
+        assert!(matches!(
+            follow_up_for(&item, done, 0),
+            FollowUp::Ended { status: Status::Succeeded, remote_state: RemoteState::Succeeded, ref text, .. }
+                if text.contains("db-1")
+        ));
+        assert!(matches!(
+            follow_up_for(
+                &item,
+                RemoteOutcome::Permanent("remote state FAILED (expired): x".into()),
+                0
+            ),
+            FollowUp::Ended {
+                status: Status::Failed,
+                remote_state: RemoteState::Failed,
+                ..
+            }
+        ));
+        for waiting in [
+            RemoteOutcome::Accepted {
+                poll_after_ms: 1_000,
+            },
+            RemoteOutcome::Transient("HTTP 503".into()),
+        ] {
+            assert_eq!(
+                follow_up_for(&item, waiting, 10_000),
+                FollowUp::Poll {
+                    next_at_ms: 10_000 + 8_000
+                }
+            );
         }
     }
 

@@ -135,7 +135,9 @@ pub enum Admission {
     Attempt,
     /// Not before `until_ms`: the region is open (its next probe), or it recovered and this
     /// op's turn in the ramp has not come.
-    Hold { until_ms: Millis },
+    Hold {
+        until_ms: Millis,
+    },
 }
 
 impl HealthPolicy {
@@ -171,7 +173,12 @@ impl HealthPolicy {
     /// How long a held message stays invisible: until the hold ends, but at least a hundredth
     /// of the time the op has been held, so a day-long hold costs a few hundred receives (the
     /// queue's `maxReceiveCount` allows them) however often the region is probed.
-    pub fn hold_visibility_ms(&self, now: Millis, until_ms: Millis, held_since_ms: Millis) -> Millis {
+    pub fn hold_visibility_ms(
+        &self,
+        now: Millis,
+        until_ms: Millis,
+        held_since_ms: Millis,
+    ) -> Millis {
         until_ms
             .saturating_sub(now)
             .max(now.saturating_sub(held_since_ms) / 100)
@@ -412,10 +419,19 @@ mod tests {
             next_probe_at_ms: 6_000,
             ..RegionState::default()
         };
-        assert_eq!(p.admission(&open, "x", 2_000), Admission::Hold { until_ms: 6_000 });
+        assert_eq!(
+            p.admission(&open, "x", 2_000),
+            Admission::Hold { until_ms: 6_000 }
+        );
         // The probe is late: hold a second more, never "until the past".
-        assert_eq!(p.admission(&open, "x", 9_000), Admission::Hold { until_ms: 10_000 });
-        assert_eq!(p.admission(&RegionState::default(), "x", 9_000), Admission::Attempt);
+        assert_eq!(
+            p.admission(&open, "x", 9_000),
+            Admission::Hold { until_ms: 10_000 }
+        );
+        assert_eq!(
+            p.admission(&RegionState::default(), "x", 9_000),
+            Admission::Attempt
+        );
 
         let recovered = RegionState {
             recovered_at_ms: Some(100_000),
@@ -434,9 +450,15 @@ mod tests {
                     assert_eq!(p.admission(&recovered, id, until_ms), Admission::Attempt);
                 }
             }
-            assert_eq!(p.admission(&recovered, id, 100_000 + p.resume_ramp_ms), Admission::Attempt);
+            assert_eq!(
+                p.admission(&recovered, id, 100_000 + p.resume_ramp_ms),
+                Admission::Attempt
+            );
         }
-        assert!((50..150).contains(&held), "{held} of 200 held half-way through the ramp");
+        assert!(
+            (50..150).contains(&held),
+            "{held} of 200 held half-way through the ramp"
+        );
     }
 
     #[test]

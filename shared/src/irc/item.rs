@@ -1,6 +1,7 @@
 //! The work item: one DynamoDB item per operation in the source region's `WorkItems` table
 //! (key `op_id`; GSI `by-status-due` on `status`, `due_at_ms`).
 
+use super::awaiting::RemoteState;
 use super::ids::{OpId, Region};
 use crate::Millis;
 use serde::{Deserialize, Serialize};
@@ -18,18 +19,26 @@ pub enum Status {
     InFlight,
     /// The last attempt failed transiently; it will be tried again.
     Retrying,
+    /// The target applied it and answered 202: the dispatcher follows it (`remote_state`)
+    /// until the target says it is done. No worker claims it.
+    WaitingRemote,
     Succeeded,
     Failed,
+    /// Cancelled by an operator (`tenurectl ops cancel`): before any attempt, or when the
+    /// target's tombstone won, or a wait stopped (the effect, if any, stays).
+    Cancelled,
 }
 
 impl Status {
-    pub const ALL: [Status; 6] = [
+    pub const ALL: [Status; 8] = [
         Status::Pending,
         Status::Dispatched,
         Status::InFlight,
         Status::Retrying,
+        Status::WaitingRemote,
         Status::Succeeded,
         Status::Failed,
+        Status::Cancelled,
     ];
 
     /// The statuses the dispatcher sweeps for due items.
@@ -46,13 +55,15 @@ impl Status {
             Status::Dispatched => "DISPATCHED",
             Status::InFlight => "IN_FLIGHT",
             Status::Retrying => "RETRYING",
+            Status::WaitingRemote => "WAITING_REMOTE",
             Status::Succeeded => "SUCCEEDED",
             Status::Failed => "FAILED",
+            Status::Cancelled => "CANCELLED",
         }
     }
 
     pub fn is_terminal(self) -> bool {
-        matches!(self, Status::Succeeded | Status::Failed)
+        matches!(self, Status::Succeeded | Status::Failed | Status::Cancelled)
     }
 
     pub fn parse(raw: &str) -> Option<Status> {
@@ -125,6 +136,22 @@ pub struct WorkItem {
     /// When the current hold began; past `max_hold_ms` the op fails `region_unavailable`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub held_since_ms: Option<Millis>,
+    /// What the op waits for at the target (`serving`), sent as a v 2 envelope's `await`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub await_for: Option<String>,
+    /// How long the target gives the awaited condition, from its 202.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub await_ms: Option<Millis>,
+    /// The target's state of an op it answered 202 (IN_PROGRESS, then SUCCEEDED or FAILED).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote_state: Option<RemoteState>,
+    /// Polls of a waiting op that found it unchanged (its poll backoff).
+    #[serde(default)]
+    pub polls: u32,
+    /// An operator asked to cancel it after an attempt: the next claim asks the target for a
+    /// tombstone instead of sending the op.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cancel_requested: bool,
 }
 
 /// The `held` reason of an op whose target region is unavailable.
@@ -139,6 +166,8 @@ pub enum ClaimRefusal {
     Busy,
     /// The last attempt's backoff has not ended (`retry_at_ms`).
     NotYet,
+    /// WAITING_REMOTE: the dispatcher follows it; a stray copy never re-POSTs it.
+    Waiting,
 }
 
 impl WorkItem {
@@ -151,7 +180,8 @@ impl WorkItem {
     /// backoff by a slow clock.
     pub fn claim_refusal(&self, now: Millis, skew_ms: Millis) -> Option<ClaimRefusal> {
         match self.status {
-            Status::Succeeded | Status::Failed => Some(ClaimRefusal::Terminal),
+            Status::Succeeded | Status::Failed | Status::Cancelled => Some(ClaimRefusal::Terminal),
+            Status::WaitingRemote => Some(ClaimRefusal::Waiting),
             Status::InFlight if self.claim_expires_at_ms.is_some_and(|at| at < now) => None,
             Status::InFlight => Some(ClaimRefusal::Busy),
             Status::Pending | Status::Dispatched | Status::Retrying => self
@@ -191,6 +221,11 @@ impl WorkItem {
             published_version: 0,
             held: None,
             held_since_ms: None,
+            await_for: None,
+            await_ms: None,
+            remote_state: None,
+            polls: 0,
+            cancel_requested: false,
         }
     }
 }

@@ -4,6 +4,7 @@
 //! regions ([`ScriptedRemote`], answers scripted per op). The worker's batch rules are unit
 //! tested against them; nothing here needs AWS.
 
+use super::awaiting::RemoteState;
 use super::claim::{
     hold_expired, hold_refusal, ClaimOutcome, CompleteOutcome, Completion, HoldOutcome,
     WorkItemClaims,
@@ -11,8 +12,8 @@ use super::claim::{
 use super::health::{Bucket, CallVerdict, RegionHealth, RegionState};
 use super::ids::{OpId, Region};
 use super::item::{Status, Transition, WorkItem, HELD_REGION_UNAVAILABLE};
-use super::region_health::HealthRecords;
 use super::queue::{QueueError, Redelivery};
+use super::region_health::HealthRecords;
 use super::remote::{Remote, RemoteCall, RemoteOutcome};
 use crate::{Millis, StoreError};
 use async_trait::async_trait;
@@ -124,6 +125,15 @@ impl WorkItemClaims for MemoryWorkItems {
                 }
                 (Status::Retrying, *due_at_ms)
             }
+            Completion::Waiting { poll_at_ms } => {
+                item.remote_state = Some(RemoteState::InProgress);
+                item.polls = 0;
+                (Status::WaitingRemote, *poll_at_ms)
+            }
+            Completion::Cancelled { reason } => {
+                item.result = Some(reason.clone());
+                (Status::Cancelled, now)
+            }
         };
         item.status = status;
         item.due_at_ms = due;
@@ -204,7 +214,10 @@ impl MemoryHealth {
 impl HealthRecords for MemoryHealth {
     async fn read(&self, region: &Region, since_ms: Millis) -> Result<RegionHealth, StoreError> {
         *locked(&self.reads) += 1;
-        let mut h = locked(&self.regions).get(region).cloned().unwrap_or_default();
+        let mut h = locked(&self.regions)
+            .get(region)
+            .cloned()
+            .unwrap_or_default();
         h.buckets.retain(|b| b.start_ms >= since_ms);
         Ok(h)
     }
@@ -362,5 +375,14 @@ impl Remote for ScriptedRemote {
             .get_mut(&item.op_id)
             .and_then(VecDeque::pop_front)
             .unwrap_or_else(Self::applied)
+    }
+
+    /// Scripted like a call; unscripted, the tombstone wins.
+    async fn cancel(&self, item: &WorkItem, _timeout: Duration) -> RemoteCall {
+        locked(&self.calls).push(item.op_id.clone());
+        locked(&self.scripts)
+            .get_mut(&item.op_id)
+            .and_then(VecDeque::pop_front)
+            .unwrap_or_else(|| RemoteCall::answered(RemoteOutcome::Cancelled))
     }
 }

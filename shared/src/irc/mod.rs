@@ -15,6 +15,7 @@
 //! held without spending attempts, the dispatcher probes it, and on recovery the held ops come
 //! back over a ramp.
 
+pub mod awaiting;
 pub mod backoff;
 pub mod claim;
 pub mod config;
@@ -32,8 +33,8 @@ pub mod kinds;
 pub mod memory;
 pub mod message;
 pub mod queue;
-pub mod remote;
 pub mod region_health;
+pub mod remote;
 pub mod remote_api;
 #[cfg(feature = "aws")]
 pub mod store;

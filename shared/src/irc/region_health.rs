@@ -15,9 +15,9 @@
 
 use super::health::{Admission, CallVerdict, HealthPolicy, RegionHealth, RegionState};
 use super::ids::Region;
+use super::remote::Prober;
 use crate::{Millis, StoreError};
 use async_trait::async_trait;
-use super::remote::Prober;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Mutex, PoisonError};
 use tracing::{info, warn};
@@ -185,7 +185,11 @@ impl<H: HealthRecords> HealthMonitor<H> {
                 Some(state)
             }
             // Another worker opened it first: its schedule stands.
-            Ok(false) => self.refresh(region, now).await.map(|h| h.state).filter(|s| s.open),
+            Ok(false) => self
+                .refresh(region, now)
+                .await
+                .map(|h| h.state)
+                .filter(|s| s.open),
             Err(e) => {
                 warn!(%region, error = %e, "could not open the region in its health record");
                 None
@@ -340,8 +344,7 @@ mod table {
                         health.state = Self::state_of(&item)
                     }
                     Some(AttributeValue::S(slot)) => {
-                        if let Some(start_ms) =
-                            slot.strip_prefix("b#").and_then(|t| t.parse().ok())
+                        if let Some(start_ms) = slot.strip_prefix("b#").and_then(|t| t.parse().ok())
                         {
                             health.buckets.push(Bucket {
                                 start_ms,
@@ -503,7 +506,9 @@ mod tests {
         let monitor = HealthMonitor::new(MemoryHealth::new(), policy());
         for n in 0..4 {
             assert_eq!(
-                monitor.observe(&eu(), CallVerdict::RegionFailure, 1_000 + n, "HTTP 503").await,
+                monitor
+                    .observe(&eu(), CallVerdict::RegionFailure, 1_000 + n, "HTTP 503")
+                    .await,
                 None
             );
         }
@@ -545,7 +550,12 @@ mod tests {
         assert_eq!(records.state(&eu()).next_probe_at_ms, 15_000);
         // Rounds before then cost nothing.
         for now in [6_000, 10_000, 14_999] {
-            assert_eq!(probe_round(&records, &prober, &p, &regions, now, t).await.probes, 0);
+            assert_eq!(
+                probe_round(&records, &prober, &p, &regions, now, t)
+                    .await
+                    .probes,
+                0
+            );
         }
         let r = probe_round(&records, &prober, &p, &regions, 15_000, t).await;
         assert_eq!(r.probes, 1);
@@ -572,7 +582,11 @@ mod tests {
 
     #[test]
     fn bucket_slots_sort_by_time_and_before_the_state() {
-        let slots = [bucket_slot(5_000), bucket_slot(45_000), bucket_slot(1_765_000_000_000)];
+        let slots = [
+            bucket_slot(5_000),
+            bucket_slot(45_000),
+            bucket_slot(1_765_000_000_000),
+        ];
         assert!(slots.windows(2).all(|w| w[0] < w[1]), "{slots:?}");
         assert!(slots.iter().all(|s| s.as_str() < STATE_SLOT));
     }

@@ -3,6 +3,7 @@
 //! work item should become. The wire types, the sorting and the [`Remote`] trait the worker
 //! calls through are core; the HTTP client [`RemoteClient`] needs the `client` feature.
 
+use super::health::{self, CallVerdict};
 use super::ids::{OpId, Region};
 use super::item::WorkItem;
 use crate::fault::Fault;
@@ -10,17 +11,16 @@ use crate::fault::Fault;
 use crate::fault::FAULT_HEADER;
 #[cfg(feature = "client")]
 use crate::sigv4::{SigV4Client, SigV4Error};
-#[cfg(feature = "client")]
-use std::sync::Arc;
-#[cfg(feature = "client")]
-use tokio::sync::Semaphore;
-use super::health::{self, CallVerdict};
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 #[cfg(feature = "client")]
 use std::collections::BTreeMap;
+#[cfg(feature = "client")]
+use std::sync::Arc;
 use std::time::Duration;
+#[cfg(feature = "client")]
+use tokio::sync::Semaphore;
 
 /// The request body of `POST /v1/operations` (`docs/irc.md`, wire contract).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -33,6 +33,12 @@ pub struct OperationRequest {
     pub resource: String,
     pub seq: u64,
     pub payload: Value,
+    /// v 2: follow the op to this state (`serving`) before it is done.
+    #[serde(rename = "await", default, skip_serializing_if = "Option::is_none")]
+    pub await_for: Option<String>,
+    /// v 2: how long the target gives it, from its 202.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub await_ms: Option<u64>,
 }
 
 /// What an attempt came to.
@@ -40,6 +46,10 @@ pub struct OperationRequest {
 pub enum RemoteOutcome {
     /// 2xx: `applied`, `duplicate` or `superseded`, with the remote's result.
     Done { outcome: String, result: Value },
+    /// 202: applied, and the awaited state not reached yet; poll after `poll_after_ms`.
+    Accepted { poll_after_ms: u64 },
+    /// 200 `cancelled`: the target's tombstone won; the op will never apply there.
+    Cancelled,
     /// The remote refused the op for good (an op-level 4xx with the contract's error body:
     /// 400 about the envelope, 409, 413, 422): FAILED at once.
     Permanent(String),
@@ -90,6 +100,19 @@ impl RemoteCall {
 #[async_trait]
 pub trait Remote: Send + Sync {
     async fn call(&self, item: &WorkItem, timeout: Duration) -> RemoteCall;
+
+    /// Asks the target to cancel the op (`POST /v1/operations/{op_id}/cancel`): `Cancelled`
+    /// if its tombstone won, otherwise the op's real outcome there.
+    async fn cancel(&self, item: &WorkItem, timeout: Duration) -> RemoteCall;
+}
+
+/// The body of `POST /v1/operations/{op_id}/cancel`: who asks (bound to the caller as a POST
+/// of the op is).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CancelRequest {
+    pub v: u32,
+    pub source_region: Region,
 }
 
 /// The dispatcher's probe of an unavailable region: a signed `GET /v1/operations/{id}` of an
@@ -124,13 +147,16 @@ pub fn request_for(item: &WorkItem) -> Result<OperationRequest, String> {
     let payload = serde_json::from_str(&item.payload)
         .map_err(|e| format!("stored payload is not JSON: {e}"))?;
     Ok(OperationRequest {
-        v: 1,
+        // v 1 unless it awaits: a target not upgraded yet keeps taking plain ops.
+        v: if item.await_for.is_some() { 2 } else { 1 },
         op_id: item.op_id.clone(),
         source_region: item.source_region.clone(),
         kind: item.kind.clone(),
         resource: item.resource.clone(),
         seq: item.seq,
         payload,
+        await_for: item.await_for.clone(),
+        await_ms: item.await_for.as_ref().and(item.await_ms),
     })
 }
 
@@ -165,9 +191,27 @@ pub fn classify(status: u16, body: &[u8]) -> RemoteOutcome {
     match (status, health::verdict(Some((status, body)))) {
         (200..=299, CallVerdict::Healthy) => {
             let parsed: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
-            RemoteOutcome::Done {
-                outcome: parsed["outcome"].as_str().unwrap_or("applied").to_owned(),
-                result: parsed["result"].clone(),
+            let outcome = parsed["outcome"].as_str().unwrap_or("applied");
+            // Only a 200 is final; a 202 always means waiting.
+            if status == 202 {
+                return RemoteOutcome::Accepted {
+                    poll_after_ms: parsed["poll_after_ms"].as_u64().unwrap_or(1_000),
+                };
+            }
+            match (outcome, parsed["state"].as_str()) {
+                ("cancelled", _) => RemoteOutcome::Cancelled,
+                // An awaited op the target ended FAILED (`expired`): final, the op's own.
+                (_, Some("FAILED")) => RemoteOutcome::Permanent(format!(
+                    "remote state FAILED ({outcome}): {}",
+                    parsed["error"]["message"].as_str().unwrap_or("no message")
+                )),
+                (_, Some("IN_PROGRESS")) => RemoteOutcome::Accepted {
+                    poll_after_ms: parsed["poll_after_ms"].as_u64().unwrap_or(1_000),
+                },
+                _ => RemoteOutcome::Done {
+                    outcome: outcome.to_owned(),
+                    result: parsed["result"].clone(),
+                },
             }
         }
         (200..=299, _) => RemoteOutcome::Transient(format!(
@@ -209,9 +253,9 @@ impl RemoteClient {
         timeout: Duration,
     ) -> Result<crate::sigv4::SignedResponse, RemoteCall> {
         let Some(endpoint) = self.endpoints.get(region) else {
-            return Err(RemoteCall::source_failure(RemoteOutcome::Permanent(format!(
-                "no irc-remote endpoint for {region} in TENURE_REGION_ENDPOINTS"
-            ))));
+            return Err(RemoteCall::source_failure(RemoteOutcome::Permanent(
+                format!("no irc-remote endpoint for {region} in TENURE_REGION_ENDPOINTS"),
+            )));
         };
         let _turn = match self.turns.get(region) {
             Some(turns) => Some(turns.acquire().await),
@@ -219,7 +263,13 @@ impl RemoteClient {
         };
         let url = format!("{}{path}", endpoint.trim_end_matches('/'));
         self.http
-            .send(method, &url, region.as_str(), body, timeout.min(CALL_TIMEOUT))
+            .send(
+                method,
+                &url,
+                region.as_str(),
+                body,
+                timeout.min(CALL_TIMEOUT),
+            )
             .await
             .map_err(|e| match e {
                 // The source's own failures say nothing of the region.
@@ -250,7 +300,13 @@ impl Remote for RemoteClient {
             Err(e) => return permanent(e.to_string()),
         };
         match self
-            .send("POST", &item.target_region, "/v1/operations", &body, timeout)
+            .send(
+                "POST",
+                &item.target_region,
+                "/v1/operations",
+                &body,
+                timeout,
+            )
             .await
         {
             Ok(response) => RemoteCall {
@@ -259,6 +315,39 @@ impl Remote for RemoteClient {
             },
             Err(call) => call,
         }
+    }
+
+    async fn cancel(&self, item: &WorkItem, timeout: Duration) -> RemoteCall {
+        let request = CancelRequest {
+            v: 2,
+            source_region: item.source_region.clone(),
+        };
+        let body = match serde_json::to_vec(&request) {
+            Ok(b) => b,
+            Err(e) => return RemoteCall::source_failure(RemoteOutcome::Permanent(e.to_string())),
+        };
+        let path = format!("/v1/operations/{}/cancel", item.op_id);
+        match self
+            .send("POST", &item.target_region, &path, &body, timeout)
+            .await
+        {
+            Ok(response) => RemoteCall::answered(classify(response.status, &response.body)),
+            Err(call) => call,
+        }
+    }
+}
+
+#[cfg(feature = "client")]
+impl RemoteClient {
+    /// `GET /v1/operations/{op_id}` at `region`: the target's view of the op.
+    pub async fn status(
+        &self,
+        region: &Region,
+        op_id: &OpId,
+        timeout: Duration,
+    ) -> Result<crate::sigv4::SignedResponse, RemoteCall> {
+        let path = format!("/v1/operations/{op_id}");
+        self.send("GET", region, &path, b"", timeout).await
     }
 }
 
@@ -345,8 +434,14 @@ mod tests {
     fn only_the_contracts_unknown_operation_answer_makes_a_probe_alive() {
         let unknown = br#"{"error":{"code":"unknown_operation","message":"no such op"}}"#;
         assert!(probe_alive(404, unknown));
-        assert!(!probe_alive(404, br#"{"error":{"code":"not_found","message":"no route"}}"#));
-        assert!(!probe_alive(403, br#"{"error":{"code":"forbidden","message":"m"}}"#));
+        assert!(!probe_alive(
+            404,
+            br#"{"error":{"code":"not_found","message":"no route"}}"#
+        ));
+        assert!(!probe_alive(
+            403,
+            br#"{"error":{"code":"forbidden","message":"m"}}"#
+        ));
         assert!(!probe_alive(503, b"Service Unavailable"));
         assert!(!probe_alive(200, b"{}"));
         assert!(super::super::ids::OpId::parse(PROBE_OP_ID).is_ok());

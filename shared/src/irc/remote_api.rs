@@ -9,6 +9,7 @@
 //! Parsing and checking ([`parse_request`]) are core, so they are property-tested and fuzzed
 //! without AWS; [`RemoteApi`], which applies through the inbound store, needs `lambda`.
 
+use super::awaiting::{AWAIT_MS_RANGE, AWAIT_SERVING, DEFAULT_AWAIT_MS};
 use super::ids::{OpId, Region};
 use super::kinds::Kinds;
 use super::remote::OperationRequest;
@@ -24,8 +25,9 @@ use std::collections::BTreeSet;
 
 #[cfg(feature = "lambda")]
 mod handler {
+    use super::super::awaiting::RemoteState;
     use super::super::ids::Region;
-    use super::super::inbound::{ApplyError, InboundStore};
+    use super::super::inbound::{ApplyError, InboundRecord, InboundStore};
     use super::parse_authorized;
     use crate::clock::Clock;
     use crate::http::{into_lambda, ApiRequest, ApiResponse};
@@ -35,6 +37,23 @@ mod handler {
     use serde_json::json;
     use std::collections::BTreeSet;
     use tracing::{info, warn};
+
+    /// The answer for an op's record: 202 while an awaited op is in progress (a POST or a GET
+    /// alike: only a 200 is final), 200 otherwise.
+    fn answer(op_id: &super::OpId, record: &InboundRecord) -> ApiResponse {
+        let body = record.body(op_id, POLL_AFTER_MS);
+        if record.state == RemoteState::InProgress {
+            ApiResponse {
+                status: 202,
+                ..ApiResponse::ok(body)
+            }
+        } else {
+            ApiResponse::ok(body)
+        }
+    }
+
+    /// What the target suggests between polls of an op in progress.
+    const POLL_AFTER_MS: u64 = 1_000;
 
     /// irc-remote's state: the inbound store, the regions it accepts ops from and which
     /// caller may speak for each.
@@ -63,6 +82,17 @@ mod handler {
                 Some(Err(response)) => return response,
                 None => {}
             }
+            match super::cancel_request(&request, &self.peers) {
+                Some(Ok((op_id, source))) => {
+                    if let Err(denied) = self.identity.authorize(caller, &source) {
+                        warn!(op_id = %op_id, source = %source, error = %denied, "cancel refused");
+                        return denied.response();
+                    }
+                    return self.cancel(&op_id, &source).await;
+                }
+                Some(Err(response)) => return response,
+                None => {}
+            }
             let op = match parse_authorized(
                 request,
                 caller,
@@ -74,6 +104,16 @@ mod handler {
                 Err(response) => return response,
             };
             match self.store.apply(&op, self.clock.now_ms()).await {
+                // An awaited op, new or repeated: answered as it stands (202 while in
+                // progress; only a 200 is final).
+                Ok(applied)
+                    if op.await_for.is_some()
+                        && matches!(applied.outcome, "applied" | "duplicate") =>
+                {
+                    info!(op_id = %op.op_id, source = %op.source_region, kind = %op.kind,
+                      resource = %op.resource, seq = op.seq, outcome = applied.outcome, "awaited operation");
+                    self.status(&op.op_id).await
+                }
                 Ok(applied) => {
                     info!(op_id = %op.op_id, source = %op.source_region, kind = %op.kind,
                       resource = %op.resource, seq = op.seq, outcome = applied.outcome, "operation");
@@ -102,18 +142,28 @@ mod handler {
         /// so it needs no binding beyond IAM's (the Function URL's `AWS_IAM` lets only
         /// granted principals call at all): the dispatcher's probes and status polls use it.
         async fn status(&self, op_id: &super::OpId) -> ApiResponse {
-            match self.store.status(op_id).await {
-                Ok(Some(record)) => ApiResponse::ok(json!({
-                    "op_id": op_id,
-                    "state": "SUCCEEDED",
-                    "outcome": record.outcome,
-                    "result": record.result,
-                })),
+            match self.store.status(op_id, self.clock.now_ms()).await {
+                Ok(Some(record)) => answer(op_id, &record),
                 Ok(None) => ApiResponse::error(
                     404,
                     "unknown_operation",
                     format!("no operation {op_id} was received here"),
                 ),
+                Err(e) => {
+                    warn!(op_id = %op_id, error = %e, "store unavailable");
+                    ApiResponse::error(503, "store_unavailable", e.to_string())
+                }
+            }
+        }
+
+        /// `POST /v1/operations/{op_id}/cancel`: a tombstone if the op is not here yet,
+        /// otherwise its real state (a cancel never hides an effect that happened).
+        async fn cancel(&self, op_id: &super::OpId, source: &Region) -> ApiResponse {
+            match self.store.cancel(op_id, source, self.clock.now_ms()).await {
+                Ok(record) => {
+                    info!(op_id = %op_id, source = %source, outcome = %record.outcome, state = %record.state, "cancel");
+                    answer(op_id, &record)
+                }
                 Err(e) => {
                     warn!(op_id = %op_id, error = %e, "store unavailable");
                     ApiResponse::error(503, "store_unavailable", e.to_string())
@@ -158,7 +208,7 @@ fn envelope(body: &Value, peers: &BTreeSet<Region>) -> Result<OperationRequest, 
     let Some(obj) = body.as_object() else {
         return Err(bad("malformed_request", "body must be a JSON object"));
     };
-    const FIELDS: [&str; 7] = [
+    const FIELDS: [&str; 9] = [
         "v",
         "op_id",
         "source_region",
@@ -166,6 +216,8 @@ fn envelope(body: &Value, peers: &BTreeSet<Region>) -> Result<OperationRequest, 
         "resource",
         "seq",
         "payload",
+        "await",
+        "await_ms",
     ];
     if let Some(extra) = obj.keys().find(|k| !FIELDS.contains(&k.as_str())) {
         return Err(bad("malformed_request", format!("unknown field {extra:?}")));
@@ -175,10 +227,11 @@ fn envelope(body: &Value, peers: &BTreeSet<Region>) -> Result<OperationRequest, 
             .and_then(Value::as_str)
             .ok_or_else(|| bad("malformed_request", format!("{name} must be a string")))
     };
-    match obj.get("v").and_then(Value::as_u64) {
-        Some(1) => {}
-        _ => return Err(bad("unsupported_version", "v must be 1")),
-    }
+    let v = match obj.get("v").and_then(Value::as_u64) {
+        Some(v @ (1 | 2)) => v as u32,
+        _ => return Err(bad("unsupported_version", "v must be 1 or 2")),
+    };
+    let (await_for, await_ms) = awaited(obj, v)?;
     let op_id = OpId::parse(text("op_id")?).map_err(|e| bad("invalid_id", e.to_string()))?;
     let source_region =
         Region::parse(text("source_region")?).map_err(|e| bad("invalid_region", e.to_string()))?;
@@ -202,14 +255,56 @@ fn envelope(body: &Value, peers: &BTreeSet<Region>) -> Result<OperationRequest, 
         .cloned()
         .ok_or_else(|| bad("malformed_request", "payload must be a JSON object"))?;
     Ok(OperationRequest {
-        v: 1,
+        v,
         op_id,
         source_region,
         kind,
         resource: resource.to_owned(),
         seq,
         payload,
+        await_for,
+        await_ms,
     })
+}
+
+/// `await` and `await_ms`: only in a v 2 envelope; `await` is `serving`; `await_ms` in
+/// [`AWAIT_MS_RANGE`], [`DEFAULT_AWAIT_MS`] when absent.
+fn awaited(
+    obj: &serde_json::Map<String, Value>,
+    v: u32,
+) -> Result<(Option<String>, Option<u64>), ApiResponse> {
+    let Some(condition) = obj.get("await") else {
+        if obj.contains_key("await_ms") {
+            return Err(bad("malformed_request", "await_ms without await"));
+        }
+        return Ok((None, None));
+    };
+    if v < 2 {
+        return Err(bad("malformed_request", "await needs \"v\": 2"));
+    }
+    if condition.as_str() != Some(AWAIT_SERVING) {
+        return Err(bad(
+            "malformed_request",
+            format!("await must be \"{AWAIT_SERVING}\""),
+        ));
+    }
+    let await_ms = match obj.get("await_ms") {
+        None => DEFAULT_AWAIT_MS,
+        Some(ms) => ms
+            .as_u64()
+            .filter(|ms| AWAIT_MS_RANGE.contains(ms))
+            .ok_or_else(|| {
+                bad(
+                    "malformed_request",
+                    format!(
+                        "await_ms must be an integer from {} to {}",
+                        AWAIT_MS_RANGE.start(),
+                        AWAIT_MS_RANGE.end()
+                    ),
+                )
+            })?,
+    };
+    Ok((Some(AWAIT_SERVING.to_owned()), Some(await_ms)))
 }
 
 /// `GET /v1/operations/{op_id}`: `Some(Ok(op_id))` to answer with the op's state,
@@ -228,6 +323,43 @@ pub fn status_request(request: &ApiRequest<'_>) -> Option<Result<OpId, ApiRespon
         )));
     }
     Some(OpId::parse(id).map_err(|e| bad("invalid_id", e.to_string())))
+}
+
+/// `POST /v1/operations/{op_id}/cancel` with `{"v": 2, "source_region"}`: `Some(Ok)` to
+/// cancel, `Some(Err)` for a bad request on that route, `None` for any other route.
+pub fn cancel_request(
+    request: &ApiRequest<'_>,
+    peers: &BTreeSet<Region>,
+) -> Option<Result<(OpId, Region), ApiResponse>> {
+    let path = request.path.trim_end_matches('/');
+    let id = path
+        .strip_prefix("/v1/operations/")?
+        .strip_suffix("/cancel")?;
+    if request.method != "POST" {
+        return Some(Err(ApiResponse::error(
+            405,
+            "method_not_allowed",
+            format!("{} is not allowed on {path}", request.method),
+        )));
+    }
+    Some((|| {
+        let op_id = OpId::parse(id).map_err(|e| bad("invalid_id", e.to_string()))?;
+        let body: super::remote::CancelRequest = serde_json::from_slice(request.body)
+            .map_err(|e| bad("malformed_request", format!("cancel body: {e}")))?;
+        if body.v != 2 {
+            return Err(bad("unsupported_version", "a cancel is v 2"));
+        }
+        if !peers.contains(&body.source_region) {
+            return Err(bad(
+                "region_not_allowed",
+                format!(
+                    "source_region {} is not one of this stack's peer regions",
+                    body.source_region
+                ),
+            ));
+        }
+        Ok((op_id, body.source_region))
+    })())
 }
 
 /// Route, JSON, envelope and the kind's payload check, without touching the store: the
@@ -259,6 +391,16 @@ pub fn parse_request(
         .get(&op.kind)
         .and_then(|k| k.check(&op.resource, &op.payload))
         .map_err(|e| ApiResponse::error(422, "invalid_operation", e.to_string()))?;
+    if op.await_for.is_some() && op.kind != "group.put" {
+        return Err(ApiResponse::error(
+            422,
+            "invalid_operation",
+            format!(
+                "kind {} cannot be awaited (only group.put, await \"serving\")",
+                op.kind
+            ),
+        ));
+    }
     Ok(op)
 }
 
@@ -370,6 +512,44 @@ mod tests {
     }
 
     #[test]
+    fn an_awaited_op_is_a_v2_envelope_with_serving_and_a_bounded_await_ms() {
+        let mut b = body();
+        b["v"] = json!(2);
+        b["await"] = json!("serving");
+        let op = envelope(&b, &peers()).unwrap();
+        assert_eq!(
+            (op.v, op.await_for.as_deref(), op.await_ms),
+            (2, Some("serving"), Some(DEFAULT_AWAIT_MS))
+        );
+        b["await_ms"] = json!(5_000);
+        assert_eq!(envelope(&b, &peers()).unwrap().await_ms, Some(5_000));
+        for (field, value) in [
+            ("await_ms", json!(10)),
+            ("await", json!("applied")),
+            ("await_ms", json!("soon")),
+        ] {
+            let mut bad = b.clone();
+            bad[field] = value;
+            assert_eq!(envelope(&bad, &peers()).unwrap_err().status, 400, "{field}");
+        }
+        let mut plain = body();
+        plain["await_ms"] = json!(5_000);
+        assert_eq!(envelope(&plain, &peers()).unwrap_err().status, 400);
+        // A v 2 envelope need not await.
+        let mut v2 = body();
+        v2["v"] = json!(2);
+        assert_eq!(envelope(&v2, &peers()).unwrap().await_for, None);
+        // Only group.put can be awaited (the body above is a group.delete).
+        let request = ApiRequest {
+            method: "POST",
+            path: "/v1/operations",
+            body: &serde_json::to_vec(&b).unwrap(),
+        };
+        let refused = parse_request(request, &peers(), &Kinds::shipped()).unwrap_err();
+        assert_eq!(refused.status, 422);
+    }
+
+    #[test]
     fn a_status_request_names_a_valid_op_by_get_only() {
         let get = |path| ApiRequest {
             method: "GET",
@@ -378,12 +558,12 @@ mod tests {
         };
         let id = "01ARZ3NDEKTSV4RRFFQ69G5FAV";
         let path = format!("/v1/operations/{id}");
+        assert_eq!(status_request(&get(&path)).unwrap().unwrap().as_str(), id);
         assert_eq!(
-            status_request(&get(&path)).unwrap().unwrap().as_str(),
-            id
-        );
-        assert_eq!(
-            status_request(&get("/v1/operations/nope")).unwrap().unwrap_err().status,
+            status_request(&get("/v1/operations/nope"))
+                .unwrap()
+                .unwrap_err()
+                .status,
             400
         );
         let post = ApiRequest {
@@ -397,6 +577,55 @@ mod tests {
     }
 
     #[test]
+    fn a_cancel_names_a_valid_op_and_a_peer_source() {
+        let path = "/v1/operations/01ARZ3NDEKTSV4RRFFQ69G5FAV/cancel";
+        let post = |body: &'static [u8]| ApiRequest {
+            method: "POST",
+            path,
+            body,
+        };
+        let (op, source) =
+            cancel_request(&post(br#"{"v":2,"source_region":"us-east-1"}"#), &peers())
+                .unwrap()
+                .unwrap();
+        assert_eq!(
+            (op.as_str(), source.as_str()),
+            ("01ARZ3NDEKTSV4RRFFQ69G5FAV", "us-east-1")
+        );
+        for (body, code) in [
+            (
+                &br#"{"v":1,"source_region":"us-east-1"}"#[..],
+                "unsupported_version",
+            ),
+            (
+                br#"{"v":2,"source_region":"ap-south-1"}"#,
+                "region_not_allowed",
+            ),
+            (br#"{"v":2}"#, "malformed_request"),
+            (b"nope", "malformed_request"),
+        ] {
+            let err = cancel_request(&post(body), &peers()).unwrap().unwrap_err();
+            assert_eq!(err.body["error"]["code"], code);
+        }
+        let get = ApiRequest {
+            method: "GET",
+            path,
+            body: b"",
+        };
+        assert_eq!(
+            cancel_request(&get, &peers()).unwrap().unwrap_err().status,
+            405
+        );
+        assert!(cancel_request(&post(b""), &peers()).is_some());
+        let other = ApiRequest {
+            method: "POST",
+            path: "/v1/operations",
+            body: b"",
+        };
+        assert!(cancel_request(&other, &peers()).is_none());
+    }
+
+    #[test]
     fn a_good_envelope_parses() {
         let op = envelope(&body(), &peers()).unwrap();
         assert_eq!((op.seq, op.kind.as_str()), (1, "group.delete"));
@@ -404,8 +633,9 @@ mod tests {
 
     #[test]
     fn each_bad_field_gets_its_own_400() {
-        let cases: [(&str, Value, &str); 8] = [
-            ("v", json!(2), "unsupported_version"),
+        let cases: [(&str, Value, &str); 9] = [
+            ("await", json!("serving"), "malformed_request"),
+            ("v", json!(3), "unsupported_version"),
             ("op_id", json!("nope"), "invalid_id"),
             ("source_region", json!("ap-south-1"), "region_not_allowed"),
             ("source_region", json!("Mars"), "invalid_region"),

@@ -7,8 +7,9 @@
 //! apply is idempotent on `op_id`, so a second attempt after a lost completion gets the stored
 //! result instead of a second effect.
 
-pub use super::claim::{ClaimOutcome, CompleteOutcome, Completion, HoldOutcome, WorkItemClaims};
+use super::awaiting::RemoteState;
 use super::claim::{hold_expired, hold_refusal};
+pub use super::claim::{ClaimOutcome, CompleteOutcome, Completion, HoldOutcome, WorkItemClaims};
 use super::ids::{OpId, Region};
 use super::item::{Status, Transition, WorkItem, HELD_REGION_UNAVAILABLE};
 use crate::aws::{
@@ -22,6 +23,11 @@ use std::collections::HashMap;
 
 /// The GSI the dispatcher and `tenurectl ops list` query.
 pub const STATUS_INDEX: &str = "by-status-due";
+
+/// A work item's `result` for an end that carries no remote result: `{"outcome", "note"}`.
+pub(crate) fn json_note(outcome: &str, note: &str) -> String {
+    serde_json::json!({"outcome": outcome, "result": {"note": note}}).to_string()
+}
 
 /// `:history`, a one-entry list for `list_append`.
 fn step(status: Status, at_ms: Millis) -> AttributeValue {
@@ -67,6 +73,9 @@ pub struct NewOp {
     /// JSON text.
     pub payload: String,
     pub max_attempts: u32,
+    /// Follow the op to this remote state (`serving`), within `await_ms` of the target's 202.
+    pub await_for: Option<String>,
+    pub await_ms: Option<Millis>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,6 +83,32 @@ pub enum SubmitOutcome {
     Submitted(WorkItem),
     /// An op with this id exists already (a retried submit): nothing was written.
     AlreadySubmitted(WorkItem),
+}
+
+/// What a poll of a waiting op found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FollowUp {
+    /// Still in progress at the target: poll again at `next_at_ms`.
+    Poll { next_at_ms: Millis },
+    /// The target ended it: SUCCEEDED (`field` = `result`) or FAILED (`last_error`).
+    Ended {
+        status: Status,
+        field: &'static str,
+        text: String,
+        remote_state: RemoteState,
+    },
+}
+
+/// How `tenurectl ops cancel` came out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CancelOutcome {
+    /// CANCELLED now: never sent, or a wait stopped.
+    Cancelled(WorkItem),
+    /// Sent before: the next attempt asks the target for a tombstone.
+    Requested(WorkItem),
+    /// Already finished (or it finished first): nothing changed.
+    Finished(WorkItem),
+    Missing,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -170,6 +205,11 @@ impl WorkItemStore {
             published_version: 0,
             held: None,
             held_since_ms: None,
+            await_for: op.await_for,
+            await_ms: op.await_ms,
+            remote_state: None,
+            polls: 0,
+            cancel_requested: false,
         };
         let mut attributes: Item =
             serde_dynamo::to_item(&item).map_err(|e| StoreError::Corrupt {
@@ -226,9 +266,10 @@ impl WorkItemStore {
             .update_expression(format!(
                 "SET #status = :in_flight, claim_token = :token, claim_expires_at_ms = :expires, \
                  due_at_ms = :expires, updated_at_ms = :now, {NEXT_VERSION}, {APPEND_HISTORY} \
-                 REMOVE held, held_since_ms ADD attempts :one, {ADD_VERSION}"
+                 sent = :sent REMOVE held, held_since_ms ADD attempts :one, {ADD_VERSION}"
             ))
             .expression_attribute_values(":unpublished", unpublished_shard(op_id))
+            .expression_attribute_values(":sent", AttributeValue::Bool(true))
             .expression_attribute_values(":history", step(Status::InFlight, now))
             .expression_attribute_values(":no_history", AttributeValue::L(vec![]))
             // `WorkItem::claim_refusal`, as a condition: no claim before the backoff's end less
@@ -274,11 +315,24 @@ impl WorkItemStore {
         completion: &Completion,
         now: Millis,
     ) -> Result<CompleteOutcome, StoreError> {
+        let mut remote_state: Option<RemoteState> = None;
         let (status, field, text, due, retry_at, region_hold) = match completion {
-            Completion::Succeeded { result } => {
-                (Status::Succeeded, "result", result, now, None, false)
-            }
-            Completion::Failed { error } => (Status::Failed, "last_error", error, now, None, false),
+            Completion::Succeeded { result } => (
+                Status::Succeeded,
+                "result",
+                result.clone(),
+                now,
+                None,
+                false,
+            ),
+            Completion::Failed { error } => (
+                Status::Failed,
+                "last_error",
+                error.clone(),
+                now,
+                None,
+                false,
+            ),
             Completion::Retry {
                 error,
                 retry_at_ms,
@@ -287,19 +341,44 @@ impl WorkItemStore {
             } => (
                 Status::Retrying,
                 "last_error",
-                error,
+                error.clone(),
                 *due_at_ms,
                 Some(*retry_at_ms),
                 *region_hold,
             ),
+            Completion::Waiting { poll_at_ms } => {
+                remote_state = Some(RemoteState::InProgress);
+                let note = "accepted: the target applied it; waiting for the awaited state";
+                (
+                    Status::WaitingRemote,
+                    "result",
+                    json_note("accepted", note),
+                    *poll_at_ms,
+                    None,
+                    false,
+                )
+            }
+            Completion::Cancelled { reason } => (
+                Status::Cancelled,
+                "result",
+                json_note("cancelled", reason),
+                now,
+                None,
+                false,
+            ),
         };
+        let text = &text;
         // A retry's backoff end goes with it; a terminal item keeps the last one (harmless:
         // nothing claims a terminal item). A region hold gives the attempt back.
-        let set_retry_at = match (retry_at.is_some(), region_hold) {
+        let mut set_retry_at = match (retry_at.is_some(), region_hold) {
             (true, true) => ", retry_at_ms = :retry_at, held = :held, held_since_ms = :now",
             (true, false) => ", retry_at_ms = :retry_at",
             _ => "",
-        };
+        }
+        .to_owned();
+        if remote_state.is_some() {
+            set_retry_at.push_str(", remote_state = :remote_state, polls = :zero");
+        }
         let give_back = if region_hold {
             ", attempts :minus_one"
         } else {
@@ -338,6 +417,11 @@ impl WorkItemStore {
             update = update
                 .expression_attribute_values(":held", s(HELD_REGION_UNAVAILABLE))
                 .expression_attribute_values(":minus_one", AttributeValue::N("-1".into()));
+        }
+        if let Some(state) = remote_state {
+            update = update
+                .expression_attribute_values(":remote_state", s(state.as_str()))
+                .expression_attribute_values(":zero", n(0));
         }
         let result = update.send().await;
         Ok(
@@ -444,10 +528,182 @@ impl WorkItemStore {
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .send()
             .await;
-        match written_or_current::<WorkItem, _>(op_id.as_str(), "UpdateItem(hold expired)", result)? {
+        match written_or_current::<WorkItem, _>(op_id.as_str(), "UpdateItem(hold expired)", result)?
+        {
             Ok(Some(item)) => Ok(HoldOutcome::Expired(item)),
             Ok(None) | Err(None) => Ok(HoldOutcome::Refused(ClaimOutcome::Missing)),
             Err(Some(current)) => Ok(hold_refusal(current, now)),
+        }
+    }
+
+    /// A poll of a WAITING_REMOTE op found `follow_up`. Unchanged: only the next poll's time
+    /// (`due_at_ms`) and `polls` move, no version, no event. Ended: SUCCEEDED or FAILED with the
+    /// target's answer, one status change. Conditional on the op still waiting as read, so a
+    /// cancel or another poller in between wins. `false` when the condition did not hold.
+    pub async fn follow(
+        &self,
+        item: &WorkItem,
+        follow_up: &FollowUp,
+        now: Millis,
+    ) -> Result<bool, StoreError> {
+        let op_id = &item.op_id;
+        let request = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("op_id", s(op_id.as_str()))
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":waiting", s(Status::WaitingRemote.as_str()))
+            .expression_attribute_values(":seen_due", n(item.due_at_ms));
+        let request = match follow_up {
+            FollowUp::Poll { next_at_ms } => request
+                .update_expression("SET due_at_ms = :next ADD polls :one")
+                .condition_expression("#status = :waiting AND due_at_ms = :seen_due")
+                .expression_attribute_values(":next", n(*next_at_ms))
+                .expression_attribute_values(":one", n(1)),
+            FollowUp::Ended {
+                status,
+                field,
+                text,
+                remote_state,
+            } => request
+                .update_expression(format!(
+                    "SET #status = :status, #field = :text, remote_state = :remote_state, \
+                     due_at_ms = :now, updated_at_ms = :now, {NEXT_VERSION}, {APPEND_HISTORY} \
+                     ADD {ADD_VERSION}"
+                ))
+                .condition_expression("#status = :waiting")
+                .expression_attribute_names("#field", *field)
+                .expression_attribute_values(":status", s(status.as_str()))
+                .expression_attribute_values(":text", s(text))
+                .expression_attribute_values(":remote_state", s(remote_state.as_str()))
+                .expression_attribute_values(":now", n(now))
+                .expression_attribute_values(":unpublished", unpublished_shard(op_id))
+                .expression_attribute_values(":one", n(1))
+                .expression_attribute_values(":history", step(*status, now))
+                .expression_attribute_values(":no_history", AttributeValue::L(vec![])),
+        };
+        match request.send().await {
+            Ok(_) => Ok(true),
+            Err(e) if is_condition_failure(&e) => Ok(false),
+            Err(e) => Err(StoreError::from_sdk("UpdateItem(follow)", e)),
+        }
+    }
+
+    /// An operator's cancel ([`CancelOutcome`]): CANCELLED at once if the op was never sent
+    /// (no claim ever took it) or is waiting on the target (the wait stops, the effect stays);
+    /// otherwise the next attempt asks the target for a tombstone instead
+    /// (`cancel_requested`, due now). Each step is one conditional write.
+    pub async fn cancel(
+        &self,
+        op_id: &OpId,
+        now: Millis,
+        redispatch_after_ms: Millis,
+    ) -> Result<CancelOutcome, StoreError> {
+        let to_cancelled = |condition: &str, note: &str| {
+            self.client
+                .update_item()
+                .table_name(&self.table)
+                .key("op_id", s(op_id.as_str()))
+                .update_expression(format!(
+                    "SET #status = :cancelled, #result = :note, due_at_ms = :now, updated_at_ms = :now, \
+                     {NEXT_VERSION}, {APPEND_HISTORY} REMOVE held, held_since_ms ADD {ADD_VERSION}"
+                ))
+                .condition_expression(condition.to_owned())
+                .expression_attribute_names("#status", "status")
+                .expression_attribute_names("#result", "result")
+                .expression_attribute_values(":cancelled", s(Status::Cancelled.as_str()))
+                .expression_attribute_values(":note", s(&json_note("cancelled", note)))
+                .expression_attribute_values(":now", n(now))
+                .expression_attribute_values(":unpublished", unpublished_shard(op_id))
+                .expression_attribute_values(":one", n(1))
+                .expression_attribute_values(":history", step(Status::Cancelled, now))
+                .expression_attribute_values(":no_history", AttributeValue::L(vec![]))
+                .return_values(ReturnValue::AllNew)
+                .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+        };
+        // Never sent: no claim ever set `sent` (and, for items from before it, no attempt).
+        let never_sent = to_cancelled(
+            "#status IN (:pending, :dispatched, :retrying) AND attempts = :zero \
+             AND attribute_not_exists(sent)",
+            "cancelled before it was ever sent",
+        )
+        .expression_attribute_values(":pending", s(Status::Pending.as_str()))
+        .expression_attribute_values(":dispatched", s(Status::Dispatched.as_str()))
+        .expression_attribute_values(":retrying", s(Status::Retrying.as_str()))
+        .expression_attribute_values(":zero", n(0))
+        .send()
+        .await;
+        let current = match written_or_current::<WorkItem, _>(
+            op_id.as_str(),
+            "UpdateItem(cancel)",
+            never_sent,
+        )? {
+            Ok(Some(item)) => return Ok(CancelOutcome::Cancelled(item)),
+            Ok(None) | Err(None) => return Ok(CancelOutcome::Missing),
+            Err(Some(item)) => item,
+        };
+        match current.status {
+            s_ if s_.is_terminal() => Ok(CancelOutcome::Finished(current)),
+            Status::WaitingRemote => {
+                let stopped = to_cancelled(
+                    "#status = :waiting",
+                    "cancelled while the target worked on it: its effect was applied there; only the wait stopped",
+                )
+                .expression_attribute_values(":waiting", s(Status::WaitingRemote.as_str()))
+                .send()
+                .await;
+                match written_or_current::<WorkItem, _>(
+                    op_id.as_str(),
+                    "UpdateItem(cancel wait)",
+                    stopped,
+                )? {
+                    Ok(Some(item)) => Ok(CancelOutcome::Cancelled(item)),
+                    Ok(None) | Err(None) => Ok(CancelOutcome::Missing),
+                    Err(Some(item)) => Ok(CancelOutcome::Finished(item)),
+                }
+            }
+            _ => {
+                // Sent at least once: only the target can say whether it applied. The next
+                // claim asks it for a tombstone; due now, claimable now.
+                let requested = self
+                    .client
+                    .update_item()
+                    .table_name(&self.table)
+                    .key("op_id", s(op_id.as_str()))
+                    .update_expression(
+                        "SET cancel_requested = :true, retry_at_ms = :now, due_at_ms = :due REMOVE held, held_since_ms",
+                    )
+                    .condition_expression("#status IN (:pending, :dispatched, :retrying, :in_flight)")
+                    .expression_attribute_names("#status", "status")
+                    .expression_attribute_values(":true", AttributeValue::Bool(true))
+                    .expression_attribute_values(":now", n(now))
+                    .expression_attribute_values(
+                        ":due",
+                        n(if current.status == Status::InFlight {
+                            current.due_at_ms
+                        } else {
+                            now + redispatch_after_ms.min(5_000)
+                        }),
+                    )
+                    .expression_attribute_values(":pending", s(Status::Pending.as_str()))
+                    .expression_attribute_values(":dispatched", s(Status::Dispatched.as_str()))
+                    .expression_attribute_values(":retrying", s(Status::Retrying.as_str()))
+                    .expression_attribute_values(":in_flight", s(Status::InFlight.as_str()))
+                    .return_values(ReturnValue::AllNew)
+                    .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+                    .send()
+                    .await;
+                match written_or_current::<WorkItem, _>(
+                    op_id.as_str(),
+                    "UpdateItem(cancel request)",
+                    requested,
+                )? {
+                    Ok(Some(item)) => Ok(CancelOutcome::Requested(item)),
+                    Ok(None) | Err(None) => Ok(CancelOutcome::Missing),
+                    Err(Some(item)) => Ok(CancelOutcome::Finished(item)),
+                }
+            }
         }
     }
 

@@ -2,6 +2,7 @@
 //! path). If the enqueue is lost the item is still PENDING and due, and the dispatcher sends
 //! it; so a submit that returned an op id never loses the op.
 
+use super::awaiting::{AWAIT_MS_RANGE, AWAIT_SERVING, DEFAULT_AWAIT_MS};
 use super::config::RetryPolicy;
 use super::ids::{OpId, Region};
 use super::item::WorkItem;
@@ -32,6 +33,10 @@ pub struct SubmitRequest {
     pub kind: String,
     pub resource: String,
     pub payload: Value,
+    /// Follow the op to this remote state (`serving`, for `group.put` only) before it is done.
+    pub await_for: Option<String>,
+    /// How long the target gives the awaited state (default 10 minutes).
+    pub await_ms: Option<u64>,
 }
 
 pub struct Submitter<C> {
@@ -55,6 +60,22 @@ impl<C: Clock> Submitter<C> {
         if !request.payload.is_object() {
             return Err(SubmitError::Invalid("payload must be a JSON object".into()));
         }
+        if let Some(condition) = &request.await_for {
+            if condition != AWAIT_SERVING || request.kind != "group.put" {
+                return Err(SubmitError::Invalid(format!(
+                    "await {condition:?}: only group.put can be awaited, and only \"{AWAIT_SERVING}\""
+                )));
+            }
+        } else if request.await_ms.is_some() {
+            return Err(SubmitError::Invalid("await_ms needs await".into()));
+        }
+        if let Some(ms) = request.await_ms.filter(|ms| !AWAIT_MS_RANGE.contains(ms)) {
+            return Err(SubmitError::Invalid(format!(
+                "await_ms {ms} is not from {} to {}",
+                AWAIT_MS_RANGE.start(),
+                AWAIT_MS_RANGE.end()
+            )));
+        }
         let payload = request.payload.to_string();
         let op = NewOp {
             op_id: request.op_id.unwrap_or_default(),
@@ -64,6 +85,11 @@ impl<C: Clock> Submitter<C> {
             resource: request.resource,
             payload,
             max_attempts: self.policy.max_attempts,
+            await_ms: request
+                .await_for
+                .as_ref()
+                .map(|_| request.await_ms.unwrap_or(DEFAULT_AWAIT_MS)),
+            await_for: request.await_for,
         };
         let now = self.clock.now_ms();
         let item = match self
@@ -74,6 +100,7 @@ impl<C: Clock> Submitter<C> {
             SubmitOutcome::Submitted(item) => item,
             SubmitOutcome::AlreadySubmitted(existing) => {
                 let same = existing.kind == op.kind
+                    && existing.await_for == op.await_for
                     && existing.resource == op.resource
                     && existing.target_region == op.target_region
                     && serde_json::from_str::<Value>(&existing.payload).ok()

@@ -198,6 +198,10 @@ where
                 info!(op_id = %item.op_id, status = %item.status, "duplicate delivery of a finished op");
                 return Ok(());
             }
+            ClaimOutcome::Waiting(item) => {
+                info!(op_id = %item.op_id, "a copy of an op the target is working on; the dispatcher follows it");
+                return Ok(());
+            }
             ClaimOutcome::Busy(item) => {
                 info!(op_id = %item.op_id, status = %item.status, "op is claimed elsewhere; the dispatcher resumes it if that worker dies");
                 return Ok(());
@@ -212,7 +216,13 @@ where
             }
         };
         metrics::irc_attempt(item.target_region.as_str());
-        let call = self.remote.call(&item, call_time).await;
+        // An operator asked to cancel it after an attempt: ask the target for a tombstone
+        // instead of sending it, so a cancel never hides an effect that happened.
+        let call = if item.cancel_requested {
+            self.remote.cancel(&item, call_time).await
+        } else {
+            self.remote.call(&item, call_time).await
+        };
         self.faults
             .after_remote_apply(call.fault, item.op_id.as_str());
         // What the call says of its region counts before the completion: the failure that
@@ -256,7 +266,10 @@ where
                 },
             ) => {
                 let now = self.clock.now_ms();
-                let delay_ms = self.health.policy.hold_visibility_ms(now, *retry_at_ms, now);
+                let delay_ms = self
+                    .health
+                    .policy
+                    .hold_visibility_ms(now, *retry_at_ms, now);
                 metrics::irc_region_hold(done.target_region.as_str());
                 info!(op_id = %done.op_id, attempts = done.attempts, delay_ms, "its region is unavailable: held, the attempt given back");
                 self.redeliver_after(record, delay_ms).await;
@@ -303,11 +316,8 @@ where
         match outcome {
             HoldOutcome::Held(item) => {
                 metrics::irc_region_hold(item.target_region.as_str());
-                let delay_ms = policy.hold_visibility_ms(
-                    now,
-                    until_ms,
-                    item.held_since_ms.unwrap_or(now),
-                );
+                let delay_ms =
+                    policy.hold_visibility_ms(now, until_ms, item.held_since_ms.unwrap_or(now));
                 info!(op_id = %item.op_id, target = %item.target_region, until_ms, delay_ms, "held: its region is unavailable or resuming");
                 self.redeliver_after(record, delay_ms).await;
                 Err(RecordFailure::Held { delay_ms })
@@ -368,9 +378,9 @@ where
 fn describe(outcome: &RemoteOutcome) -> String {
     match outcome {
         RemoteOutcome::Done { outcome, .. } => outcome.clone(),
-        RemoteOutcome::Permanent(e) | RemoteOutcome::Transient(e) => {
-            e.chars().take(200).collect()
-        }
+        RemoteOutcome::Accepted { .. } => "accepted".into(),
+        RemoteOutcome::Cancelled => "cancelled".into(),
+        RemoteOutcome::Permanent(e) | RemoteOutcome::Transient(e) => e.chars().take(200).collect(),
     }
 }
 
@@ -393,6 +403,19 @@ pub(crate) fn completion_for(
     match outcome {
         RemoteOutcome::Done { outcome, result } => Completion::Succeeded {
             result: json!({"outcome": outcome, "result": result}).to_string(),
+        },
+        RemoteOutcome::Accepted { .. } if item.cancel_requested => Completion::Cancelled {
+            reason: "cancelled while the target worked on it: its effect was applied there; \
+                     only the wait stopped"
+                .into(),
+        },
+        RemoteOutcome::Accepted { poll_after_ms } => Completion::Waiting {
+            poll_at_ms: now + poll_after_ms.clamp(1_000, 30_000),
+        },
+        RemoteOutcome::Cancelled => Completion::Cancelled {
+            reason:
+                "cancelled: the target recorded a tombstone first; the op will never apply there"
+                    .into(),
         },
         RemoteOutcome::Permanent(error) => Completion::Failed { error },
         RemoteOutcome::Transient(error) if region_hold_until.is_some() => {
@@ -492,8 +515,10 @@ mod tests {
             outcome: "applied".into(),
             result: json!({"x": 1}),
         };
-        assert!(matches!(completion_for(&item(1), done, &policy, 0, 0.5, None),
-            Completion::Succeeded { result } if result.contains("applied")));
+        assert!(
+            matches!(completion_for(&item(1), done, &policy, 0, 0.5, None),
+            Completion::Succeeded { result } if result.contains("applied"))
+        );
         assert_eq!(
             completion_for(
                 &item(1),
@@ -538,8 +563,8 @@ mod tests {
 mod batch_tests {
     use super::*;
     use crate::clock::FakeClock;
-    use crate::irc::item::Status;
     use crate::irc::health::HealthPolicy;
+    use crate::irc::item::Status;
     use crate::irc::memory::{MemoryHealth, MemoryQueue, MemoryWorkItems, ScriptedRemote};
     use crate::irc::remote::RemoteCall;
     use crate::irc::{OpId, Region};
@@ -825,7 +850,11 @@ mod batch_tests {
         assert_eq!(held.held.as_deref(), Some("region_unavailable"));
         assert_eq!(held.retry_at_ms, Some(next_probe));
         assert_eq!(status(&w, &a2), Status::Pending);
-        assert_eq!(status(&w, &x), Status::Succeeded, "another region is not held up");
+        assert_eq!(
+            status(&w, &x),
+            Status::Succeeded,
+            "another region is not held up"
+        );
         assert_eq!(w.remote.calls(), vec![x]);
         // a1 back when the probe is due; a2, behind it in its group, visible at once (SQS
         // keeps it behind a1).
@@ -847,7 +876,8 @@ mod batch_tests {
             w.remote.script(id, [transient()]);
         }
         for (_, record) in &ops {
-            w.handle_batch(std::slice::from_ref(record), deadline()).await;
+            w.handle_batch(std::slice::from_ref(record), deadline())
+                .await;
         }
         // Four failures among no successes: not yet open; each of those ops had its 5th and
         // last attempt, so they failed.
@@ -880,7 +910,10 @@ mod batch_tests {
             .probed(&eu(), &seen, false, w.clock.now_ms(), next)
             .await
             .unwrap();
-        assert!(w.handle_batch(&[ra], deadline()).await.is_empty(), "deleted");
+        assert!(
+            w.handle_batch(&[ra], deadline()).await.is_empty(),
+            "deleted"
+        );
         let failed = w.store.get(&a).unwrap();
         assert_eq!((failed.status, failed.attempts), (Status::Failed, 0));
         assert!(failed.last_error.unwrap().starts_with("region_unavailable"));
@@ -920,7 +953,10 @@ mod batch_tests {
             let item = w.store.get(id).unwrap();
             if item.status != Status::Succeeded {
                 assert_eq!(item.attempts, 0);
-                assert!(item.retry_at_ms.unwrap() <= next_probe + w.health.policy.resume_ramp_ms + 1_000);
+                assert!(
+                    item.retry_at_ms.unwrap()
+                        <= next_probe + w.health.policy.resume_ramp_ms + 1_000
+                );
             }
         }
         // After the ramp, everything.
