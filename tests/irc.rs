@@ -644,3 +644,130 @@ async fn a_failing_region_fails_alone_and_its_held_ops_succeed_after_it_recovers
     ensure!(!state.open && state.recovered_at_ms.is_some(), "{state:?}");
     Ok(())
 }
+
+/// An op followed to a remote state: `group.put` with `await: serving`. The target applies it
+/// at once and answers 202; the op waits as WAITING_REMOTE while the dispatcher polls; when a
+/// member it wrote checks in and becomes primary in eu-west-1, the next poll ends it SUCCEEDED
+/// with the observation. A second awaited op whose members never check in is cancelled while
+/// it waits: CANCELLED at once, its effect (the group) kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_awaited_group_put_succeeds_once_a_member_serves_it_and_a_waiting_one_cancels(
+) -> Result<()> {
+    use tenure::irc::awaiting::RemoteState;
+    use tenure::irc::store::CancelOutcome;
+    use tenure::lease::LeaseConfig;
+    use tenure_testkit::healthy_check;
+
+    let irc = Irc::new().await?;
+    let group = Irc::group("await");
+    let host = format!(
+        "aw-{}-{}",
+        std::process::id(),
+        SystemClock.now_ms() % 100_000
+    );
+    let payload = json!({"group_id": group, "lease_ms": LeaseConfig::default().lease_ms,
+                         "members": [{"host_id": host, "az": "euw1-az1", "priority": 2}]});
+    let awaited = |group: String, payload: Value| SubmitRequest {
+        op_id: None,
+        target_region: Region::parse(TARGET).expect("a region"),
+        kind: "group.put".into(),
+        resource: group,
+        payload,
+        await_for: Some("serving".into()),
+        await_ms: Some(120_000),
+    };
+    let item = irc
+        .submitter
+        .submit(awaited(group.clone(), payload))
+        .await?;
+    ensure!(item.await_for.as_deref() == Some("serving"), "{item:?}");
+
+    // Applied at the target, waiting: nobody serves it yet.
+    let deadline = Instant::now() + WITHIN;
+    let waiting = loop {
+        let now = irc.items.get(&item.op_id).await?.context("op")?;
+        if now.status == Status::WaitingRemote {
+            break now;
+        }
+        ensure!(
+            !now.status.is_terminal(),
+            "ended before it was served: {now:?}"
+        );
+        ensure!(Instant::now() < deadline, "never WAITING_REMOTE: {now:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    ensure!(
+        waiting.remote_state == Some(RemoteState::InProgress),
+        "{waiting:?}"
+    );
+    ensure!(
+        irc.target_group(&group).await?.is_some(),
+        "the effect is applied at once"
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let still = irc.items.get(&item.op_id).await?.context("op")?;
+    ensure!(still.status == Status::WaitingRemote, "{still:?}");
+
+    // The member checks in at the target and becomes primary.
+    let served_at = Instant::now();
+    let check = irc.target.lease_check().await?;
+    let answer = check
+        .check_host(
+            &tenure::ids::HostId::parse(&host)?,
+            &healthy_check(&[tenure::ids::GroupId::parse(&group)?]),
+        )
+        .await?;
+    ensure!(
+        answer.groups.iter().any(|g| matches!(
+            g,
+            tenure::lease::service::GroupEntry::Answer(a) if a.writable
+        )),
+        "the member did not become primary: {answer:?}"
+    );
+    let done = irc.wait_terminal(&item.op_id, WITHIN).await?;
+    ensure!(done.status == Status::Succeeded, "{done:?}");
+    ensure!(
+        done.remote_state == Some(RemoteState::Succeeded),
+        "{done:?}"
+    );
+    let result = Irc::result(&done);
+    ensure!(
+        result["result"]["serving"]["holder"] == host.as_str(),
+        "{result}"
+    );
+    let statuses: Vec<Status> = done.history.iter().map(|t| t.status).collect();
+    ensure!(
+        statuses.ends_with(&[Status::InFlight, Status::WaitingRemote, Status::Succeeded]),
+        "{statuses:?}"
+    );
+    eprintln!(
+        "awaited op: SUCCEEDED {:?} after its member became primary ({} polls)",
+        served_at.elapsed(),
+        done.polls
+    );
+
+    // Cancelled while waiting: the wait stops, the effect stays.
+    let lonely = Irc::group("await-cancel");
+    let other = irc
+        .submitter
+        .submit(awaited(lonely.clone(), Irc::put_payload(&lonely, 10_000)))
+        .await?;
+    let deadline = Instant::now() + WITHIN;
+    while irc.items.get(&other.op_id).await?.context("op")?.status != Status::WaitingRemote {
+        ensure!(Instant::now() < deadline, "never WAITING_REMOTE");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    match irc
+        .items
+        .cancel(&other.op_id, SystemClock.now_ms(), 60_000)
+        .await?
+    {
+        CancelOutcome::Cancelled(c) => ensure!(c.status == Status::Cancelled, "{c:?}"),
+        o => bail!("a waiting op is cancelled at once: {o:?}"),
+    }
+    ensure!(
+        irc.target_group(&lonely).await?.is_some(),
+        "the effect stays"
+    );
+    Ok(())
+}

@@ -541,6 +541,12 @@ async fn retry_moves_only_failed_ops_back_to_pending() {
 }
 
 async fn inbound() -> (InboundStore, aws_sdk_dynamodb::Client, String) {
+    let (store, client, leases, _hosts) = inbound_with_hosts().await;
+    (store, client, leases)
+}
+
+/// The inbound store and the target's Leases and Hosts tables.
+async fn inbound_with_hosts() -> (InboundStore, aws_sdk_dynamodb::Client, String, String) {
     let client = dynamodb(None).await;
     let inbound_table = create_table(&client, "op_id").await;
     let leases_table = create_table(&client, "group_id").await;
@@ -549,11 +555,11 @@ async fn inbound() -> (InboundStore, aws_sdk_dynamodb::Client, String) {
         client.clone(),
         inbound_table,
         leases_table.clone(),
-        hosts_table,
+        hosts_table.clone(),
         LeaseConfig::default(),
         Kinds::shipped(),
     );
-    (store, client, leases_table)
+    (store, client, leases_table, hosts_table)
 }
 
 fn put_request(op_id: &OpId, group: &str, seq: u64, lease_ms: u64) -> OperationRequest {
@@ -969,4 +975,318 @@ async fn racing_workers_count_every_call_open_a_region_once_and_probes_count_onc
         1,
         "one probe of one opening counts"
     );
+}
+
+// --- Awaited operations and cancellation (IRC v2) ------------------------------------------
+
+use tenure::irc::awaiting::RemoteState;
+use tenure::irc::store::{CancelOutcome, FollowUp};
+
+/// Host `a` holds group `group` at host epoch 1, its lease live until `until`.
+async fn serve(
+    client: &aws_sdk_dynamodb::Client,
+    (leases, hosts): (&str, &str),
+    group: &str,
+    until: u64,
+) {
+    use aws_sdk_dynamodb::types::AttributeValue as A;
+    client
+        .put_item()
+        .table_name(hosts)
+        .item("host_id", A::S("a".into()))
+        .item("epoch", A::N("1".into()))
+        .item("expires_at_ms", A::N(until.to_string()))
+        .send()
+        .await
+        .unwrap();
+    client
+        .update_item()
+        .table_name(leases)
+        .key("group_id", A::S(group.into()))
+        .update_expression("SET holder = :a, holder_host_epoch = :one")
+        .expression_attribute_values(":a", A::S("a".into()))
+        .expression_attribute_values(":one", A::N("1".into()))
+        .send()
+        .await
+        .unwrap();
+}
+
+fn awaited(op_id: &OpId, group: &str, seq: u64, await_ms: u64) -> OperationRequest {
+    OperationRequest {
+        v: 2,
+        await_for: Some("serving".into()),
+        await_ms: Some(await_ms),
+        ..put_request(op_id, group, seq, 10_000)
+    }
+}
+
+/// Applied at once, IN_PROGRESS (a repeat too, with no second effect) until a member it wrote
+/// holds a live grant; eight observers racing at that moment all get the one recorded end,
+/// and it is never recomputed (the holder's lease lapsing later changes nothing).
+#[tokio::test]
+async fn an_awaited_op_waits_until_a_member_serves_it_and_its_first_end_stands() {
+    let (store, client, leases, hosts) = inbound_with_hosts().await;
+    let op_id = OpId::new();
+    let request = awaited(&op_id, "g-await", 1, 60_000);
+    assert_eq!(store.apply(&request, T0).await.unwrap().outcome, "applied");
+    let waiting = store.status(&op_id, T0 + 10).await.unwrap().unwrap();
+    assert_eq!(waiting.state, RemoteState::InProgress);
+    assert_eq!(waiting.body(&op_id, 1_000)["outcome"], "accepted");
+    assert_eq!(
+        store.apply(&request, T0 + 20).await.unwrap().outcome,
+        "duplicate"
+    );
+    assert_eq!(
+        group_item(&client, &leases, "g-await").await.unwrap()["version"],
+        1
+    );
+
+    serve(&client, (&leases, &hosts), "g-await", T0 + 100_000).await;
+    let barrier = Arc::new(Barrier::new(8));
+    let observers = (0..8u64).map(|n| {
+        let (store, barrier, op_id) = (store.clone(), barrier.clone(), op_id.clone());
+        tokio::spawn(async move {
+            barrier.wait().await;
+            store.status(&op_id, T0 + 1_000 + n).await.unwrap().unwrap()
+        })
+    });
+    let seen: Vec<_> = futures::future::join_all(observers)
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    assert!(seen
+        .iter()
+        .all(|r| r.state == RemoteState::Succeeded && r.outcome == "applied"));
+    let first = seen[0].result["serving"].clone();
+    assert_eq!(first["holder"], "a");
+    assert!(
+        seen.iter().all(|r| r.result["serving"] == first),
+        "one observation recorded: {seen:?}"
+    );
+    let much_later = store.status(&op_id, T0 + 900_000).await.unwrap().unwrap();
+    assert_eq!(much_later.result["serving"], first);
+}
+
+/// Not served within await_ms: FAILED expired; a later op on the group ends a waiting one
+/// superseded (a success).
+#[tokio::test]
+async fn an_awaited_op_expires_unserved_and_a_later_op_supersedes_one() {
+    let (store, _client, _leases) = inbound().await;
+    let lonely = OpId::new();
+    store
+        .apply(&awaited(&lonely, "g-lonely", 1, 1_000), T0)
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .status(&lonely, T0 + 999)
+            .await
+            .unwrap()
+            .unwrap()
+            .state,
+        RemoteState::InProgress
+    );
+    let expired = store.status(&lonely, T0 + 1_000).await.unwrap().unwrap();
+    assert_eq!(
+        (expired.state, expired.outcome.as_str()),
+        (RemoteState::Failed, "expired")
+    );
+    assert_eq!(expired.body(&lonely, 1_000)["error"]["code"], "expired");
+
+    let first = OpId::new();
+    store
+        .apply(&awaited(&first, "g-twice", 1, 60_000), T0)
+        .await
+        .unwrap();
+    store
+        .apply(&put_request(&OpId::new(), "g-twice", 2, 10_000), T0 + 5)
+        .await
+        .unwrap();
+    let superseded = store.status(&first, T0 + 10).await.unwrap().unwrap();
+    assert_eq!(
+        (superseded.state, superseded.outcome.as_str()),
+        (RemoteState::Succeeded, "superseded")
+    );
+}
+
+/// A cancel that reaches the target first leaves a tombstone: the op never applies (its POST
+/// answers cancelled, the group is never written). One that comes after the op reports the
+/// op's real outcome, never hiding the effect.
+#[tokio::test]
+async fn a_tombstone_stops_an_op_that_has_not_arrived_and_a_late_cancel_reports_the_effect() {
+    let (store, client, leases) = inbound().await;
+    let us = Region::parse("us-east-1").unwrap();
+    let early = OpId::new();
+    let tomb = store.cancel(&early, &us, T0).await.unwrap();
+    assert_eq!(tomb.outcome, "cancelled");
+    let late_post = store
+        .apply(&put_request(&early, "g-tomb", 1, 10_000), T0 + 1)
+        .await
+        .unwrap();
+    assert_eq!(late_post.outcome, "cancelled");
+    assert!(
+        group_item(&client, &leases, "g-tomb").await.is_none(),
+        "never applied"
+    );
+
+    let applied = OpId::new();
+    store
+        .apply(&put_request(&applied, "g-late", 1, 10_000), T0)
+        .await
+        .unwrap();
+    let too_late = store.cancel(&applied, &us, T0 + 1).await.unwrap();
+    assert_eq!(
+        (too_late.state, too_late.outcome.as_str()),
+        (RemoteState::Succeeded, "applied")
+    );
+    assert!(group_item(&client, &leases, "g-late").await.is_some());
+}
+
+/// WAITING_REMOTE: no claim takes it; a poll that finds it unchanged moves only its next
+/// poll (no version, no event); its end and an operator's cancel race, and exactly one wins.
+#[tokio::test]
+async fn a_waiting_op_is_polled_quietly_and_its_end_races_a_cancel_once() {
+    let store = work_items().await;
+    let item = submitted(&store, "g").await;
+    store.claim(&item.op_id, "t", T0, 60_000, 0).await.unwrap();
+    let waiting = match store
+        .complete(
+            &item.op_id,
+            "t",
+            &Completion::Waiting {
+                poll_at_ms: T0 + 1_000,
+            },
+            T0 + 5,
+        )
+        .await
+        .unwrap()
+    {
+        CompleteOutcome::Completed(i) => i,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(
+        (
+            waiting.status,
+            waiting.remote_state,
+            waiting.due_at_ms,
+            waiting.status_version
+        ),
+        (
+            Status::WaitingRemote,
+            Some(RemoteState::InProgress),
+            T0 + 1_000,
+            3
+        )
+    );
+    assert!(matches!(
+        store
+            .claim(&item.op_id, "stray", T0 + 2_000, 60_000, 0)
+            .await
+            .unwrap(),
+        ClaimOutcome::Waiting(_)
+    ));
+    assert!(store
+        .follow(
+            &waiting,
+            &FollowUp::Poll {
+                next_at_ms: T0 + 3_000
+            },
+            T0 + 1_000
+        )
+        .await
+        .unwrap());
+    let polled = store.get(&item.op_id).await.unwrap().unwrap();
+    assert_eq!(
+        (polled.due_at_ms, polled.polls, polled.status_version),
+        (T0 + 3_000, 1, 3)
+    );
+    // A poll that read the item before that one lost: its condition names the old due time.
+    assert!(!store
+        .follow(
+            &waiting,
+            &FollowUp::Poll {
+                next_at_ms: T0 + 9_000
+            },
+            T0 + 1_000
+        )
+        .await
+        .unwrap());
+
+    let ended = FollowUp::Ended {
+        status: Status::Succeeded,
+        field: "result",
+        text: json!({"outcome": "applied", "result": {}}).to_string(),
+        remote_state: RemoteState::Succeeded,
+    };
+    let (end, cancel) = tokio::join!(
+        store.follow(&polled, &ended, T0 + 3_000),
+        store.cancel(&item.op_id, T0 + 3_000, 60_000),
+    );
+    let end = end.unwrap();
+    let cancel = cancel.unwrap();
+    let last = store.get(&item.op_id).await.unwrap().unwrap();
+    match (end, &cancel) {
+        (true, CancelOutcome::Finished(_)) => assert_eq!(last.status, Status::Succeeded),
+        (false, CancelOutcome::Cancelled(_)) => assert_eq!(last.status, Status::Cancelled),
+        other => panic!("both or neither won: {other:?}, {last:?}"),
+    }
+    assert_eq!(last.status_version, 4, "one end, one version");
+}
+
+/// Never sent: CANCELLED at once. Sent before: the next attempt asks the target (the item is
+/// claimable now). Finished: nothing changes.
+#[tokio::test]
+async fn cancel_is_local_only_for_an_op_never_sent() {
+    let store = work_items().await;
+    let fresh = submitted(&store, "a").await;
+    assert!(matches!(
+        store.cancel(&fresh.op_id, T0 + 1, 60_000).await.unwrap(),
+        CancelOutcome::Cancelled(i) if i.status == Status::Cancelled && i.status_version == 2
+    ));
+
+    let sent = submitted(&store, "b").await;
+    store.claim(&sent.op_id, "t", T0, 60_000, 0).await.unwrap();
+    let hold = Completion::Retry {
+        error: "HTTP 503".into(),
+        retry_at_ms: T0 + 5_000,
+        due_at_ms: T0 + 65_000,
+        region_hold: true,
+    };
+    store
+        .complete(&sent.op_id, "t", &hold, T0 + 1)
+        .await
+        .unwrap();
+    // Its attempt was given back (attempts 0), but it was sent: only the target can say.
+    let requested = match store.cancel(&sent.op_id, T0 + 2, 60_000).await.unwrap() {
+        CancelOutcome::Requested(i) => i,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(
+        (requested.status, requested.attempts),
+        (Status::Retrying, 0)
+    );
+    assert!(requested.cancel_requested && requested.held.is_none());
+    assert!(matches!(
+        store.claim(&sent.op_id, "u", T0 + 3, 60_000, 0).await.unwrap(),
+        ClaimOutcome::Claimed(i) if i.cancel_requested
+    ));
+
+    let done = submitted(&store, "c").await;
+    store.claim(&done.op_id, "t", T0, 60_000, 0).await.unwrap();
+    store
+        .complete(
+            &done.op_id,
+            "t",
+            &Completion::Succeeded {
+                result: "{}".into(),
+            },
+            T0 + 1,
+        )
+        .await
+        .unwrap();
+    assert!(matches!(
+        store.cancel(&done.op_id, T0 + 2, 60_000).await.unwrap(),
+        CancelOutcome::Finished(i) if i.status == Status::Succeeded
+    ));
 }

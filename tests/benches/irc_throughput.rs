@@ -1,7 +1,8 @@
 //! Inter-region coordinator latency and throughput on the local stacks (`infra/bench-irc.sh`
 //! deploys them and runs this): submit -> SUCCEEDED latency of ops submitted one at a time
 //! (the baseline), then a batch of `--ops` (default 500) group.put ops over 50 resources
-//! submitted 16 at a time, us-east-1 -> eu-west-1.
+//! submitted 16 at a time, from us-east-1 to each of `--targets` in turn (default eu-west-1;
+//! `infra/bench-irc.sh` passes every other deployed region).
 //!
 //! Latency is read from each item itself: `updated_at_ms` of its SUCCEEDED write minus its
 //! `created_at_ms` (both from this machine's clock), so polling adds nothing to it.
@@ -89,13 +90,22 @@ fn report(label: &str, items: &[WorkItem]) -> Result<()> {
 async fn main() -> Result<()> {
     let mut ops = 500usize;
     let mut regions_file = None;
+    let mut targets = vec!["eu-west-1".to_owned()];
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
             "--ops" => ops = args.next().context("--ops N")?.parse()?,
             "--regions" => regions_file = Some(args.next().context("--regions FILE")?),
+            "--targets" => {
+                targets = args
+                    .next()
+                    .context("--targets REGION,REGION")?
+                    .split(',')
+                    .map(str::to_owned)
+                    .collect()
+            }
             "--bench" => {}
-            other => bail!("unknown argument {other}; use --ops N, --regions FILE"),
+            other => bail!("unknown argument {other}; use --ops N, --regions FILE, --targets R,R"),
         }
     }
     let all = match regions_file {
@@ -127,7 +137,7 @@ async fn main() -> Result<()> {
         let group = format!("bench-{run}-{}", n % 50);
         Ok(SubmitRequest {
             op_id: None,
-            target_region: Region::parse("eu-west-1")?,
+            target_region: Region::parse(&targets[n % targets.len()])?,
             kind: "group.put".into(),
             resource: group.clone(),
             payload: json!({"group_id": group, "lease_ms": 10_000 + n as u64,
@@ -144,7 +154,10 @@ async fn main() -> Result<()> {
         single.extend(wait_all(&store, &[item.op_id], Duration::from_secs(60)).await?);
     }
 
-    eprintln!("batch: {ops} ops, 16 submits in flight");
+    eprintln!(
+        "batch: {ops} ops to {}, 16 submits in flight",
+        targets.join(" and ")
+    );
     let started = Instant::now();
     let ids: Vec<OpId> = stream::iter(0..ops)
         .map(|n| {
@@ -160,7 +173,10 @@ async fn main() -> Result<()> {
     let batch = wait_all(&store, &ids, Duration::from_secs(600)).await?;
     println!();
     report("one at a time (baseline)", &single)?;
-    report(&format!("batch of {ops}"), &batch)?;
+    report(
+        &format!("batch of {ops} to {} regions", targets.len()),
+        &batch,
+    )?;
     println!(
         "submitting the batch took {:.1} s ({:.0} submits/s)",
         submitted_in.as_secs_f64(),

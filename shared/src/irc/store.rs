@@ -266,7 +266,7 @@ impl WorkItemStore {
             .update_expression(format!(
                 "SET #status = :in_flight, claim_token = :token, claim_expires_at_ms = :expires, \
                  due_at_ms = :expires, updated_at_ms = :now, {NEXT_VERSION}, {APPEND_HISTORY} \
-                 sent = :sent REMOVE held, held_since_ms ADD attempts :one, {ADD_VERSION}"
+                 , sent = :sent REMOVE held, held_since_ms ADD attempts :one, {ADD_VERSION}"
             ))
             .expression_attribute_values(":unpublished", unpublished_shard(op_id))
             .expression_attribute_values(":sent", AttributeValue::Bool(true))
@@ -553,12 +553,12 @@ impl WorkItemStore {
             .table_name(&self.table)
             .key("op_id", s(op_id.as_str()))
             .expression_attribute_names("#status", "status")
-            .expression_attribute_values(":waiting", s(Status::WaitingRemote.as_str()))
-            .expression_attribute_values(":seen_due", n(item.due_at_ms));
+            .expression_attribute_values(":waiting", s(Status::WaitingRemote.as_str()));
         let request = match follow_up {
             FollowUp::Poll { next_at_ms } => request
                 .update_expression("SET due_at_ms = :next ADD polls :one")
                 .condition_expression("#status = :waiting AND due_at_ms = :seen_due")
+                .expression_attribute_values(":seen_due", n(item.due_at_ms))
                 .expression_attribute_values(":next", n(*next_at_ms))
                 .expression_attribute_values(":one", n(1)),
             FollowUp::Ended {

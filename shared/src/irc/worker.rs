@@ -982,6 +982,84 @@ mod batch_tests {
     }
 
     #[tokio::test]
+    async fn a_202_leaves_the_op_to_the_dispatcher_and_a_stray_copy_never_reposts_it() {
+        let w = worker();
+        let (a, ra) = op(&w, "a");
+        let (a2, ra2) = op(&w, "a");
+        w.remote.script(
+            &a,
+            [RemoteCall::answered(RemoteOutcome::Accepted {
+                poll_after_ms: 1_000,
+            })],
+        );
+
+        // Acknowledged (deleted), and the next op of its group goes on.
+        assert!(w
+            .handle_batch(&[ra.clone(), ra2], deadline())
+            .await
+            .is_empty());
+        let waiting = w.store.get(&a).unwrap();
+        assert_eq!(
+            (waiting.status, waiting.attempts, waiting.remote_state),
+            (
+                Status::WaitingRemote,
+                1,
+                Some(crate::irc::awaiting::RemoteState::InProgress)
+            )
+        );
+        assert_eq!(
+            waiting.due_at_ms,
+            w.clock.now_ms() + 1_000,
+            "the dispatcher's first poll"
+        );
+        assert_eq!(status(&w, &a2), Status::Succeeded);
+
+        // A stray copy (a redelivery, a re-enqueue) is acknowledged without a call.
+        let calls = w.remote.calls().len();
+        assert!(w.handle_batch(&[ra], deadline()).await.is_empty());
+        assert_eq!(w.remote.calls().len(), calls);
+        assert_eq!(w.store.get(&a).unwrap().attempts, 1);
+    }
+
+    #[tokio::test]
+    async fn a_cancel_requested_op_asks_the_target_for_a_tombstone_instead_of_sending_it() {
+        let w = worker();
+        let (won, r_won) = op(&w, "a");
+        let (late, r_late) = op(&w, "b");
+        let (waiting, r_waiting) = op(&w, "c");
+        for id in [&won, &late, &waiting] {
+            w.store.insert(WorkItem {
+                cancel_requested: true,
+                ..w.store.get(id).unwrap()
+            });
+        }
+        // The tombstone wins for `won` (the default); `late` had been applied; `waiting` is in
+        // progress at the target.
+        w.remote.script(&late, [ScriptedRemote::applied()]);
+        w.remote.script(
+            &waiting,
+            [RemoteCall::answered(RemoteOutcome::Accepted {
+                poll_after_ms: 1_000,
+            })],
+        );
+
+        assert!(w
+            .handle_batch(&[r_won, r_late, r_waiting], deadline())
+            .await
+            .is_empty());
+
+        assert_eq!(status(&w, &won), Status::Cancelled);
+        assert_eq!(
+            status(&w, &late),
+            Status::Succeeded,
+            "a late cancel never hides the effect"
+        );
+        let stopped = w.store.get(&waiting).unwrap();
+        assert_eq!(stopped.status, Status::Cancelled);
+        assert!(stopped.result.unwrap().contains("effect was applied"));
+    }
+
+    #[tokio::test]
     async fn a_permanent_refusal_fails_the_op_and_lets_the_group_go_on() {
         let w = worker();
         let (a1, ra1) = op(&w, "a");
