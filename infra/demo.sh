@@ -52,7 +52,7 @@ echo; echo "=== part 1: the lease protocol through the library ==="
 echo; echo "=== part 2: the template deployed as three regions on MiniStack ==="
 "$CARGO_TARGET_DIR/debug/examples/regions_demo"
 
-echo; echo "=== part 3: the inter-region coordinator, us-east-1 -> eu-west-1 ==="
+echo; echo "=== part 3: the inter-region coordinator: us-east-1 -> eu-west-1, an awaited op to ap-southeast-2, an isolated outage of eu-west-1 ==="
 infra/irc-demo.sh
 
 echo; echo "=== part 4: three kvdemo hosts in 50 groups in us-east-1: kill -9 moves all 50 as one, one group handed over, every acked write kept; its history and timeline ==="

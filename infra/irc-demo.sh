@@ -2,7 +2,11 @@
 # Demo part 3: the inter-region coordinator. us-east-1 submits a group.put for eu-west-1;
 # the op goes PENDING -> IN_FLIGHT -> SUCCEEDED (queue, worker, SigV4 call to eu-west-1's
 # irc-remote, completion), and the group is then present in eu-west-1. Submitting the same
-# op id again is a no-op. Needs MiniStack and both regions deployed (infra/demo.sh does it).
+# op id again is a no-op. Then IRC v2: a group.put for ap-southeast-2 that is done only when a
+# host serves the group there (WAITING_REMOTE until a kvdemo host checks in), and a 503 outage
+# of eu-west-1's irc-remote that holds its ops (no attempts spent) while ops to ap-southeast-2
+# go on, all of them SUCCEEDED after recovery. Needs MiniStack and the three regions deployed
+# (infra/demo.sh does it).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -35,3 +39,90 @@ again="$(east ops submit --op-id "$op" --target-region eu-west-1 --kind group.pu
     --lease-ms 10000 --member host-a:euw1-az1:3 --member host-b:euw1-az2:2 --member host-c:euw1-az3:1)"
 east ops status "$again" | grep -E 'status|attempts' | sed 's/^/   /'
 west groups show "$group" | grep -E '^version' | sed 's/^/   eu-west-1 group /; s/$/ (one group.put applied)/'
+
+# --- IRC v2: an op followed to a remote state, and a region that fails alone -------------------
+bin="$CARGO_TARGET_DIR/debug"
+dir=".local/irc-demo/$(date +%s)"; mkdir -p "$dir"
+host_pid=""
+cleanup() { [[ -n "$host_pid" ]] && kill -9 "$host_pid" 2>/dev/null || true; }
+trap cleanup EXIT
+
+served="served-$(date +%s)"
+echo
+echo "6. an op followed to a remote state: us-east-1 submits group.put of $served for"
+echo "   ap-southeast-2 with --await serving: done only when a member serves the group there"
+op2="$(east ops submit --target-region ap-southeast-2 --kind group.put --resource "$served" \
+    --lease-ms 10000 --member db-apse2-a:apse2-az1:1 --await serving --await-ms 120000)"
+echo "   op $op2 (its steps as us-east-1 records them; the dispatcher polls ap-southeast-2):"
+east ops wait "$op2" --timeout-s 120 | sed 's/^/   /' & waiter=$!
+sleep 5
+echo "   ... 5 s later, database host db-apse2-a starts in ap-southeast-2 and checks in:"
+AWS_REGION=ap-southeast-2 "$bin/kvdemo" --host db-apse2-a --groups "$served" \
+    --lease-check-url "$(output ap-southeast-2 LeaseCheckLocalUrl)" --data-table kvdemo-apse2 \
+    --create-table --gate-log "$dir/db-apse2-a.gate.jsonl" > "$dir/db-apse2-a.out" 2>&1 &
+host_pid=$!
+disown "$host_pid"
+wait "$waiter"
+east ops status "$op2" | grep -E '^(status|remote|result)' | sed 's/^/   /'
+kill -9 "$host_pid" 2>/dev/null || true; host_pid=""
+
+# eu-west-1's irc-remote loses its store (its InboundOps table name points nowhere): every
+# call to it answers 503, as in a regional outage. ap-southeast-2 is untouched.
+remote_env() { # REGION [TABLE]: set (or restore) irc-remote's InboundOps table
+    .venv/bin/python - "$@" <<'PY'
+import sys, time, boto3
+region, table = sys.argv[1], (sys.argv[2] if len(sys.argv) > 2 else None)
+lam = boto3.client("lambda", region_name=region)
+cfn = boto3.client("cloudformation", region_name=region)
+outs = {o["OutputKey"]: o["OutputValue"] for o in cfn.describe_stacks(StackName="tenure")["Stacks"][0]["Outputs"]}
+name = "tenure-irc-remote"
+env = lam.get_function_configuration(FunctionName=name)["Environment"]["Variables"]
+env["TENURE_INBOUND_OPS_TABLE"] = table or outs["InboundOpsTable"]
+lam.update_function_configuration(FunctionName=name, Environment={"Variables": env})
+while lam.get_function_configuration(FunctionName=name).get("LastUpdateStatus") not in (None, "Successful"):
+    time.sleep(0.2)
+PY
+}
+health() { # REGION: the health record us-east-1 keeps of it
+    .venv/bin/python - "$1" "$(output us-east-1 RegionHealthTable)" <<'PY'
+import sys, boto3
+region, table = sys.argv[1], sys.argv[2]
+item = boto3.client("dynamodb", region_name="us-east-1").get_item(
+    TableName=table, Key={"region": {"S": region}, "slot": {"S": "state"}}, ConsistentRead=True).get("Item")
+if not item:
+    print("closed (never opened)")
+else:
+    v = lambda k: next(iter(item[k].values())) if k in item else None
+    state = "OPEN (its ops are held)" if v("open") else "closed"
+    print(f"{state}; probes {v('probes')}; reason: {v('reason')}")
+PY
+}
+
+echo
+echo "7. a region fails alone: eu-west-1's irc-remote loses its store and answers 503"
+remote_env eu-west-1 missing-table
+ops=(); base="$(date +%s)"
+for n in 1 2 3 4 5 6; do
+    ops+=("$(east ops submit --target-region eu-west-1 --kind group.put --resource "outage-$base-$n" \
+        --lease-ms 10000 --member host-a:euw1-az1:1)")
+done
+calm=()
+for n in 1 2 3; do
+    calm+=("$(east ops submit --target-region ap-southeast-2 --kind group.put --resource "calm-$base-$n" \
+        --lease-ms 10000 --member host-a:apse2-az1:1)")
+done
+for op in "${calm[@]}"; do east ops wait "$op" --timeout-s 60 >/dev/null; done
+echo "   3 ops to ap-southeast-2 meanwhile: all SUCCEEDED ($(east ops status "${calm[2]}" | sed -n 's/^attempts *//p'))"
+opening=$SECONDS
+until [[ "$(health eu-west-1)" == OPEN* ]] || (( SECONDS - opening > 60 )); do sleep 0.5; done
+echo "   us-east-1's health record of eu-west-1: $(health eu-west-1)"
+sleep 6
+echo "   an op to eu-west-1 now:"
+east ops status "${ops[5]}" | grep -E '^(status|attempts|held|last_error)' | sed 's/^/     /'
+echo "   eu-west-1 comes back; the dispatcher's next probe finds it alive, the held ops resume:"
+remote_env eu-west-1
+resumed=$SECONDS
+for op in "${ops[@]}"; do east ops wait "$op" --timeout-s 180 >/dev/null; done
+echo "   all 6 SUCCEEDED $((SECONDS - resumed)) s after recovery, none FAILED; attempts per op:" \
+    "$(for op in "${ops[@]}"; do east ops status "$op" | sed -n 's/^attempts *\([0-9]*\).*/\1/p'; done | paste -sd' ')"
+echo "   us-east-1's health record of eu-west-1: $(health eu-west-1)"

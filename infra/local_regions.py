@@ -201,7 +201,7 @@ def teardown(args):
                 break
             time.sleep(0.5)
         # The template retains tables (DeletionPolicy: Retain); a local teardown removes them.
-        for key in ("LeasesTable", "HostsTable", "WorkItemsTable", "InboundOpsTable"):
+        for key in ("LeasesTable", "HostsTable", "WorkItemsTable", "InboundOpsTable", "RegionHealthTable"):
             table = outs.get(key)
             if table:
                 try:

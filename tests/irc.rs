@@ -248,7 +248,16 @@ async fn two_server_errors_then_success_take_three_attempts_with_backoff() -> Re
     irc.queue.send(&item, item.op_id.as_str()).await?;
     let done = irc.wait_terminal(&item.op_id, WITHIN).await?;
     ensure!(done.status == Status::Succeeded, "{done:?}");
-    ensure!(done.attempts == 3, "{done:?}");
+    // Three calls. Each failure counts against eu-west-1's health, shared with the other tests
+    // of this binary: if their failures and these open it, the call that opened it (or found
+    // it open) gives its attempt back, so `attempts` may be less than the calls made.
+    ensure!((1..=3).contains(&done.attempts), "{done:?}");
+    let calls = done
+        .history
+        .iter()
+        .filter(|t| t.status == Status::InFlight)
+        .count();
+    ensure!(calls == 3, "three claims: {done:?}");
     let seen = irc.proxy.seen(item.op_id.as_str());
     ensure!(
         seen.iter().map(|s| s.status).collect::<Vec<_>>() == [500, 500, 200],
@@ -468,8 +477,15 @@ async fn every_status_change_is_published_with_its_version() -> Result<()> {
         let done = irc.wait_terminal(&op.op_id, WITHIN).await?;
         finals.insert(done.op_id.clone(), done);
     }
+    // Two claims (the first failed); its attempt may have been given back if eu-west-1's health
+    // opened meanwhile (other tests of this binary inject failures too).
     ensure!(
-        finals[&retried.op_id].attempts == 2,
+        finals[&retried.op_id]
+            .history
+            .iter()
+            .filter(|t| t.status == Status::InFlight)
+            .count()
+            == 2,
         "{:?}",
         finals[&retried.op_id]
     );

@@ -1,35 +1,41 @@
-//! The IRC fault campaign on the two deployed local regions: `IRC_CAMPAIGN_OPS` ops (default
-//! 100, the test command's short run; the long run is `IRC_CAMPAIGN_OPS=1000 cargo test -p
-//! tenure-testkit --test irc_campaign -- --nocapture`) submitted both ways between us-east-1 and
-//! eu-west-1, on a few resources each, while
+//! The IRC fault campaign on the deployed local regions (three: us-east-1, eu-west-1,
+//! ap-southeast-2): `IRC_CAMPAIGN_OPS` ops (default 100, the test command's short run; the long
+//! run is `infra/campaign.sh irc 1000`) submitted every way between them, on a few resources
+//! each, while
 //!
 //! - the fault proxy in front of each irc-remote answers 5xx/429 without forwarding, loses the
 //!   answer after the remote applied, tells the worker to exit after the remote applied, or
 //!   holds a request past the worker's timeout before or after forwarding it;
 //! - a tenth of the ops are delivered twice (a second queue message);
 //! - the dispatcher of a random region is killed (kill -9 of its process) and started again,
-//!   every few seconds.
+//!   every few seconds;
+//! - the status-event publisher (irc-events) of a random region is killed as often, between a
+//!   status write and its publish or between the publish and its mark.
 //!
 //! Then, counted at the remote: every op SUCCEEDED or FAILED with a reason, none missing, each
 //! resource's `version` equal to the number of ops applied on it (nothing applied twice), the
-//! applied ops in `seq` order, and each resource holding its newest op's payload.
+//! applied ops in `seq` order, and each resource holding its newest op's payload. And counted
+//! from an EventBridge rule per source region delivering to an SQS queue: every status change
+//! of every op (`status_version` 1 to its last) received at least once, duplicates counted.
 
 use anyhow::{bail, ensure, Context, Result};
 use aws_sdk_dynamodb::types::AttributeValue;
 use futures::StreamExt;
 use rand::Rng;
 use serde_json::{json, Value};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 use tenure::clock::{Clock, SystemClock};
 use tenure::irc::config::RetryPolicy;
+use tenure::irc::events::{EVENT_DETAIL_TYPE, EVENT_SOURCE};
 use tenure::irc::kinds::Kinds;
 use tenure::irc::queue::WorkQueue;
 use tenure::irc::store::WorkItemStore;
 use tenure::irc::submit::{SubmitRequest, Submitter};
 use tenure::irc::{Region, Status, WorkItem};
+use tenure_testkit::events::EventQueue;
 use tenure_testkit::fault_proxy::{Chaos, FaultProxy};
-use tenure_testkit::{count_from_env, find, group_item, lambda_processes, stacks, Stack};
+use tenure_testkit::{count_from_env, group_item, lambda_processes, stacks, Stack};
 
 /// One way ops travel: submitted in `source`, applied in `target`.
 struct Direction {
@@ -112,6 +118,39 @@ fn payload(group: &str, marker: &str) -> Value {
                        {"host_id": "host-b", "az": "az-b", "priority": 1}]})
 }
 
+/// Kills `-9` every process of `function`; how many.
+fn kill_all(function: &str) -> Result<u64> {
+    let mut killed = 0;
+    for pid in lambda_processes(function) {
+        let status = std::process::Command::new("kill")
+            .args(["-9", &pid.to_string()])
+            .status()?;
+        if status.success() {
+            killed += 1;
+        }
+    }
+    Ok(killed)
+}
+
+/// Kills the irc-events process of a random region every few seconds, until `stop` (the
+/// stream mapping retries the batch it was publishing). Returns the number of processes killed.
+async fn kill_publishers(
+    stacks: Vec<Stack>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> Result<u64> {
+    let functions: Vec<String> = stacks
+        .iter()
+        .map(|s| Ok(s.output("IrcEventsFunction")?.to_owned()))
+        .collect::<Result<_>>()?;
+    let mut killed = 0;
+    while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+        let pause = rand::rng().random_range(2_000..6_000);
+        tokio::time::sleep(Duration::from_millis(pause)).await;
+        killed += kill_all(&functions[rand::rng().random_range(0..functions.len())])?;
+    }
+    Ok(killed)
+}
+
 /// Kills the dispatcher process of a random region every few seconds and invokes it again
 /// (as its next schedule would), until `stop`. Returns the number of processes killed.
 async fn restart_dispatchers(
@@ -130,14 +169,7 @@ async fn restart_dispatchers(
         let pause = rand::rng().random_range(4_000..10_000);
         tokio::time::sleep(Duration::from_millis(pause)).await;
         let (lambda, function) = &lambdas[rand::rng().random_range(0..lambdas.len())];
-        for pid in lambda_processes(function) {
-            let status = std::process::Command::new("kill")
-                .args(["-9", &pid.to_string()])
-                .status()?;
-            if status.success() {
-                killed += 1;
-            }
-        }
+        killed += kill_all(function)?;
         // Start it again at once; an error here (e.g. the old invocation still counted
         // against the reserved concurrency) leaves it to the schedule.
         let _ = lambda
@@ -163,12 +195,20 @@ async fn faults_lose_no_op_apply_none_twice_and_keep_order_per_resource() -> Res
     let ops: usize = count_from_env("IRC_CAMPAIGN_OPS", 100);
     let proxy = FaultProxy::shared()?;
     let all = stacks("TENURE_E2E_REGIONS")?;
-    let (east, west) = (find(&all, "us-east-1")?, find(&all, "eu-west-1")?);
-    let directions = [
-        Direction::new(&east, &west).await?,
-        Direction::new(&west, &east).await?,
-    ];
+    ensure!(all.len() >= 2, "the campaign needs at least two regions");
+    let mut directions = Vec::new();
+    for source in &all {
+        for target in all.iter().filter(|t| t.region != source.region) {
+            directions.push(Direction::new(source, target).await?);
+        }
+    }
     let prefix = format!("chaos-{}-{}", std::process::id(), SystemClock.now_ms());
+    // One rule and queue per source region: its ops' status events.
+    let mut event_queues = Vec::new();
+    for stack in &all {
+        event_queues
+            .push(EventQueue::create(stack, &prefix, EVENT_SOURCE, EVENT_DETAIL_TYPE).await?);
+    }
     proxy.reset_counts();
     proxy.set_chaos(Chaos {
         resource_prefix: Some(prefix.clone()),
@@ -184,11 +224,12 @@ async fn faults_lose_no_op_apply_none_twice_and_keep_order_per_resource() -> Res
     });
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let restarter = tokio::spawn(restart_dispatchers(all.clone(), stop.clone()));
+    let publisher_killer = tokio::spawn(kill_publishers(all.clone(), stop.clone()));
     let started = Instant::now();
 
-    // Ten ops per resource on average, half the resources each way.
-    let resources: Vec<(usize, String)> = (0..(ops / 10).max(4))
-        .map(|r| (r % 2, format!("{prefix}-r{r}")))
+    // Ten ops per resource on average, the resources spread over every direction.
+    let resources: Vec<(usize, String)> = (0..(ops / 10).max(directions.len()))
+        .map(|r| (r % directions.len(), format!("{prefix}-r{r}")))
         .collect();
     let plan: Vec<(usize, String, String)> = (0..ops)
         .map(|i| {
@@ -273,6 +314,7 @@ async fn faults_lose_no_op_apply_none_twice_and_keep_order_per_resource() -> Res
     let counts = proxy.counts();
     proxy.set_chaos(Chaos::default());
     let dispatcher_kills = restarter.await??;
+    let publisher_kills = publisher_killer.await??;
 
     let unfinished: Vec<_> = submitted
         .iter()
@@ -379,17 +421,71 @@ async fn faults_lose_no_op_apply_none_twice_and_keep_order_per_resource() -> Res
             );
         }
     }
+    // Every status change of every op, received at least once. The stream publishes within
+    // seconds; what it gave up the dispatcher's sweep publishes after 60 s.
+    let wanted: BTreeMap<String, u64> = finals
+        .values()
+        .map(|i| (i.op_id.to_string(), i.status_version))
+        .collect();
+    let mut received: BTreeMap<String, BTreeSet<u64>> = BTreeMap::new();
+    let mut events = 0u64;
+    let missing = |received: &BTreeMap<String, BTreeSet<u64>>| -> u64 {
+        wanted
+            .iter()
+            .map(|(op, last)| {
+                let got = received
+                    .get(op)
+                    .map_or(0, |v| v.range(1..=*last).count() as u64);
+                last - got
+            })
+            .sum()
+    };
+    let deadline = Instant::now() + Duration::from_secs(150);
+    while missing(&received) > 0 && Instant::now() < deadline {
+        for queue in &event_queues {
+            for event in queue.receive(Duration::from_secs(1)).await? {
+                let detail = &event["detail"];
+                let (Some(op), Some(version)) =
+                    (detail["op_id"].as_str(), detail["status_version"].as_u64())
+                else {
+                    bail!("an event without op_id or status_version: {event}");
+                };
+                if wanted.contains_key(op) {
+                    events += 1;
+                    received.entry(op.to_owned()).or_default().insert(version);
+                }
+            }
+        }
+    }
+    let versions: u64 = wanted.values().sum();
+    let missed = missing(&received);
+    for queue in event_queues {
+        queue.delete().await?;
+    }
+    ensure!(
+        missed == 0,
+        "{missed} of {versions} status changes never published (first ops missing some: {:?})",
+        wanted
+            .iter()
+            .filter(|(op, last)| received.get(*op).map_or(0, |v| v.len() as u64) < **last)
+            .take(5)
+            .collect::<Vec<_>>()
+    );
+
     attempts.sort();
     eprintln!(
-        "irc campaign: {} ops in {:.0} s: {} SUCCEEDED ({outcomes:?}), {failed} FAILED with a reason, \
+        "irc campaign: {} ops in {:.0} s over {} directions: {} SUCCEEDED ({outcomes:?}), {failed} FAILED with a reason, \
          0 lost, {applied_total} applied = sum of versions at the remotes; attempts p50 {} p99 {} max {}; \
-         faults: {counts:?}, dispatcher kills {dispatcher_kills}",
+         faults: {counts:?}, dispatcher kills {dispatcher_kills}; status events: {versions} versions, \
+         all received, {events} events ({} duplicates), publisher kills {publisher_kills}",
         submitted.len(),
         elapsed.as_secs_f64(),
+        directions.len(),
         submitted.len() - failed,
         percentile(&attempts, 50.0),
         percentile(&attempts, 99.0),
-        attempts.last().copied().unwrap_or(0)
+        attempts.last().copied().unwrap_or(0),
+        events - versions
     );
     Ok(())
 }
