@@ -938,6 +938,26 @@ async fn racing_workers_count_every_call_open_a_region_once_and_probes_count_onc
         .await
         .unwrap();
     assert_eq!(table.read(&eu, T0 - 30_000).await.unwrap().buckets.len(), 1);
+    // A bucket with one kind of outcome only reads 0 for the other (not "many"): a window of
+    // successes then one failure is not a failing region.
+    let ap = Region::parse("ap-southeast-2").unwrap();
+    for n in 0..10 {
+        table
+            .count(&ap, CallVerdict::Healthy, T0 - 20_000 + n, T0 + 3_600_000)
+            .await
+            .unwrap();
+    }
+    table
+        .count(&ap, CallVerdict::RegionFailure, T0, T0 + 3_600_000)
+        .await
+        .unwrap();
+    let window = table.read(&ap, T0 - 30_000).await.unwrap();
+    let counted = window
+        .buckets
+        .iter()
+        .fold((0, 0), |(s, f), b| (s + b.successes, f + b.failures));
+    assert_eq!(counted, (10, 1), "{:?}", window.buckets);
+    assert!(!tenure::irc::health::HealthPolicy::default().unavailable(&window.buckets, T0));
 
     let barrier = Arc::new(Barrier::new(8));
     let opens = (0..8u64).map(|n| {

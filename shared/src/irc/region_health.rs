@@ -346,14 +346,16 @@ mod table {
                     Some(AttributeValue::S(slot)) => {
                         if let Some(start_ms) = slot.strip_prefix("b#").and_then(|t| t.parse().ok())
                         {
+                            // A bucket has only the counters it was given: a missing one is 0.
+                            let count = |name: &str| {
+                                number(&item, name)
+                                    .map(|v| u32::try_from(v).unwrap_or(u32::MAX))
+                                    .unwrap_or(0)
+                            };
                             health.buckets.push(Bucket {
                                 start_ms,
-                                successes: number(&item, "successes")
-                                    .and_then(|v| u32::try_from(v).ok())
-                                    .unwrap_or(u32::MAX),
-                                failures: number(&item, "failures")
-                                    .and_then(|v| u32::try_from(v).ok())
-                                    .unwrap_or(u32::MAX),
+                                successes: count("successes"),
+                                failures: count("failures"),
                             });
                         }
                     }
