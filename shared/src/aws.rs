@@ -210,6 +210,23 @@ pub(crate) fn is_condition_failure<E: ProvideErrorMetadata, R>(err: &SdkError<E,
     matches!(err, SdkError::ServiceError(e) if e.err().code() == Some("ConditionalCheckFailedException"))
 }
 
+/// A conditional write's answer as a decision: `true` written, `false` its condition did not
+/// hold, `Err` DynamoDB did not answer.
+pub(crate) fn condition_held<T, E, R>(
+    operation: &'static str,
+    result: Result<T, SdkError<E, R>>,
+) -> Result<bool, StoreError>
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    match result {
+        Ok(_) => Ok(true),
+        Err(e) if is_condition_failure(&e) => Ok(false),
+        Err(e) => Err(StoreError::from_sdk(operation, e)),
+    }
+}
+
 /// A DynamoDB item as the SDK hands it over.
 pub type Item = HashMap<String, AttributeValue>;
 

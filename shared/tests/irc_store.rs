@@ -24,23 +24,25 @@ use tokio::sync::Barrier;
 
 const T0: u64 = 1_800_000_000_000;
 
+fn attr(name: &str, kind: ScalarAttributeType) -> AttributeDefinition {
+    AttributeDefinition::builder()
+        .attribute_name(name)
+        .attribute_type(kind)
+        .build()
+        .unwrap()
+}
+
+fn key(name: &str, kind: KeyType) -> KeySchemaElement {
+    KeySchemaElement::builder()
+        .attribute_name(name)
+        .key_type(kind)
+        .build()
+        .unwrap()
+}
+
 async fn work_items() -> WorkItemStore {
     let client = dynamodb(None).await;
     let name = unique_name("tenure-work");
-    let attr = |n: &str, t: ScalarAttributeType| {
-        AttributeDefinition::builder()
-            .attribute_name(n)
-            .attribute_type(t)
-            .build()
-            .unwrap()
-    };
-    let key = |n: &str, t: KeyType| {
-        KeySchemaElement::builder()
-            .attribute_name(n)
-            .key_type(t)
-            .build()
-            .unwrap()
-    };
     client
         .create_table()
         .table_name(&name)
@@ -872,26 +874,12 @@ async fn a_region_hold_completion_gives_the_attempt_back() {
 async fn region_health() -> RegionHealthTable {
     let client = dynamodb(None).await;
     let name = unique_name("tenure-health");
-    let attr = |n: &str| {
-        AttributeDefinition::builder()
-            .attribute_name(n)
-            .attribute_type(ScalarAttributeType::S)
-            .build()
-            .unwrap()
-    };
-    let key = |n: &str, t: KeyType| {
-        KeySchemaElement::builder()
-            .attribute_name(n)
-            .key_type(t)
-            .build()
-            .unwrap()
-    };
     client
         .create_table()
         .table_name(&name)
         .billing_mode(BillingMode::PayPerRequest)
-        .attribute_definitions(attr("region"))
-        .attribute_definitions(attr("slot"))
+        .attribute_definitions(attr("region", ScalarAttributeType::S))
+        .attribute_definitions(attr("slot", ScalarAttributeType::S))
         .key_schema(key("region", KeyType::Hash))
         .key_schema(key("slot", KeyType::Range))
         .send()

@@ -13,15 +13,11 @@ use serde_json::json;
 use std::time::{Duration, Instant};
 use tenure::clock::{Clock, SystemClock};
 use tenure::ids::{GroupId, HostId};
-use tenure::irc::config::RetryPolicy;
-use tenure::irc::kinds::Kinds;
-use tenure::irc::queue::WorkQueue;
-use tenure::irc::store::WorkItemStore;
-use tenure::irc::submit::{SubmitRequest, Submitter};
+use tenure::irc::submit::SubmitRequest;
 use tenure::irc::{Region, Status};
 use tenure::lease::service::GroupEntry;
 use tenure::lease::LeaseConfig;
-use tenure_testkit::{find, healthy_check, stacks_from};
+use tenure_testkit::{find, healthy_check, irc_submitter, stacks_from};
 
 fn percentile(sorted: &[u64], p: f64) -> u64 {
     let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
@@ -45,22 +41,7 @@ async fn main() -> Result<()> {
         &regions_file.context("--regions FILE: run infra/bench-irc.sh awaited")?,
     ))?;
     let (source, target) = (find(&all, "us-east-1")?, find(&all, "eu-west-1")?);
-    let sdk = source.sdk().await;
-    let store = WorkItemStore::new(
-        tenure::aws::dynamodb_client(&sdk, None),
-        source.output("WorkItemsTable")?,
-    );
-    let submitter = Submitter {
-        store: store.clone(),
-        queue: WorkQueue::new(
-            aws_sdk_sqs::Client::new(&sdk),
-            source.output("IrcQueueUrl")?,
-        ),
-        kinds: Kinds::shipped(),
-        policy: RetryPolicy::default(),
-        region: Region::parse("us-east-1")?,
-        clock: SystemClock,
-    };
+    let (submitter, store) = irc_submitter(&source).await?;
     let check = target.lease_check().await?;
     let run = SystemClock.now_ms();
     let one = |n: usize| {

@@ -19,15 +19,11 @@ use futures::stream::{self, StreamExt};
 use serde_json::json;
 use std::time::{Duration, Instant};
 use tenure::clock::{Clock, SystemClock};
-use tenure::irc::config::RetryPolicy;
-use tenure::irc::kinds::Kinds;
-use tenure::irc::queue::WorkQueue;
 use tenure::irc::region_health::{HealthRecords, RegionHealthTable};
-use tenure::irc::store::WorkItemStore;
-use tenure::irc::submit::{SubmitRequest, Submitter};
+use tenure::irc::submit::SubmitRequest;
 use tenure::irc::{OpId, Region, Status, WorkItem};
 use tenure_testkit::fault_proxy::{Chaos, FaultProxy};
-use tenure_testkit::stacks_from;
+use tenure_testkit::{irc_submitter, stacks_from};
 
 const FAILING: &str = "eu-west-1";
 const HEALTHY: &str = "ap-southeast-2";
@@ -99,21 +95,11 @@ async fn main() -> Result<()> {
         .iter()
         .find(|st| st.region == "us-east-1")
         .context("no us-east-1 stack")?;
-    let sdk = source.sdk().await;
-    let dynamodb = tenure::aws::dynamodb_client(&sdk, None);
-    let store = WorkItemStore::new(dynamodb.clone(), source.output("WorkItemsTable")?);
-    let health = RegionHealthTable::new(dynamodb, source.output("RegionHealthTable")?);
-    let submitter = Submitter {
-        store: store.clone(),
-        queue: WorkQueue::new(
-            aws_sdk_sqs::Client::new(&sdk),
-            source.output("IrcQueueUrl")?,
-        ),
-        kinds: Kinds::shipped(),
-        policy: RetryPolicy::default(),
-        region: Region::parse("us-east-1")?,
-        clock: SystemClock,
-    };
+    let (submitter, store) = irc_submitter(source).await?;
+    let health = RegionHealthTable::new(
+        tenure::aws::dynamodb_client(&source.sdk().await, None),
+        source.output("RegionHealthTable")?,
+    );
     let run = SystemClock.now_ms();
     let request = |target: &str, n: u64| -> Result<SubmitRequest> {
         let group = format!("iso-{run}-{target}-{}", n % 20);

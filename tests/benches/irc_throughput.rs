@@ -13,13 +13,10 @@ use futures::stream::{self, StreamExt};
 use serde_json::json;
 use std::time::{Duration, Instant};
 use tenure::clock::{Clock, SystemClock};
-use tenure::irc::config::RetryPolicy;
-use tenure::irc::kinds::Kinds;
-use tenure::irc::queue::WorkQueue;
 use tenure::irc::store::WorkItemStore;
-use tenure::irc::submit::{SubmitRequest, Submitter};
+use tenure::irc::submit::SubmitRequest;
 use tenure::irc::{OpId, Region, Status, WorkItem};
-use tenure_testkit::{stacks, stacks_from};
+use tenure_testkit::{irc_submitter, stacks, stacks_from};
 
 fn percentile(sorted: &[u64], p: f64) -> u64 {
     let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
@@ -116,22 +113,7 @@ async fn main() -> Result<()> {
         .iter()
         .find(|s| s.region == "us-east-1")
         .context("no us-east-1 stack: run infra/bench-irc.sh")?;
-    let sdk = source.sdk().await;
-    let store = WorkItemStore::new(
-        tenure::aws::dynamodb_client(&sdk, None),
-        source.output("WorkItemsTable")?,
-    );
-    let submitter = Submitter {
-        store: store.clone(),
-        queue: WorkQueue::new(
-            aws_sdk_sqs::Client::new(&sdk),
-            source.output("IrcQueueUrl")?,
-        ),
-        kinds: Kinds::shipped(),
-        policy: RetryPolicy::default(),
-        region: Region::parse("us-east-1")?,
-        clock: SystemClock,
-    };
+    let (submitter, store) = irc_submitter(source).await?;
     let run = SystemClock.now_ms();
     let request = |n: usize| -> Result<SubmitRequest> {
         let group = format!("bench-{run}-{}", n % 50);

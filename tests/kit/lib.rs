@@ -64,6 +64,33 @@ impl Stack {
     }
 }
 
+/// A submitter of inter-region operations from `stack`'s region (default retry policy, the
+/// stack's WorkItems table and queue), and that table.
+pub async fn irc_submitter(
+    stack: &Stack,
+) -> Result<(
+    tenure::irc::submit::Submitter<tenure::clock::SystemClock>,
+    tenure::irc::store::WorkItemStore,
+)> {
+    let sdk = stack.sdk().await;
+    let store = tenure::irc::store::WorkItemStore::new(
+        tenure::aws::dynamodb_client(&sdk, None),
+        stack.output("WorkItemsTable")?,
+    );
+    let submitter = tenure::irc::submit::Submitter {
+        store: store.clone(),
+        queue: tenure::irc::queue::WorkQueue::new(
+            aws_sdk_sqs::Client::new(&sdk),
+            stack.output("IrcQueueUrl")?,
+        ),
+        kinds: tenure::irc::kinds::Kinds::shipped(),
+        policy: tenure::irc::config::RetryPolicy::default(),
+        region: tenure::irc::Region::parse(&stack.region)?,
+        clock: tenure::clock::SystemClock,
+    };
+    Ok((submitter, store))
+}
+
 /// A healthy host's check asking for `groups` (heartbeat on), as the agent sends it.
 pub fn healthy_check(groups: &[tenure::ids::GroupId]) -> tenure::lease::client::HostCheckBody {
     tenure::lease::client::HostCheckBody {

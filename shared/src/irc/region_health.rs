@@ -273,7 +273,7 @@ pub use table::RegionHealthTable;
 #[cfg(feature = "aws")]
 mod table {
     use super::*;
-    use crate::aws::{is_condition_failure, n, s};
+    use crate::aws::{condition_held, n, s};
     use crate::irc::health::Bucket;
     use aws_sdk_dynamodb::types::AttributeValue;
     use aws_sdk_dynamodb::Client;
@@ -418,11 +418,7 @@ mod table {
                 .expression_attribute_values(":reason", s(reason))
                 .send()
                 .await;
-            match result {
-                Ok(_) => Ok(true),
-                Err(e) if is_condition_failure(&e) => Ok(false),
-                Err(e) => Err(StoreError::from_sdk("UpdateItem(health open)", e)),
-            }
+            condition_held("UpdateItem(health open)", result)
         }
 
         async fn probed(
@@ -461,11 +457,7 @@ mod table {
                     .expression_attribute_values(":next", n(next_probe_at_ms))
                     .expression_attribute_values(":one", n(1))
             };
-            match request.send().await {
-                Ok(_) => Ok(true),
-                Err(e) if is_condition_failure(&e) => Ok(false),
-                Err(e) => Err(StoreError::from_sdk("UpdateItem(health probe)", e)),
-            }
+            condition_held("UpdateItem(health probe)", request.send().await)
         }
     }
 }

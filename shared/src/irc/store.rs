@@ -13,7 +13,8 @@ pub use super::claim::{ClaimOutcome, CompleteOutcome, Completion, HoldOutcome, W
 use super::ids::{OpId, Region};
 use super::item::{Status, Transition, WorkItem, HELD_REGION_UNAVAILABLE};
 use crate::aws::{
-    decode_keyed, decode_opt_item, is_condition_failure, written_or_current, Item, StoreError,
+    condition_held, decode_keyed, decode_opt_item, is_condition_failure, written_or_current, Item,
+    StoreError,
 };
 use crate::aws::{get_consistent, n, s};
 use crate::Millis;
@@ -35,6 +36,22 @@ fn step(status: Status, at_ms: Millis) -> AttributeValue {
         ("status".to_owned(), s(status.as_str())),
         ("at_ms".to_owned(), n(at_ms)),
     ]))])
+}
+
+/// A status write: the values it carries beside its own (its expression has `{NEXT_VERSION}`,
+/// `ADD {ADD_VERSION}` and `{APPEND_HISTORY}`): the op's unpublished shard, `:one`, and the
+/// history entry of `status` at `now`.
+trait StatusWrite {
+    fn status_change(self, op_id: &OpId, status: Status, now: Millis) -> Self;
+}
+
+impl StatusWrite for aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder {
+    fn status_change(self, op_id: &OpId, status: Status, now: Millis) -> Self {
+        self.expression_attribute_values(":unpublished", unpublished_shard(op_id))
+            .expression_attribute_values(":one", n(1))
+            .expression_attribute_values(":history", step(status, now))
+            .expression_attribute_values(":no_history", AttributeValue::L(vec![]))
+    }
 }
 
 /// Appends `:history` to the item's trail.
@@ -268,10 +285,8 @@ impl WorkItemStore {
                  due_at_ms = :expires, updated_at_ms = :now, {NEXT_VERSION}, {APPEND_HISTORY} \
                  , sent = :sent REMOVE held, held_since_ms ADD attempts :one, {ADD_VERSION}"
             ))
-            .expression_attribute_values(":unpublished", unpublished_shard(op_id))
             .expression_attribute_values(":sent", AttributeValue::Bool(true))
-            .expression_attribute_values(":history", step(Status::InFlight, now))
-            .expression_attribute_values(":no_history", AttributeValue::L(vec![]))
+            .status_change(op_id, Status::InFlight, now)
             // `WorkItem::claim_refusal`, as a condition: no claim before the backoff's end less
             // the skew, whichever message copy (or re-enqueue) arrives first.
             .condition_expression(
@@ -394,10 +409,7 @@ impl WorkItemStore {
                  {NEXT_VERSION}, {APPEND_HISTORY} REMOVE claim_token, claim_expires_at_ms \
                  ADD {ADD_VERSION}{give_back}"
             ))
-            .expression_attribute_values(":unpublished", unpublished_shard(op_id))
-            .expression_attribute_values(":one", n(1))
-            .expression_attribute_values(":history", step(status, now))
-            .expression_attribute_values(":no_history", AttributeValue::L(vec![]))
+            .status_change(op_id, status, now)
             .condition_expression("#status = :in_flight AND claim_token = :token")
             .expression_attribute_names("#status", "status")
             // `result` is a DynamoDB reserved word.
@@ -513,10 +525,7 @@ impl WorkItemStore {
                 "#status IN (:pending, :dispatched, :retrying) AND held_since_ms <= :expired_before",
             )
             .expression_attribute_names("#status", "status")
-            .expression_attribute_values(":unpublished", unpublished_shard(op_id))
-            .expression_attribute_values(":one", n(1))
-            .expression_attribute_values(":history", step(Status::Failed, now))
-            .expression_attribute_values(":no_history", AttributeValue::L(vec![]))
+            .status_change(op_id, Status::Failed, now)
             .expression_attribute_values(":failed", s(Status::Failed.as_str()))
             .expression_attribute_values(":error", s(&error))
             .expression_attribute_values(":now", n(now))
@@ -578,16 +587,9 @@ impl WorkItemStore {
                 .expression_attribute_values(":text", s(text))
                 .expression_attribute_values(":remote_state", s(remote_state.as_str()))
                 .expression_attribute_values(":now", n(now))
-                .expression_attribute_values(":unpublished", unpublished_shard(op_id))
-                .expression_attribute_values(":one", n(1))
-                .expression_attribute_values(":history", step(*status, now))
-                .expression_attribute_values(":no_history", AttributeValue::L(vec![])),
+                .status_change(op_id, *status, now),
         };
-        match request.send().await {
-            Ok(_) => Ok(true),
-            Err(e) if is_condition_failure(&e) => Ok(false),
-            Err(e) => Err(StoreError::from_sdk("UpdateItem(follow)", e)),
-        }
+        condition_held("UpdateItem(follow)", request.send().await)
     }
 
     /// An operator's cancel ([`CancelOutcome`]): CANCELLED at once if the op was never sent
@@ -615,10 +617,7 @@ impl WorkItemStore {
                 .expression_attribute_values(":cancelled", s(Status::Cancelled.as_str()))
                 .expression_attribute_values(":note", s(&json_note("cancelled", note)))
                 .expression_attribute_values(":now", n(now))
-                .expression_attribute_values(":unpublished", unpublished_shard(op_id))
-                .expression_attribute_values(":one", n(1))
-                .expression_attribute_values(":history", step(Status::Cancelled, now))
-                .expression_attribute_values(":no_history", AttributeValue::L(vec![]))
+                .status_change(op_id, Status::Cancelled, now)
                 .return_values(ReturnValue::AllNew)
                 .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
         };
@@ -775,10 +774,7 @@ impl WorkItemStore {
                  {NEXT_VERSION}, {APPEND_HISTORY} REMOVE claim_token, claim_expires_at_ms \
                  ADD {ADD_VERSION}"
             ))
-            .expression_attribute_values(":unpublished", unpublished_shard(&item.op_id))
-            .expression_attribute_values(":one", n(1))
-            .expression_attribute_values(":history", step(Status::Dispatched, now))
-            .expression_attribute_values(":no_history", AttributeValue::L(vec![]))
+            .status_change(&item.op_id, Status::Dispatched, now)
             .expression_attribute_names("#status", "status")
             .expression_attribute_values(":dispatched", s(Status::Dispatched.as_str()))
             .expression_attribute_values(":due", n(now + redispatch_after_ms))
@@ -790,11 +786,10 @@ impl WorkItemStore {
             condition.push_str(" AND claim_token = :seen_token");
             request = request.expression_attribute_values(":seen_token", s(token));
         }
-        match request.condition_expression(condition).send().await {
-            Ok(_) => Ok(true),
-            Err(e) if is_condition_failure(&e) => Ok(false),
-            Err(e) => Err(StoreError::from_sdk("UpdateItem(dispatch)", e)),
-        }
+        condition_held(
+            "UpdateItem(dispatch)",
+            request.condition_expression(condition).send().await,
+        )
     }
 
     /// FAILED -> PENDING with a fresh attempt budget (operator retry).
@@ -813,10 +808,7 @@ impl WorkItemStore {
                 "SET #status = :pending, attempts = :zero, due_at_ms = :due, updated_at_ms = :now, \
                  {NEXT_VERSION}, {APPEND_HISTORY} ADD {ADD_VERSION}"
             ))
-            .expression_attribute_values(":unpublished", unpublished_shard(op_id))
-            .expression_attribute_values(":one", n(1))
-            .expression_attribute_values(":history", step(Status::Pending, now))
-            .expression_attribute_values(":no_history", AttributeValue::L(vec![]))
+            .status_change(op_id, Status::Pending, now)
             .condition_expression("#status = :failed")
             .expression_attribute_names("#status", "status")
             .expression_attribute_values(":pending", s(Status::Pending.as_str()))
@@ -854,11 +846,7 @@ impl WorkItemStore {
             .expression_attribute_values(":version", n(version))
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(true),
-            Err(e) if is_condition_failure(&e) => Ok(false),
-            Err(e) => Err(StoreError::from_sdk("UpdateItem(published)", e)),
-        }
+        condition_held("UpdateItem(published)", result)
     }
 
     /// Items with a status change unpublished since at or before `changed_before` (the
