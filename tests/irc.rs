@@ -740,7 +740,25 @@ async fn an_awaited_group_put_succeeds_once_a_member_serves_it_and_a_waiting_one
         )),
         "the member did not become primary: {answer:?}"
     );
-    let done = irc.wait_terminal(&item.op_id, WITHIN).await?;
+    // It keeps checking in, as a live host does (its lease lasts from its last check), until
+    // the op ends: a poll that comes after a lapsed lease would rightly not see it served.
+    let heartbeat = {
+        let (check, host, group) = (check.clone(), host.clone(), group.clone());
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                if let (Ok(h), Ok(g)) = (
+                    tenure::ids::HostId::parse(&host),
+                    tenure::ids::GroupId::parse(&group),
+                ) {
+                    let _ = check.check_host(&h, &healthy_check(&[g])).await;
+                }
+            }
+        })
+    };
+    let done = irc.wait_terminal(&item.op_id, WITHIN).await;
+    heartbeat.abort();
+    let done = done?;
     ensure!(done.status == Status::Succeeded, "{done:?}");
     ensure!(
         done.remote_state == Some(RemoteState::Succeeded),

@@ -87,7 +87,10 @@ async fn main() -> Result<()> {
                     .any(|g| matches!(g, GroupEntry::Answer(a) if a.writable)),
                 "not primary: {answer:?}"
             );
+            // The host keeps checking in, as a live host does (its lease lasts 10 s from its
+            // last check), until the op ends.
             let deadline = Instant::now() + Duration::from_secs(120);
+            let mut last_check = Instant::now();
             loop {
                 let now = store.get(&item.op_id).await?.context("op")?;
                 if now.status.is_terminal() {
@@ -98,6 +101,15 @@ async fn main() -> Result<()> {
                     ));
                 }
                 ensure!(Instant::now() < deadline, "never SUCCEEDED: {now:?}");
+                if last_check.elapsed() >= Duration::from_secs(1) {
+                    check
+                        .check_host(
+                            &HostId::parse(&host)?,
+                            &healthy_check(&[GroupId::parse(&group)?]),
+                        )
+                        .await?;
+                    last_check = Instant::now();
+                }
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }
