@@ -608,9 +608,14 @@ fn the_agent_exports_roles_epoch_deadline_and_check_latency_and_failures() {
                 left > 0.0 && left <= world.cfg.lease_ms as f64 / 1e3,
                 "{left}"
             );
-            assert!(healthy[CHECKS] >= 3.0);
-            assert!(
-                healthy[CHECK_DURATION] >= 3.0,
+            // Polls are jittered, so the count in a window varies; what must hold is that
+            // every check lease-check received was counted, and that the window held more
+            // than the first (a poll waits 500 ms +- 10%).
+            let received = a.source.checks.load(Ordering::SeqCst) as f64;
+            assert_eq!(healthy[CHECKS], received);
+            assert!(received >= 2.0, "{received} checks");
+            assert_eq!(
+                healthy[CHECK_DURATION], received,
                 "a latency sample per answer"
             );
             assert!(!healthy.contains_key(CHECK_FAILURES));
