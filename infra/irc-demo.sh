@@ -83,19 +83,9 @@ while lam.get_function_configuration(FunctionName=name).get("LastUpdateStatus") 
     time.sleep(0.2)
 PY
 }
-health() { # REGION: the health record us-east-1 keeps of it
-    .venv/bin/python - "$1" "$(output us-east-1 RegionHealthTable)" <<'PY'
-import sys, boto3
-region, table = sys.argv[1], sys.argv[2]
-item = boto3.client("dynamodb", region_name="us-east-1").get_item(
-    TableName=table, Key={"region": {"S": region}, "slot": {"S": "state"}}, ConsistentRead=True).get("Item")
-if not item:
-    print("closed (never opened)")
-else:
-    v = lambda k: next(iter(item[k].values())) if k in item else None
-    state = "OPEN (its ops are held)" if v("open") else "closed"
-    print(f"{state}; probes {v('probes')}; reason: {v('reason')}")
-PY
+regions() { # the target regions as us-east-1's workers see them (tenurectl ops regions)
+    AWS_REGION=us-east-1 TENURE_REGION_HEALTH_TABLE="$(output us-east-1 RegionHealthTable)" \
+        "$ctl" ops regions "$@"
 }
 
 echo
@@ -114,8 +104,11 @@ done
 for op in "${calm[@]}"; do east ops wait "$op" --timeout-s 60 >/dev/null; done
 echo "   3 ops to ap-southeast-2 meanwhile: all SUCCEEDED ($(east ops status "${calm[2]}" | sed -n 's/^attempts *//p'))"
 opening=$SECONDS
-until [[ "$(health eu-west-1)" == OPEN* ]] || (( SECONDS - opening > 60 )); do sleep 0.5; done
-echo "   us-east-1's health record of eu-west-1: $(health eu-west-1)"
+until regions --json --target-region eu-west-1 | grep -q '"state":"open"' || (( SECONDS - opening > 60 )); do
+    sleep 0.5
+done
+echo "   us-east-1's view of the regions it calls (tenurectl ops regions):"
+regions | sed 's/^/     /'
 sleep 6
 echo "   an op to eu-west-1 now:"
 east ops status "${ops[5]}" | grep -E '^(status|attempts|held|last_error)' | sed 's/^/     /'
@@ -125,4 +118,5 @@ resumed=$SECONDS
 for op in "${ops[@]}"; do east ops wait "$op" --timeout-s 180 >/dev/null; done
 echo "   all 6 SUCCEEDED $((SECONDS - resumed)) s after recovery, none FAILED; attempts per op:" \
     "$(for op in "${ops[@]}"; do east ops status "$op" | sed -n 's/^attempts *\([0-9]*\).*/\1/p'; done | paste -sd' ')"
-echo "   us-east-1's health record of eu-west-1: $(health eu-west-1)"
+echo "   us-east-1's view of the regions it calls:"
+regions | sed 's/^/     /'

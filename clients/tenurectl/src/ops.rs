@@ -8,11 +8,14 @@ use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 use tenure::clock::{Clock, SystemClock};
 use tenure::irc::config::RetryPolicy;
+use tenure::irc::health::{CallCounts, HealthPolicy, RegionHealth};
 use tenure::irc::kinds::Kinds;
 use tenure::irc::queue::WorkQueue;
+use tenure::irc::region_health::{HealthRecords, RegionHealthTable};
 use tenure::irc::store::{CancelOutcome, RetryOutcome, WorkItemStore};
 use tenure::irc::submit::{SubmitRequest, Submitter};
 use tenure::irc::{OpId, Region, Status, WorkItem};
+use tenure::Millis;
 
 #[derive(Args)]
 pub struct OpsSettings {
@@ -22,6 +25,9 @@ pub struct OpsSettings {
     /// The work queue (the stack's IrcQueueUrl output).
     #[arg(long, env = "TENURE_IRC_QUEUE_URL", global = true)]
     queue_url: Option<String>,
+    /// The region health records (the stack's RegionHealthTable output); `ops regions` only.
+    #[arg(long, env = "TENURE_REGION_HEALTH_TABLE", global = true)]
+    region_health_table: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -74,6 +80,14 @@ pub enum OpsCommand {
     /// (the wait stops; the effect stays). Otherwise its next attempt asks the target for a
     /// tombstone: CANCELLED if the target had not received it, else its real outcome.
     Cancel { op_id: String },
+    /// The target regions as this region's workers see them: open (its ops are held until a
+    /// probe finds it alive) or closed, the probes, the failure that opened it, and the calls
+    /// counted over the last 10 and 30 s. Every region with a record unless some are named.
+    Regions {
+        /// Only these target regions (repeat the flag).
+        #[arg(long = "target-region")]
+        target_regions: Vec<String>,
+    },
     /// Follow an op until it is SUCCEEDED (exit 0) or FAILED or CANCELLED (exit 1), printing
     /// each change, the target's state of a waiting op included.
     Wait {
@@ -196,11 +210,16 @@ pub async fn run(
     sdk: &aws_config::SdkConfig,
     json_output: bool,
 ) -> Result<()> {
-    let table = settings.work_items_table.context(
-        "no work items table: pass --work-items-table or set TENURE_WORK_ITEMS_TABLE \
-         (the stack's WorkItemsTable output)",
-    )?;
-    let store = WorkItemStore::new(tenure::aws::dynamodb_client(sdk, None), table);
+    let store = || -> Result<WorkItemStore> {
+        let table = settings.work_items_table.clone().context(
+            "no work items table: pass --work-items-table or set TENURE_WORK_ITEMS_TABLE \
+             (the stack's WorkItemsTable output)",
+        )?;
+        Ok(WorkItemStore::new(
+            tenure::aws::dynamodb_client(sdk, None),
+            table,
+        ))
+    };
     let queue = || -> Result<WorkQueue> {
         let url = settings.queue_url.clone().context(
             "no queue: pass --queue-url or set TENURE_IRC_QUEUE_URL (the stack's IrcQueueUrl output)",
@@ -222,7 +241,7 @@ pub async fn run(
         } => {
             let region = sdk.region().context("no AWS region")?.to_string();
             let submitter = Submitter {
-                store,
+                store: store()?,
                 queue: queue()?,
                 kinds: Kinds::shipped(),
                 policy,
@@ -249,7 +268,7 @@ pub async fn run(
             }
         }
         OpsCommand::Status { op_id: raw } => {
-            let item = store
+            let item = store()?
                 .get(&op_id(&raw)?)
                 .await?
                 .with_context(|| format!("no op {raw}"))?;
@@ -266,7 +285,7 @@ pub async fn run(
                     Status::ALL.map(|s| s.as_str()).join(", ")
                 )
             })?;
-            let items = store.list(status, limit).await?;
+            let items = store()?.list(status, limit).await?;
             if json_output {
                 println!("{}", json!(items.iter().map(view).collect::<Vec<_>>()));
             } else {
@@ -284,7 +303,7 @@ pub async fn run(
         }
         OpsCommand::Retry { op_id: raw } => {
             let id = op_id(&raw)?;
-            match store
+            match store()?
                 .retry(&id, SystemClock.now_ms(), policy.redispatch_after_ms)
                 .await?
             {
@@ -313,7 +332,7 @@ pub async fn run(
         }
         OpsCommand::Cancel { op_id: raw } => {
             let id = op_id(&raw)?;
-            let outcome = store
+            let outcome = store()?
                 .cancel(&id, SystemClock.now_ms(), policy.redispatch_after_ms)
                 .await?;
             let (item, said) = match outcome {
@@ -345,6 +364,9 @@ pub async fn run(
                 println!("{}: {said}", item.op_id);
             }
         }
+        OpsCommand::Regions { target_regions } => {
+            regions(&settings, sdk, &target_regions, json_output).await?
+        }
         OpsCommand::Wait {
             op_id: raw,
             timeout_s,
@@ -353,6 +375,7 @@ pub async fn run(
             let started = Instant::now();
             let mut shown = 0;
             let mut seen_remote = None;
+            let store = store()?;
             loop {
                 let item = store
                     .get(&id)
@@ -409,4 +432,115 @@ pub async fn run(
         }
     }
     Ok(())
+}
+
+/// `ops regions`: each target region's health record as the workers read it.
+async fn regions(
+    settings: &OpsSettings,
+    sdk: &aws_config::SdkConfig,
+    named: &[String],
+    json_output: bool,
+) -> Result<()> {
+    let table = settings.region_health_table.clone().context(
+        "no region health table: pass --region-health-table or set TENURE_REGION_HEALTH_TABLE \
+         (the stack's RegionHealthTable output)",
+    )?;
+    let records = RegionHealthTable::new(tenure::aws::dynamodb_client(sdk, None), table);
+    let regions: Vec<Region> = if named.is_empty() {
+        records.regions().await?.into_iter().collect()
+    } else {
+        named
+            .iter()
+            .map(|r| Region::parse(r).map_err(|e| anyhow!("--target-region {r}: {e}")))
+            .collect::<Result<_>>()?
+    };
+    let policy = HealthPolicy::default();
+    let now = SystemClock.now_ms();
+    let mut views = Vec::new();
+    for region in regions {
+        let health = records
+            .read(&region, now.saturating_sub(policy.window_ms))
+            .await?;
+        views.push(RegionView::of(region, &health, &policy, now));
+    }
+    if json_output {
+        println!("{}", json!(views));
+        return Ok(());
+    }
+    if views.is_empty() {
+        println!("no target region has a health record: none was called lately or ever opened");
+        return Ok(());
+    }
+    println!(
+        "{:<16} {:<8} {:>10} {:>7} {:>11} {:>13} {:>13}  REASON",
+        "REGION", "STATE", "OPENED", "PROBES", "NEXT_PROBE", "FAILED_10S", "FAILED_30S"
+    );
+    for v in &views {
+        let opened = v.opened_at_ms.map_or("-".to_owned(), |at| {
+            format!("{} s ago", now.saturating_sub(at) / 1_000)
+        });
+        let next_probe = v.next_probe_at_ms.map_or("-".to_owned(), |at| {
+            format!("in {} s", at.saturating_sub(now) / 1_000)
+        });
+        let failed = |c: &CallCounts| format!("{}/{}", c.failures, c.successes + c.failures);
+        println!(
+            "{:<16} {:<8} {:>10} {:>7} {:>11} {:>13} {:>13}  {}",
+            v.region,
+            v.state,
+            opened,
+            v.probes,
+            next_probe,
+            failed(&v.rate_window),
+            failed(&v.window),
+            v.reason.as_deref().unwrap_or("-"),
+        );
+    }
+    Ok(())
+}
+
+/// One line of `ops regions`.
+#[derive(serde::Serialize)]
+struct RegionView {
+    region: Region,
+    /// `open` (ops held), `resuming` (closed, held ops coming back over the ramp) or `closed`.
+    state: &'static str,
+    opened_at_ms: Option<Millis>,
+    recovered_at_ms: Option<Millis>,
+    probes: u32,
+    next_probe_at_ms: Option<Millis>,
+    reason: Option<String>,
+    /// Calls over the failure-rate window (10 s).
+    rate_window: CallCounts,
+    /// Calls over the whole window (30 s).
+    window: CallCounts,
+}
+
+impl RegionView {
+    fn of(region: Region, health: &RegionHealth, policy: &HealthPolicy, now: Millis) -> Self {
+        let state = &health.state;
+        let resuming = state
+            .recovered_at_ms
+            .is_some_and(|at| now.saturating_sub(at) < policy.resume_ramp_ms);
+        Self {
+            region,
+            state: if state.open {
+                "open"
+            } else if resuming {
+                "resuming"
+            } else {
+                "closed"
+            },
+            opened_at_ms: (state.opened_at_ms > 0).then_some(state.opened_at_ms),
+            recovered_at_ms: state.recovered_at_ms,
+            probes: state.probes,
+            next_probe_at_ms: state.open.then_some(state.next_probe_at_ms),
+            reason: state.open.then(|| state.reason.clone()).flatten(),
+            rate_window: policy.window_counts(
+                &health.buckets,
+                now,
+                policy.rate_window_ms.min(policy.window_ms),
+            ),
+            window: policy.window_counts(&health.buckets, now, policy.window_ms),
+        }
+    }
 }

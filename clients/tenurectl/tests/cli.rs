@@ -487,3 +487,134 @@ async fn watch_redraws_a_group_and_a_host_and_lists_what_changed_between_frames(
     let unknown = tenurectl(&table, &["watch", "group", "bad group!", "--frames", "1"]);
     assert!(stderr_of_failure(unknown).contains("bad group!"));
 }
+
+/// A RegionHealth table of the test's own.
+async fn region_health_table() -> (tenure::irc::region_health::RegionHealthTable, String) {
+    use aws_sdk_dynamodb::types::{
+        AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
+    };
+    let client = aws_sdk_dynamodb::Client::new(&sdk().await);
+    let name = format!("tenurectl-health-{}", std::process::id());
+    let attribute = |name: &str| {
+        AttributeDefinition::builder()
+            .attribute_name(name)
+            .attribute_type(ScalarAttributeType::S)
+            .build()
+            .unwrap()
+    };
+    let key = |name: &str, kind| {
+        KeySchemaElement::builder()
+            .attribute_name(name)
+            .key_type(kind)
+            .build()
+            .unwrap()
+    };
+    client
+        .create_table()
+        .table_name(&name)
+        .billing_mode(BillingMode::PayPerRequest)
+        .attribute_definitions(attribute("region"))
+        .attribute_definitions(attribute("slot"))
+        .key_schema(key("region", KeyType::Hash))
+        .key_schema(key("slot", KeyType::Range))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("create table: {e:?} (endpoint {})", endpoint()));
+    (
+        tenure::irc::region_health::RegionHealthTable::new(client, name.clone()),
+        name,
+    )
+}
+
+/// Workers' verdicts and an opening written through the library; `ops regions` shows each
+/// target region as the workers see it: eu-west-1 open with its reason, probes and failures
+/// counted, ap-southeast-2 closed with its successes; a region can be named alone.
+#[tokio::test]
+async fn ops_regions_shows_which_target_regions_are_open_and_why() {
+    use tenure::clock::{Clock, SystemClock};
+    use tenure::irc::health::CallVerdict;
+    use tenure::irc::region_health::HealthRecords;
+    use tenure::irc::Region;
+    let (records, table) = region_health_table().await;
+    let (eu, ap) = (
+        Region::parse("eu-west-1").unwrap(),
+        Region::parse("ap-southeast-2").unwrap(),
+    );
+    let now = SystemClock.now_ms();
+    let bucket = now - now % 2_000;
+    let expires = now + 120_000;
+    for _ in 0..6 {
+        records
+            .count(&eu, CallVerdict::RegionFailure, bucket, expires)
+            .await
+            .unwrap();
+    }
+    for _ in 0..3 {
+        records
+            .count(&ap, CallVerdict::Healthy, bucket, expires)
+            .await
+            .unwrap();
+    }
+    assert!(records
+        .open(&eu, now, now + 5_000, "503 from irc-remote")
+        .await
+        .unwrap());
+    let run = |args: &[&str]| {
+        command("unused", args)
+            .env("TENURE_REGION_HEALTH_TABLE", &table)
+            .output()
+            .unwrap()
+    };
+
+    let all = ok_json(run(&["--json", "ops", "regions"]));
+    let by_region = |region: &str| {
+        all.as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["region"] == region)
+            .unwrap_or_else(|| panic!("{region} missing from {all}"))
+            .clone()
+    };
+    let eu_view = by_region("eu-west-1");
+    assert_eq!(eu_view["state"], "open", "{eu_view}");
+    assert_eq!(eu_view["reason"], "503 from irc-remote");
+    assert_eq!(eu_view["probes"], 0);
+    assert_eq!(eu_view["next_probe_at_ms"], now + 5_000);
+    assert_eq!(eu_view["window"]["failures"], 6);
+    assert_eq!(eu_view["rate_window"]["failures"], 6);
+    let ap_view = by_region("ap-southeast-2");
+    assert_eq!(ap_view["state"], "closed", "{ap_view}");
+    assert_eq!(ap_view["window"]["successes"], 3);
+    assert_eq!(ap_view["window"]["failures"], 0);
+    assert_eq!(ap_view["next_probe_at_ms"], Value::Null);
+
+    let one = ok_json(run(&[
+        "--json",
+        "ops",
+        "regions",
+        "--target-region",
+        "ap-southeast-2",
+    ]));
+    assert_eq!(one.as_array().map(Vec::len), Some(1), "{one}");
+    let table_view = run(&["ops", "regions"]);
+    assert!(table_view.status.success());
+    let text = String::from_utf8_lossy(&table_view.stdout);
+    let eu_line = text
+        .lines()
+        .find(|l| l.starts_with("eu-west-1"))
+        .unwrap_or_else(|| panic!("no eu-west-1 line in\n{text}"));
+    assert!(
+        eu_line.contains("open")
+            && eu_line.contains("6/6")
+            && eu_line.contains("503 from irc-remote"),
+        "{eu_line}"
+    );
+
+    let bad_region = run(&["ops", "regions", "--target-region", "Not A Region"]);
+    assert!(stderr_of_failure(bad_region).contains("--target-region Not A Region"));
+    let no_table = command("unused", &["ops", "regions"])
+        .env_remove("TENURE_REGION_HEALTH_TABLE")
+        .output()
+        .unwrap();
+    assert!(stderr_of_failure(no_table).contains("--region-health-table"));
+}

@@ -143,8 +143,3 @@ pub fn hold_refusal(item: WorkItem, until_ms: Millis) -> HoldOutcome {
         _ => HoldOutcome::Refused(ClaimOutcome::Busy(item)),
     }
 }
-
-/// Whether an op held since `held_since_ms` has been held too long at `now`.
-pub fn hold_expired(held_since_ms: Option<Millis>, now: Millis, max_hold_ms: Millis) -> bool {
-    held_since_ms.is_some_and(|since| now.saturating_sub(since) >= max_hold_ms)
-}

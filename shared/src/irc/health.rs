@@ -206,31 +206,44 @@ pub struct Bucket {
     pub failures: u32,
 }
 
+/// Calls to a region within a window, by verdict.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct CallCounts {
+    pub successes: u64,
+    pub failures: u64,
+}
+
 impl HealthPolicy {
     /// The start of the bucket `at_ms` falls in.
     pub fn bucket_of(&self, at_ms: Millis) -> Millis {
         at_ms - at_ms % self.bucket_ms.max(1)
     }
 
-    /// Whether the buckets within the window ending at `now` say the region is unavailable.
-    /// Buckets older than the window (or from the future: another clock's) are ignored.
+    /// The calls counted in `buckets` over the `window_ms` ending at `now`. Buckets older than
+    /// the window (or from the future: another clock's) are left out.
+    pub fn window_counts(&self, buckets: &[Bucket], now: Millis, window_ms: Millis) -> CallCounts {
+        let since = now.saturating_sub(window_ms);
+        buckets
+            .iter()
+            .filter(|b| b.start_ms + self.bucket_ms > since && b.start_ms <= now)
+            .fold(CallCounts::default(), |c, b| CallCounts {
+                successes: c.successes + u64::from(b.successes),
+                failures: c.failures + u64::from(b.failures),
+            })
+    }
+
+    /// Whether the buckets within the window ending at `now` say the region is unavailable:
+    /// by the failure rate over `rate_window_ms`, or by failures without a success over
+    /// `window_ms`.
     pub fn unavailable(&self, buckets: &[Bucket], now: Millis) -> bool {
-        let counts = |window: Millis| {
-            let since = now.saturating_sub(window);
-            buckets
-                .iter()
-                .filter(|b| b.start_ms + self.bucket_ms > since && b.start_ms <= now)
-                .fold((0u64, 0u64), |(s, f), b| {
-                    (s + u64::from(b.successes), f + u64::from(b.failures))
-                })
-        };
-        let (successes, failures) = counts(self.rate_window_ms.min(self.window_ms));
-        let calls = successes + failures;
-        let by_rate = failures >= u64::from(self.min_failures)
+        let rate = self.window_counts(buckets, now, self.rate_window_ms.min(self.window_ms));
+        let calls = rate.successes + rate.failures;
+        let by_rate = rate.failures >= u64::from(self.min_failures)
             && calls > 0
-            && failures as f64 >= self.failure_ratio * calls as f64;
-        let (successes, failures) = counts(self.window_ms);
-        let by_silence = successes == 0 && failures >= u64::from(self.failures_without_success);
+            && rate.failures as f64 >= self.failure_ratio * calls as f64;
+        let silence = self.window_counts(buckets, now, self.window_ms);
+        let by_silence =
+            silence.successes == 0 && silence.failures >= u64::from(self.failures_without_success);
         by_rate || by_silence
     }
 

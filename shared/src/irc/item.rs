@@ -152,6 +152,10 @@ pub struct WorkItem {
     /// tombstone instead of sending the op.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub cancel_requested: bool,
+    /// A claim was made: the op may have reached the target. Set by the first claim and never
+    /// cleared, so an attempt given back by a hold does not make a sent op look unsent.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub sent: bool,
 }
 
 /// The `held` reason of an op whose target region is unavailable.
@@ -168,6 +172,28 @@ pub enum ClaimRefusal {
     NotYet,
     /// WAITING_REMOTE: the dispatcher follows it; a stray copy never re-POSTs it.
     Waiting,
+}
+
+/// What a hold does ([`WorkItem::hold_step`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HoldStep {
+    Hold,
+    /// Held too long: FAILED `region_unavailable`.
+    Expire,
+    /// Not waiting, or its own backoff ends after the hold: see `claim::hold_refusal`.
+    Refuse,
+}
+
+/// How a cancel goes, by where the op is ([`WorkItem::cancel_step`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CancelStep {
+    /// Never sent: CANCELLED at once; the target never heard of it.
+    NeverSent,
+    /// WAITING_REMOTE: CANCELLED at once; the effect stays at the target, the wait stops.
+    StopWait,
+    /// Sent at least once (or being sent): only the target can say whether it applied, so
+    /// `cancel_requested` makes the next attempt ask it for a tombstone.
+    AskTarget,
 }
 
 impl WorkItem {
@@ -188,6 +214,48 @@ impl WorkItem {
                 .retry_at_ms
                 .is_some_and(|at| at > now + skew_ms)
                 .then_some(ClaimRefusal::NotYet),
+        }
+    }
+
+    /// What a hold at `now` until `until_ms` does to the item (the rule both stores apply;
+    /// the DynamoDB store's hold and expiry conditions say the same): only a waiting op
+    /// (PENDING, DISPATCHED, RETRYING) is held; one held `max_hold_ms` or longer fails
+    /// instead; its own later backoff (`retry_at_ms` past `until_ms`) is never shortened.
+    pub fn hold_step(&self, now: Millis, until_ms: Millis, max_hold_ms: Millis) -> HoldStep {
+        let waiting = matches!(
+            self.status,
+            Status::Pending | Status::Dispatched | Status::Retrying
+        );
+        if !waiting {
+            HoldStep::Refuse
+        } else if self
+            .held_since_ms
+            .is_some_and(|since| now.saturating_sub(since) >= max_hold_ms)
+        {
+            HoldStep::Expire
+        } else if self.retry_at_ms.is_some_and(|at| at > until_ms) {
+            HoldStep::Refuse
+        } else {
+            HoldStep::Hold
+        }
+    }
+
+    /// Which cancel applies to the item as it stands (`tenurectl ops cancel`), or `None` when
+    /// it has ended and there is nothing to cancel. Each step is one conditional write whose
+    /// condition says the same as this rule, so a cancel that loses a race to a worker or the
+    /// dispatcher asks again with the item its failed write returned.
+    pub fn cancel_step(&self) -> Option<CancelStep> {
+        match self.status {
+            Status::Succeeded | Status::Failed | Status::Cancelled => None,
+            Status::WaitingRemote => Some(CancelStep::StopWait),
+            Status::Pending | Status::Dispatched | Status::Retrying
+                if self.attempts == 0 && !self.sent =>
+            {
+                Some(CancelStep::NeverSent)
+            }
+            Status::Pending | Status::Dispatched | Status::Retrying | Status::InFlight => {
+                Some(CancelStep::AskTarget)
+            }
         }
     }
 
@@ -226,6 +294,7 @@ impl WorkItem {
             remote_state: None,
             polls: 0,
             cancel_requested: false,
+            sent: false,
         }
     }
 }
@@ -250,6 +319,47 @@ mod tests {
         assert_eq!(item.claim_refusal(5_001, 0), None);
         item.status = Status::Failed;
         assert_eq!(item.claim_refusal(0, 0), Some(ClaimRefusal::Terminal));
+    }
+
+    #[test]
+    fn only_a_waiting_op_is_held_and_a_long_hold_fails_before_a_backoff_is_kept() {
+        let mut item = WorkItem::sample(Status::Retrying, 1);
+        assert_eq!(item.hold_step(1_000, 5_000, 60_000), HoldStep::Hold);
+        item.retry_at_ms = Some(9_000);
+        assert_eq!(item.hold_step(1_000, 5_000, 60_000), HoldStep::Refuse);
+        item.held_since_ms = Some(0);
+        assert_eq!(item.hold_step(59_999, 65_000, 60_000), HoldStep::Hold);
+        assert_eq!(item.hold_step(60_000, 65_000, 60_000), HoldStep::Expire);
+        assert_eq!(item.hold_step(60_000, 5_000, 60_000), HoldStep::Expire);
+        for status in [
+            Status::InFlight,
+            Status::WaitingRemote,
+            Status::Succeeded,
+            Status::Cancelled,
+        ] {
+            item.status = status;
+            assert_eq!(item.hold_step(60_000, 65_000, 60_000), HoldStep::Refuse);
+        }
+    }
+
+    #[test]
+    fn a_cancel_stops_what_never_left_or_only_waits_and_asks_the_target_otherwise() {
+        for status in [Status::Pending, Status::Dispatched, Status::Retrying] {
+            let mut item = WorkItem::sample(status, 0);
+            assert_eq!(item.cancel_step(), Some(CancelStep::NeverSent));
+            // An attempt given back by a hold: attempts 0 again, but the op may have arrived.
+            item.sent = true;
+            assert_eq!(item.cancel_step(), Some(CancelStep::AskTarget));
+            let item = WorkItem::sample(status, 1);
+            assert_eq!(item.cancel_step(), Some(CancelStep::AskTarget));
+        }
+        let in_flight = WorkItem::sample(Status::InFlight, 1);
+        assert_eq!(in_flight.cancel_step(), Some(CancelStep::AskTarget));
+        let waiting = WorkItem::sample(Status::WaitingRemote, 1);
+        assert_eq!(waiting.cancel_step(), Some(CancelStep::StopWait));
+        for status in [Status::Succeeded, Status::Failed, Status::Cancelled] {
+            assert_eq!(WorkItem::sample(status, 1).cancel_step(), None);
+        }
     }
 
     #[test]

@@ -6,12 +6,11 @@
 
 use super::awaiting::RemoteState;
 use super::claim::{
-    hold_expired, hold_refusal, ClaimOutcome, CompleteOutcome, Completion, HoldOutcome,
-    WorkItemClaims,
+    hold_refusal, ClaimOutcome, CompleteOutcome, Completion, HoldOutcome, WorkItemClaims,
 };
 use super::health::{Bucket, CallVerdict, RegionHealth, RegionState};
 use super::ids::{OpId, Region};
-use super::item::{Status, Transition, WorkItem, HELD_REGION_UNAVAILABLE};
+use super::item::{HoldStep, Status, Transition, WorkItem, HELD_REGION_UNAVAILABLE};
 use super::queue::{QueueError, Redelivery};
 use super::region_health::HealthRecords;
 use super::remote::{Remote, RemoteCall, RemoteOutcome};
@@ -78,6 +77,7 @@ impl WorkItemClaims for MemoryWorkItems {
         item.due_at_ms = expires;
         item.updated_at_ms = now;
         item.attempts += 1;
+        item.sent = true;
         item.status_version += 1;
         item.history.push(Transition {
             status: Status::InFlight,
@@ -157,31 +157,29 @@ impl WorkItemClaims for MemoryWorkItems {
         let Some(item) = items.get_mut(op_id) else {
             return Ok(HoldOutcome::Refused(ClaimOutcome::Missing));
         };
-        let waiting = matches!(
-            item.status,
-            Status::Pending | Status::Dispatched | Status::Retrying
-        );
-        if waiting && hold_expired(item.held_since_ms, now, max_hold_ms) {
-            item.status = Status::Failed;
-            item.last_error = Some(format!("{HELD_REGION_UNAVAILABLE}: held too long"));
-            item.held = None;
-            item.due_at_ms = now;
-            item.updated_at_ms = now;
-            item.status_version += 1;
-            item.history.push(Transition {
-                status: Status::Failed,
-                at_ms: now,
-            });
-            return Ok(HoldOutcome::Expired(item.clone()));
+        match item.hold_step(now, until_ms, max_hold_ms) {
+            HoldStep::Refuse => Ok(hold_refusal(item.clone(), until_ms)),
+            HoldStep::Hold => {
+                item.held = Some(HELD_REGION_UNAVAILABLE.to_owned());
+                item.held_since_ms.get_or_insert(now);
+                item.retry_at_ms = Some(until_ms);
+                item.due_at_ms = due_at_ms;
+                Ok(HoldOutcome::Held(item.clone()))
+            }
+            HoldStep::Expire => {
+                item.status = Status::Failed;
+                item.last_error = Some(format!("{HELD_REGION_UNAVAILABLE}: held too long"));
+                item.held = None;
+                item.due_at_ms = now;
+                item.updated_at_ms = now;
+                item.status_version += 1;
+                item.history.push(Transition {
+                    status: Status::Failed,
+                    at_ms: now,
+                });
+                Ok(HoldOutcome::Expired(item.clone()))
+            }
         }
-        if !waiting || item.retry_at_ms.is_some_and(|at| at > until_ms) {
-            return Ok(hold_refusal(item.clone(), until_ms));
-        }
-        item.held = Some(HELD_REGION_UNAVAILABLE.to_owned());
-        item.held_since_ms.get_or_insert(now);
-        item.retry_at_ms = Some(until_ms);
-        item.due_at_ms = due_at_ms;
-        Ok(HoldOutcome::Held(item.clone()))
     }
 }
 

@@ -300,6 +300,39 @@ mod table {
             }
         }
 
+        /// Every region the table has a record of: a state item (it opened once) or a bucket
+        /// still within its TTL (this stack called it lately). A `Scan` of the region keys: the
+        /// table holds a state item per region and a few dozen live buckets, so it stays small.
+        pub async fn regions(&self) -> Result<BTreeSet<Region>, StoreError> {
+            let mut regions = BTreeSet::new();
+            let mut start = None;
+            loop {
+                let out = self
+                    .client
+                    .scan()
+                    .table_name(&self.table)
+                    .projection_expression("#region")
+                    .expression_attribute_names("#region", "region")
+                    .set_exclusive_start_key(start)
+                    .send()
+                    .await
+                    .map_err(|e| StoreError::from_sdk("Scan(RegionHealth)", e))?;
+                for item in out.items.unwrap_or_default() {
+                    if let Some(AttributeValue::S(raw)) = item.get("region") {
+                        let region = Region::parse(raw).map_err(|e| StoreError::Corrupt {
+                            item: raw.clone(),
+                            reason: e.to_string(),
+                        })?;
+                        regions.insert(region);
+                    }
+                }
+                match out.last_evaluated_key {
+                    Some(key) if !key.is_empty() => start = Some(key),
+                    _ => return Ok(regions),
+                }
+            }
+        }
+
         fn state_of(item: &crate::aws::Item) -> RegionState {
             RegionState {
                 open: matches!(item.get("open"), Some(AttributeValue::Bool(true))),

@@ -8,10 +8,10 @@
 //! result instead of a second effect.
 
 use super::awaiting::RemoteState;
-use super::claim::{hold_expired, hold_refusal};
+use super::claim::hold_refusal;
 pub use super::claim::{ClaimOutcome, CompleteOutcome, Completion, HoldOutcome, WorkItemClaims};
 use super::ids::{OpId, Region};
-use super::item::{Status, Transition, WorkItem, HELD_REGION_UNAVAILABLE};
+use super::item::{CancelStep, HoldStep, Status, Transition, WorkItem, HELD_REGION_UNAVAILABLE};
 use crate::aws::{
     condition_held, decode_keyed, decode_opt_item, is_condition_failure, written_or_current, Item,
     StoreError,
@@ -21,6 +21,15 @@ use crate::Millis;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, ReturnValuesOnConditionCheckFailure};
 use aws_sdk_dynamodb::Client;
 use std::collections::HashMap;
+
+/// What an `UpdateItem` returned, for [`written_or_current`].
+type UpdateResult = Result<
+    aws_sdk_dynamodb::operation::update_item::UpdateItemOutput,
+    aws_sdk_dynamodb::error::SdkError<
+        aws_sdk_dynamodb::operation::update_item::UpdateItemError,
+        aws_sdk_dynamodb::config::http::HttpResponse,
+    >,
+>;
 
 /// The GSI the dispatcher and `tenurectl ops list` query.
 pub const STATUS_INDEX: &str = "by-status-due";
@@ -227,6 +236,7 @@ impl WorkItemStore {
             remote_state: None,
             polls: 0,
             cancel_requested: false,
+            sent: false,
         };
         let mut attributes: Item =
             serde_dynamo::to_item(&item).map_err(|e| StoreError::Corrupt {
@@ -487,11 +497,7 @@ impl WorkItemStore {
         match written_or_current::<WorkItem, _>(op_id.as_str(), "UpdateItem(hold)", result)? {
             Ok(Some(item)) => Ok(HoldOutcome::Held(item)),
             Ok(None) | Err(None) => Ok(HoldOutcome::Refused(ClaimOutcome::Missing)),
-            Err(Some(item))
-                if !item.status.is_terminal()
-                    && item.status != Status::InFlight
-                    && hold_expired(item.held_since_ms, now, max_hold_ms) =>
-            {
+            Err(Some(item)) if item.hold_step(now, until_ms, max_hold_ms) == HoldStep::Expire => {
                 self.expire_hold(item, now, expired_before).await
             }
             Err(Some(item)) => Ok(hold_refusal(item, until_ms)),
@@ -602,27 +608,63 @@ impl WorkItemStore {
         now: Millis,
         redispatch_after_ms: Millis,
     ) -> Result<CancelOutcome, StoreError> {
-        let to_cancelled = |condition: &str, note: &str| {
-            self.client
-                .update_item()
-                .table_name(&self.table)
-                .key("op_id", s(op_id.as_str()))
-                .update_expression(format!(
-                    "SET #status = :cancelled, #result = :note, due_at_ms = :now, updated_at_ms = :now, \
-                     {NEXT_VERSION}, {APPEND_HISTORY} REMOVE held, held_since_ms ADD {ADD_VERSION}"
-                ))
-                .condition_expression(condition.to_owned())
-                .expression_attribute_names("#status", "status")
-                .expression_attribute_names("#result", "result")
-                .expression_attribute_values(":cancelled", s(Status::Cancelled.as_str()))
-                .expression_attribute_values(":note", s(&json_note("cancelled", note)))
-                .expression_attribute_values(":now", n(now))
-                .status_change(op_id, Status::Cancelled, now)
-                .return_values(ReturnValue::AllNew)
-                .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
-        };
-        // Never sent: no claim ever set `sent` (and, for items from before it, no attempt).
-        let never_sent = to_cancelled(
+        // The first write is the never-sent cancel, made blind: a fresh op needs no read. A
+        // failed condition returns the item as it stands and `cancel_step` names the write
+        // that applies to it. An op only moves on (never sent -> sent -> waiting -> ended), so
+        // a cancel racing a worker needs at most three writes: a cancel request that loses to
+        // the worker's 202 stops the wait instead.
+        let mut step = CancelStep::NeverSent;
+        let mut in_flight_due: Option<Millis> = None;
+        for _ in 0..3 {
+            let (operation, result) = match step {
+                CancelStep::NeverSent => (
+                    "UpdateItem(cancel)",
+                    self.cancel_never_sent(op_id, now).await,
+                ),
+                CancelStep::StopWait => (
+                    "UpdateItem(cancel wait)",
+                    self.cancel_wait(op_id, now).await,
+                ),
+                CancelStep::AskTarget => {
+                    // A claimed op keeps the dispatcher's step-in time of its claim; any other
+                    // is re-enqueued soon, so the request reaches the target without waiting
+                    // out a backoff.
+                    let due = in_flight_due.unwrap_or(now + redispatch_after_ms.min(5_000));
+                    (
+                        "UpdateItem(cancel request)",
+                        self.request_cancel(op_id, now, due).await,
+                    )
+                }
+            };
+            let current =
+                match written_or_current::<WorkItem, _>(op_id.as_str(), operation, result)? {
+                    Ok(Some(item)) if step == CancelStep::AskTarget => {
+                        return Ok(CancelOutcome::Requested(item))
+                    }
+                    Ok(Some(item)) => return Ok(CancelOutcome::Cancelled(item)),
+                    Ok(None) | Err(None) => return Ok(CancelOutcome::Missing),
+                    Err(Some(item)) => item,
+                };
+            match current.cancel_step() {
+                None => return Ok(CancelOutcome::Finished(current)),
+                Some(next) => {
+                    in_flight_due =
+                        (current.status == Status::InFlight).then_some(current.due_at_ms);
+                    step = next;
+                }
+            }
+        }
+        Err(StoreError::Unavailable {
+            operation: "UpdateItem(cancel)",
+            message: format!("op {op_id} kept changing under the cancel; run it again"),
+        })
+    }
+
+    /// CANCELLED if no claim ever set `sent` (and, for items from before it, no attempt).
+    async fn cancel_never_sent(&self, op_id: &OpId, now: Millis) -> UpdateResult {
+        self.to_cancelled(
+            op_id,
+            now,
             "#status IN (:pending, :dispatched, :retrying) AND attempts = :zero \
              AND attribute_not_exists(sent)",
             "cancelled before it was ever sent",
@@ -632,78 +674,72 @@ impl WorkItemStore {
         .expression_attribute_values(":retrying", s(Status::Retrying.as_str()))
         .expression_attribute_values(":zero", n(0))
         .send()
-        .await;
-        let current = match written_or_current::<WorkItem, _>(
-            op_id.as_str(),
-            "UpdateItem(cancel)",
-            never_sent,
-        )? {
-            Ok(Some(item)) => return Ok(CancelOutcome::Cancelled(item)),
-            Ok(None) | Err(None) => return Ok(CancelOutcome::Missing),
-            Err(Some(item)) => item,
-        };
-        match current.status {
-            s_ if s_.is_terminal() => Ok(CancelOutcome::Finished(current)),
-            Status::WaitingRemote => {
-                let stopped = to_cancelled(
-                    "#status = :waiting",
-                    "cancelled while the target worked on it: its effect was applied there; only the wait stopped",
-                )
-                .expression_attribute_values(":waiting", s(Status::WaitingRemote.as_str()))
-                .send()
-                .await;
-                match written_or_current::<WorkItem, _>(
-                    op_id.as_str(),
-                    "UpdateItem(cancel wait)",
-                    stopped,
-                )? {
-                    Ok(Some(item)) => Ok(CancelOutcome::Cancelled(item)),
-                    Ok(None) | Err(None) => Ok(CancelOutcome::Missing),
-                    Err(Some(item)) => Ok(CancelOutcome::Finished(item)),
-                }
-            }
-            _ => {
-                // Sent at least once: only the target can say whether it applied. The next
-                // claim asks it for a tombstone; due now, claimable now.
-                let requested = self
-                    .client
-                    .update_item()
-                    .table_name(&self.table)
-                    .key("op_id", s(op_id.as_str()))
-                    .update_expression(
-                        "SET cancel_requested = :true, retry_at_ms = :now, due_at_ms = :due REMOVE held, held_since_ms",
-                    )
-                    .condition_expression("#status IN (:pending, :dispatched, :retrying, :in_flight)")
-                    .expression_attribute_names("#status", "status")
-                    .expression_attribute_values(":true", AttributeValue::Bool(true))
-                    .expression_attribute_values(":now", n(now))
-                    .expression_attribute_values(
-                        ":due",
-                        n(if current.status == Status::InFlight {
-                            current.due_at_ms
-                        } else {
-                            now + redispatch_after_ms.min(5_000)
-                        }),
-                    )
-                    .expression_attribute_values(":pending", s(Status::Pending.as_str()))
-                    .expression_attribute_values(":dispatched", s(Status::Dispatched.as_str()))
-                    .expression_attribute_values(":retrying", s(Status::Retrying.as_str()))
-                    .expression_attribute_values(":in_flight", s(Status::InFlight.as_str()))
-                    .return_values(ReturnValue::AllNew)
-                    .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
-                    .send()
-                    .await;
-                match written_or_current::<WorkItem, _>(
-                    op_id.as_str(),
-                    "UpdateItem(cancel request)",
-                    requested,
-                )? {
-                    Ok(Some(item)) => Ok(CancelOutcome::Requested(item)),
-                    Ok(None) | Err(None) => Ok(CancelOutcome::Missing),
-                    Err(Some(item)) => Ok(CancelOutcome::Finished(item)),
-                }
-            }
-        }
+        .await
+    }
+
+    /// CANCELLED if WAITING_REMOTE: the effect stays at the target, the wait stops.
+    async fn cancel_wait(&self, op_id: &OpId, now: Millis) -> UpdateResult {
+        self.to_cancelled(
+            op_id,
+            now,
+            "#status = :waiting",
+            "cancelled while the target worked on it: its effect was applied there; only the wait stopped",
+        )
+        .expression_attribute_values(":waiting", s(Status::WaitingRemote.as_str()))
+        .send()
+        .await
+    }
+
+    /// `cancel_requested` on an op that may have reached the target: its next claim asks the
+    /// target for a tombstone; claimable now, re-enqueued by `due_at_ms`.
+    async fn request_cancel(&self, op_id: &OpId, now: Millis, due_at_ms: Millis) -> UpdateResult {
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .key("op_id", s(op_id.as_str()))
+            .update_expression(
+                "SET cancel_requested = :true, retry_at_ms = :now, due_at_ms = :due REMOVE held, held_since_ms",
+            )
+            .condition_expression("#status IN (:pending, :dispatched, :retrying, :in_flight)")
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":true", AttributeValue::Bool(true))
+            .expression_attribute_values(":now", n(now))
+            .expression_attribute_values(":due", n(due_at_ms))
+            .expression_attribute_values(":pending", s(Status::Pending.as_str()))
+            .expression_attribute_values(":dispatched", s(Status::Dispatched.as_str()))
+            .expression_attribute_values(":retrying", s(Status::Retrying.as_str()))
+            .expression_attribute_values(":in_flight", s(Status::InFlight.as_str()))
+            .return_values(ReturnValue::AllNew)
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await
+    }
+
+    /// The CANCELLED status write on `condition`, with `note` as its result.
+    fn to_cancelled(
+        &self,
+        op_id: &OpId,
+        now: Millis,
+        condition: &str,
+        note: &str,
+    ) -> aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder {
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .key("op_id", s(op_id.as_str()))
+            .update_expression(format!(
+                "SET #status = :cancelled, #result = :note, due_at_ms = :now, updated_at_ms = :now, \
+                 {NEXT_VERSION}, {APPEND_HISTORY} REMOVE held, held_since_ms ADD {ADD_VERSION}"
+            ))
+            .condition_expression(condition.to_owned())
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_names("#result", "result")
+            .expression_attribute_values(":cancelled", s(Status::Cancelled.as_str()))
+            .expression_attribute_values(":note", s(&json_note("cancelled", note)))
+            .expression_attribute_values(":now", n(now))
+            .status_change(op_id, Status::Cancelled, now)
+            .return_values(ReturnValue::AllNew)
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
     }
 
     /// Items in `status` due at or before `now` (the dispatcher's sweep), oldest due first.
