@@ -38,6 +38,9 @@ use tokio::sync::Mutex as AsyncMutex;
 const STORE_ENDPOINT: &str = "AWS_ENDPOINT_URL_DYNAMODB";
 /// lease-check is one function: its tests take turns.
 static LEASE_CHECK: AsyncMutex<()> = AsyncMutex::const_new(());
+/// One test at a time sends ops to eu-west-1 through the fault proxy: one of them makes the
+/// region unavailable, which would hold the others' ops.
+static IRC: AsyncMutex<()> = AsyncMutex::const_new(());
 /// One test at a time breaks the renewer or watches its dead-letter queue: a renewer made to
 /// fail can put messages there.
 static RENEWER: AsyncMutex<()> = AsyncMutex::const_new(());
@@ -460,6 +463,7 @@ impl Coordinator {
 async fn the_failed_ops_alarm_fires_when_a_region_refuses_an_op_and_not_before() -> Result<()> {
     let stack = stack().await?;
     let failed = alarm(&stack, "IrcOpsFailedAlarm")?;
+    let _turn = IRC.lock().await;
     let irc = Coordinator::new(&stack).await?;
     let healthy_start = now_ms();
     for _ in 0..3 {
@@ -637,6 +641,7 @@ async fn the_scheduled_functions_dead_letter_alarms_fire_on_a_message_and_not_be
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dead_letter_alarm_fires_when_a_message_reaches_the_dlq_and_not_before() -> Result<()> {
     let stack = stack().await?;
+    let _turn = IRC.lock().await;
     let irc = Coordinator::new(&stack).await?;
     let dlq = Dlq::new(
         &stack,
@@ -705,6 +710,7 @@ async fn the_oldest_retrying_alarm_fires_when_an_op_keeps_retrying_and_not_befor
         threshold_ms.to_string(),
     )]);
     let oldest = Template::load()?.alarm("IrcOldestRetryingAlarm", &parameters, &resolve)?;
+    let _turn = IRC.lock().await;
     let irc = Coordinator::new(&stack).await?;
     let healthy_start = now_ms();
     ensure!(irc.put(10_000).await? == Status::Succeeded);
@@ -741,5 +747,85 @@ async fn the_oldest_retrying_alarm_fires_when_an_op_keeps_retrying_and_not_befor
     )?;
     // Healed: the op succeeds at its next attempt.
     ensure!(irc.wait_terminal(&item.op_id, 120_000).await? == Status::Succeeded);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_region_unavailable_alarm_fires_while_a_target_region_stays_open_and_not_before(
+) -> Result<()> {
+    use tenure::irc::region_health::{HealthRecords, RegionHealthTable};
+    use tenure_testkit::fault_proxy::Chaos;
+    let stack = stack().await?;
+    // Deployed at 5 minutes by default; this stack's alarm is evaluated at 1, the rest of its
+    // definition as deployed.
+    let parameters = BTreeMap::from([(
+        "IrcRegionUnavailableAlarmMinutes".to_owned(),
+        "1".to_owned(),
+    )]);
+    let unavailable = Template::load()?.alarm(
+        "IrcRegionUnavailableAlarm",
+        &parameters,
+        &stack_resolver(&stack),
+    )?;
+    let _turn = IRC.lock().await;
+    let irc = Coordinator::new(&stack).await?;
+    let health = RegionHealthTable::new(
+        tenure::aws::dynamodb_client(&stack.sdk().await, None),
+        stack.output("RegionHealthTable")?,
+    );
+    let eu = Region::parse("eu-west-1")?;
+    let healthy_start = now_ms();
+    ensure!(irc.put(10_000).await? == Status::Succeeded);
+    // A few dispatcher sweeps (2 s apart), every region available.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    // eu-west-1 answers everything 503, probes included: a regional outage.
+    let fault_start = now_ms();
+    irc.proxy.set_chaos(Chaos {
+        target_region: Some("eu-west-1".into()),
+        error_before: 1.0,
+        error_statuses: vec![503],
+        ..Chaos::default()
+    });
+    let outage = async {
+        let mut ops = Vec::new();
+        let mut opened_at = None;
+        let deadline = now_ms() + 60_000;
+        while opened_at.is_none() {
+            ensure!(now_ms() < deadline, "eu-west-1 never opened");
+            if ops.len() < 12 {
+                ops.push(irc.submit(10_000).await?);
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            if health.read(&eu, 0).await?.state.open {
+                opened_at = Some(now_ms());
+            }
+        }
+        // Open through the alarm's whole periods (probes keep failing), then a sweep's sample.
+        let open_from = opened_at.unwrap_or(fault_start);
+        let fault_end =
+            (open_from / unavailable.period_ms + 1 + unavailable.datapoints_to_alarm as u64)
+                * unavailable.period_ms
+                + 3_000;
+        sleep_until(fault_end).await;
+        ensure!(
+            health.read(&eu, 0).await?.state.open,
+            "eu-west-1 closed while every probe failed"
+        );
+        Ok::<_, anyhow::Error>((ops, fault_end))
+    }
+    .await;
+    irc.proxy.set_chaos(Chaos::default());
+    let (ops, fault_end) = outage?;
+    let (points, _) = emf_datapoints(&stack, "IrcDispatcherFunction", healthy_start).await?;
+    assert_phases(
+        &unavailable,
+        &points,
+        (healthy_start, fault_start),
+        (fault_start, fault_end),
+    )?;
+    // Healed: the next probe closes the region and the held ops succeed.
+    for op in &ops {
+        ensure!(irc.wait_terminal(&op.op_id, 180_000).await? == Status::Succeeded);
+    }
     Ok(())
 }

@@ -62,6 +62,9 @@ pub mod name {
     pub const IRC_REGION_OPENED: &str = "IrcRegionOpened";
     /// The dispatcher's probes of unavailable regions, by `TargetRegion` and `Result`.
     pub const IRC_REGION_PROBES: &str = "IrcRegionProbes";
+    /// Target regions unavailable (open) after the dispatcher's probes, sampled every sweep:
+    /// one series per stack, so one alarm covers every peer (`IrcRegionUnavailableAlarm`).
+    pub const IRC_REGIONS_UNAVAILABLE: &str = "IrcRegionsUnavailable";
     /// Records that can never succeed (bad body, no work item), released for the DLQ.
     pub const IRC_DEAD_LETTERED: &str = "IrcDeadLettered";
     /// Age (since submit) of the oldest RETRYING operation, sampled by each dispatcher sweep (ms).
@@ -185,6 +188,7 @@ pub fn describe() {
     }
     ::metrics::describe_histogram!(name::RENEWER_HOSTS, Unit::Count, "");
     ::metrics::describe_gauge!(name::IRC_OLDEST_RETRYING_AGE, Unit::Milliseconds, "");
+    ::metrics::describe_gauge!(name::IRC_REGIONS_UNAVAILABLE, Unit::Count, "");
 }
 
 fn count(name: &'static str) {
@@ -263,6 +267,11 @@ pub fn irc_region_hold(target_region: &str) {
 pub fn irc_region_opened(target_region: &str) {
     ::metrics::counter!(name::IRC_REGION_OPENED, "TargetRegion" => target_region.to_owned())
         .increment(1);
+}
+
+/// How many target regions are unavailable after a sweep's probes.
+pub fn irc_regions_unavailable(regions: usize) {
+    ::metrics::gauge!(name::IRC_REGIONS_UNAVAILABLE).set(regions as f64);
 }
 
 /// The dispatcher probed an unavailable region (`alive`: it answered as the contract says).

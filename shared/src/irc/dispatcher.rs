@@ -124,6 +124,7 @@ impl<C: Clock> Dispatcher<C> {
         .await;
         report.probes += round.probes;
         report.errors += round.errors;
+        metrics::irc_regions_unavailable(round.unavailable.len());
         for status in Status::SWEPT {
             let now = self.clock.now_ms();
             let items = match self.store.due(status, now, PAGE).await {
