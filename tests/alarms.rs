@@ -459,11 +459,39 @@ impl Coordinator {
     }
 }
 
+/// An IRC test's turn: the lock, then eu-west-1 closed and past its resume ramp, so none of
+/// the test's ops is held (a test that failed mid-outage leaves the region open until the
+/// dispatcher's next probe, and a recovered region admits ops over the ramp).
+async fn irc_turn(stack: &Stack) -> Result<tokio::sync::MutexGuard<'static, ()>> {
+    use tenure::irc::health::HealthPolicy;
+    use tenure::irc::region_health::{HealthRecords, RegionHealthTable};
+    let turn = IRC.lock().await;
+    let health = RegionHealthTable::new(
+        tenure::aws::dynamodb_client(&stack.sdk().await, None),
+        stack.output("RegionHealthTable")?,
+    );
+    let eu = Region::parse("eu-west-1")?;
+    let ramp_ms = HealthPolicy::default().resume_ramp_ms;
+    let deadline = now_ms() + 180_000;
+    loop {
+        let state = health.read(&eu, 0).await?.state;
+        let now = now_ms();
+        if !state.open && state.recovered_at_ms.is_none_or(|at| now >= at + ramp_ms) {
+            return Ok(turn);
+        }
+        ensure!(
+            now < deadline,
+            "eu-west-1 still unavailable or resuming: {state:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_failed_ops_alarm_fires_when_a_region_refuses_an_op_and_not_before() -> Result<()> {
     let stack = stack().await?;
     let failed = alarm(&stack, "IrcOpsFailedAlarm")?;
-    let _turn = IRC.lock().await;
+    let _turn = irc_turn(&stack).await?;
     let irc = Coordinator::new(&stack).await?;
     let healthy_start = now_ms();
     for _ in 0..3 {
@@ -641,7 +669,7 @@ async fn the_scheduled_functions_dead_letter_alarms_fire_on_a_message_and_not_be
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dead_letter_alarm_fires_when_a_message_reaches_the_dlq_and_not_before() -> Result<()> {
     let stack = stack().await?;
-    let _turn = IRC.lock().await;
+    let _turn = irc_turn(&stack).await?;
     let irc = Coordinator::new(&stack).await?;
     let dlq = Dlq::new(
         &stack,
@@ -710,7 +738,7 @@ async fn the_oldest_retrying_alarm_fires_when_an_op_keeps_retrying_and_not_befor
         threshold_ms.to_string(),
     )]);
     let oldest = Template::load()?.alarm("IrcOldestRetryingAlarm", &parameters, &resolve)?;
-    let _turn = IRC.lock().await;
+    let _turn = irc_turn(&stack).await?;
     let irc = Coordinator::new(&stack).await?;
     let healthy_start = now_ms();
     ensure!(irc.put(10_000).await? == Status::Succeeded);
@@ -767,7 +795,7 @@ async fn the_region_unavailable_alarm_fires_while_a_target_region_stays_open_and
         &parameters,
         &stack_resolver(&stack),
     )?;
-    let _turn = IRC.lock().await;
+    let _turn = irc_turn(&stack).await?;
     let irc = Coordinator::new(&stack).await?;
     let health = RegionHealthTable::new(
         tenure::aws::dynamodb_client(&stack.sdk().await, None),

@@ -1298,3 +1298,53 @@ async fn cancel_is_local_only_for_an_op_never_sent() {
         CancelOutcome::Finished(i) if i.status == Status::Succeeded
     ));
 }
+
+/// An operator's cancel races the worker's 202 for an op in flight, over and over: whichever
+/// lands first, the cancel is never lost. Either the wait stops (CANCELLED) or the request is
+/// recorded on the item (`cancel_requested`), which the dispatcher's next look at the waiting
+/// op turns into a stopped wait (`cancel` again, as it does). Never "nothing to cancel" while
+/// the op waits on.
+#[tokio::test]
+async fn a_cancel_racing_the_workers_202_stops_the_wait_or_is_recorded_for_the_dispatcher() {
+    let store = work_items().await;
+    let (mut stopped, mut recorded) = (0, 0);
+    for round in 0..16 {
+        let item = submitted(&store, &format!("race-{round}")).await;
+        store.claim(&item.op_id, "t", T0, 60_000, 0).await.unwrap();
+        let waiting = Completion::Waiting {
+            poll_at_ms: T0 + 1_000,
+        };
+        // The 202's write starts 0 to 15 ms after the cancel's first write, so it lands
+        // before, between and after the cancel's writes.
+        let (completed, cancel) = tokio::join!(
+            async {
+                tokio::time::sleep(std::time::Duration::from_millis(round)).await;
+                store.complete(&item.op_id, "t", &waiting, T0 + 5).await
+            },
+            store.cancel(&item.op_id, T0 + 5, 60_000),
+        );
+        let completed = completed.unwrap();
+        let last = store.get(&item.op_id).await.unwrap().unwrap();
+        match cancel.unwrap() {
+            CancelOutcome::Cancelled(_) => {
+                // The 202 landed first and the cancel stopped the wait.
+                assert!(matches!(completed, CompleteOutcome::Completed(_)));
+                assert_eq!(last.status, Status::Cancelled, "{last:?}");
+                stopped += 1;
+            }
+            CancelOutcome::Requested(_) => {
+                // The request landed while the attempt was in flight; the 202 then made it
+                // wait with the request on it, and the dispatcher's cancel stops the wait.
+                assert_eq!(last.status, Status::WaitingRemote, "{last:?}");
+                assert!(last.cancel_requested, "{last:?}");
+                assert!(matches!(
+                    store.cancel(&item.op_id, T0 + 1_000, 60_000).await.unwrap(),
+                    CancelOutcome::Cancelled(i) if i.status == Status::Cancelled
+                ));
+                recorded += 1;
+            }
+            other => panic!("the cancel was lost: {other:?}, the op is {last:?}"),
+        }
+    }
+    eprintln!("16 races: {stopped} stopped the wait, {recorded} recorded for the dispatcher");
+}

@@ -7,6 +7,7 @@ use clap::{Args, Subcommand};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 use tenure::clock::{Clock, SystemClock};
+use tenure::irc::config::health_policy;
 use tenure::irc::config::RetryPolicy;
 use tenure::irc::health::{CallCounts, HealthPolicy, RegionHealth};
 use tenure::irc::kinds::Kinds;
@@ -454,7 +455,8 @@ async fn regions(
             .map(|r| Region::parse(r).map_err(|e| anyhow!("--target-region {r}: {e}")))
             .collect::<Result<_>>()?
     };
-    let policy = HealthPolicy::default();
+    // The stack's windows and ramp, from tenurectl's environment like the retry policy.
+    let policy = health_policy(&tenure::config::ProcessEnv)?;
     let now = SystemClock.now_ms();
     let mut views = Vec::new();
     for region in regions {

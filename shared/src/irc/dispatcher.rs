@@ -213,6 +213,19 @@ impl<C: Clock> Dispatcher<C> {
         report.held += held.len() as u64;
         let results: Vec<Result<bool, crate::StoreError>> =
             futures::stream::iter(due.iter().map(|item| async move {
+                // An operator's cancel that reached the op while its attempt was in flight,
+                // and the attempt came back 202: no attempt is left to carry the request, so
+                // the wait stops here (the effect stays at the target, as any stopped wait).
+                if item.cancel_requested {
+                    let now = self.clock.now_ms();
+                    let outcome = self
+                        .store
+                        .cancel(&item.op_id, now, self.policy.redispatch_after_ms)
+                        .await?;
+                    let stopped = matches!(outcome, super::store::CancelOutcome::Cancelled(_));
+                    info!(op_id = %item.op_id, stopped, "a cancel requested during its attempt: the wait stops");
+                    return Ok(true);
+                }
                 let answer = self
                     .remote
                     .status(&item.target_region, &item.op_id, FOLLOW_TIMEOUT)

@@ -242,8 +242,10 @@ impl WorkItem {
 
     /// Which cancel applies to the item as it stands (`tenurectl ops cancel`), or `None` when
     /// it has ended and there is nothing to cancel. Each step is one conditional write whose
-    /// condition says the same as this rule, so a cancel that loses a race to a worker or the
-    /// dispatcher asks again with the item its failed write returned.
+    /// condition admits the items this rule sends to it, so a cancel that loses a race to a
+    /// worker or the dispatcher asks again with the item its failed write returned. (The
+    /// ask-target write also admits a never-sent op; it is only tried after the never-sent
+    /// write failed, and an op never becomes unsent again: `sent` is never removed.)
     pub fn cancel_step(&self) -> Option<CancelStep> {
         match self.status {
             Status::Succeeded | Status::Failed | Status::Cancelled => None,
