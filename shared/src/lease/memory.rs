@@ -24,6 +24,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 struct Tables {
     hosts: BTreeMap<HostId, HostRecord>,
     groups: BTreeMap<GroupId, LeaseRecord>,
+    /// Set by [`MemoryLeaseStore::renewer_goes_first`].
+    renewer_first: bool,
 }
 
 impl Tables {
@@ -64,6 +66,12 @@ impl MemoryLeaseStore {
     /// Puts a host item as it is, unconditionally (tests).
     pub fn put_host_item(&self, record: HostRecord) {
         self.lock().hosts.insert(record.host_id.clone(), record);
+    }
+
+    /// The next `renew` finds the same renewal already written, as when the scheduled renewer
+    /// reaches a host between a check's heartbeat and that check's own renewal (tests).
+    pub fn renewer_goes_first(&self) {
+        self.lock().renewer_first = true;
     }
 
     pub fn host(&self, host: &HostId) -> Option<HostRecord> {
@@ -123,6 +131,16 @@ impl LeaseStore for MemoryLeaseStore {
 
     async fn renew(&self, plan: &RenewPlan) -> Result<RenewOutcome, StoreError> {
         let mut t = self.lock();
+        if std::mem::take(&mut t.renewer_first) {
+            if let Some(host) = t
+                .hosts
+                .get(&plan.host)
+                .filter(|h| plan.condition_holds(Some(h)))
+            {
+                let renewed = plan.apply(host);
+                t.hosts.insert(plan.host.clone(), renewed);
+            }
+        }
         let current = t.hosts.get(&plan.host);
         match current {
             Some(host) if plan.condition_holds(Some(host)) => {

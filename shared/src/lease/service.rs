@@ -517,9 +517,22 @@ impl<S: LeaseStore, C: Clock> LeaseService<S, C> {
         }
         if me.speaks_for(incarnation) && self_renewal_due(&me, now, cfg) {
             if let Ok(plan) = renew_decision(&me, now, cfg) {
-                if let RenewOutcome::Renewed { .. } = self.store.renew(&plan).await? {
-                    metrics::renewed();
-                    me = plan.apply(&me);
+                match self.store.renew(&plan).await? {
+                    RenewOutcome::Renewed { .. } => {
+                        metrics::renewed();
+                        me = plan.apply(&me);
+                    }
+                    // Most often the scheduled renewer wrote the same renewal between this
+                    // check's heartbeat and here. Answering from the copy read before it would
+                    // tell a freshly renewed host its lease has lapsed (not writable, no
+                    // acquisition) until its next poll; one more read, only on a lost race,
+                    // answers from what the table holds. Safe: the answer still comes from
+                    // one strongly consistent read of the host taken after the heartbeat.
+                    RenewOutcome::LostRace => {
+                        if let Some(current) = self.store.read_host(&me.host_id).await? {
+                            me = current;
+                        }
+                    }
                 }
             }
         }

@@ -83,6 +83,23 @@ fn groups(n: usize) -> Vec<GroupId> {
     (0..n).map(|i| group(&format!("g{i:03}"))).collect()
 }
 
+/// The renewer reaching a new host between its check's heartbeat and the check's own renewal
+/// (seen on MiniStack: the first check of a host answered "lapsed" and took nothing).
+#[tokio::test]
+async fn a_check_whose_renewal_loses_to_the_renewer_answers_from_the_renewed_lease() {
+    let (service, _clock) = setup();
+    let ids = groups(3);
+    create(&service, &ids).await;
+    service.store().renewer_goes_first();
+    let a = service
+        .check_host(&request("a", "a1", true, &ids))
+        .await
+        .unwrap();
+    assert!(a.valid_for_ms > 0, "{a:?}");
+    assert_eq!(writable_count(&a), 3, "{a:?}");
+    assert!(answers(&a).values().all(|g| g.epoch == Epoch(1)));
+}
+
 #[tokio::test]
 async fn a_dead_host_is_revoked_once_and_all_its_groups_move_in_one_check() {
     let (service, clock) = setup();
