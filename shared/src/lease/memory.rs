@@ -29,6 +29,19 @@ struct Tables {
 }
 
 impl Tables {
+    fn renew(&mut self, plan: &RenewPlan) -> RenewOutcome {
+        match self.hosts.get(&plan.host) {
+            Some(host) if plan.condition_holds(Some(host)) => {
+                let next = plan.apply(host);
+                self.hosts.insert(plan.host.clone(), next);
+                RenewOutcome::Renewed {
+                    expires_at_ms: plan.new_expires_at_ms,
+                }
+            }
+            _ => RenewOutcome::LostRace,
+        }
+    }
+
     /// `ADD attention :g` with the `if_not_exists` defaults of a host item.
     fn notify(&mut self, host: &HostId, group: &GroupId, now: Millis) {
         let record = self
@@ -132,26 +145,9 @@ impl LeaseStore for MemoryLeaseStore {
     async fn renew(&self, plan: &RenewPlan) -> Result<RenewOutcome, StoreError> {
         let mut t = self.lock();
         if std::mem::take(&mut t.renewer_first) {
-            if let Some(host) = t
-                .hosts
-                .get(&plan.host)
-                .filter(|h| plan.condition_holds(Some(h)))
-            {
-                let renewed = plan.apply(host);
-                t.hosts.insert(plan.host.clone(), renewed);
-            }
+            t.renew(plan);
         }
-        let current = t.hosts.get(&plan.host);
-        match current {
-            Some(host) if plan.condition_holds(Some(host)) => {
-                let next = plan.apply(host);
-                t.hosts.insert(plan.host.clone(), next);
-                Ok(RenewOutcome::Renewed {
-                    expires_at_ms: plan.new_expires_at_ms,
-                })
-            }
-            _ => Ok(RenewOutcome::LostRace),
-        }
+        Ok(t.renew(plan))
     }
 
     async fn revoke(&self, plan: &RevokePlan) -> Result<Written<HostRecord>, StoreError> {
